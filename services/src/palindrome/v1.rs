@@ -1,0 +1,226 @@
+//! Palindrome server, version 1: byte level, like the lecture's `conn.recv(1024)` /
+//! `conn.sendall(...)`. Raw reads into a fixed buffer and its own framing: a line may arrive in
+//! many reads and many lines in one read. The answers to the lines of one read go out in one
+//! write. Option `once` reproduces the lecture's lifetime: the port closes after one client.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use crate::conn::until;
+use crate::{Conn, Limits, Options, Registration, Service, close_gracefully, write_reply};
+
+/// The lecture's `recv` size.
+const CHUNK: usize = 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V1Options {
+    #[serde(default)]
+    strict: bool,
+    /// Stop accepting on this port after the first client has left.
+    #[serde(default)]
+    once: bool,
+}
+
+#[derive(Debug)]
+struct PalindromeV1 {
+    strict: bool,
+    once: bool,
+}
+
+/// What [`Framer::feed`] decided for the session.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Continue,
+    /// An empty line: the client is done.
+    Done,
+    /// A line over the limit.
+    TooLong,
+}
+
+/// The framing state between reads: the unfinished line, never longer than the limit plus one
+/// byte (a `\r` the next read may end with `\n`).
+#[derive(Debug)]
+struct Framer {
+    partial: Vec<u8>,
+    max: usize,
+    strict: bool,
+}
+
+impl Framer {
+    /// Frames one read's bytes, appending the answers to `replies`.
+    fn feed(&mut self, mut bytes: &[u8], replies: &mut Vec<u8>) -> Outcome {
+        while let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+            let (head, rest) = (&bytes[..i], &bytes[i + 1..]);
+            bytes = rest;
+            let outcome = if self.partial.is_empty() {
+                answer(head, self.max, self.strict, replies)
+            } else if self.partial.len() + head.len() > self.max + 1 {
+                Outcome::TooLong
+            } else {
+                self.partial.extend_from_slice(head);
+                let outcome = answer(&self.partial, self.max, self.strict, replies);
+                self.partial.clear();
+                outcome
+            };
+            if outcome != Outcome::Continue {
+                return outcome;
+            }
+        }
+        if self.partial.len() + bytes.len() > self.max + 1 {
+            return Outcome::TooLong;
+        }
+        self.partial.extend_from_slice(bytes);
+        Outcome::Continue
+    }
+
+    /// The client closed: an unterminated last line still gets its answer.
+    fn finish(&mut self, replies: &mut Vec<u8>) -> Outcome {
+        if self.partial.is_empty() {
+            return Outcome::Done;
+        }
+        let line = std::mem::take(&mut self.partial);
+        match answer(&line, self.max, self.strict, replies) {
+            Outcome::Continue => Outcome::Done,
+            other => other,
+        }
+    }
+}
+
+fn answer(line: &[u8], max: usize, strict: bool, replies: &mut Vec<u8>) -> Outcome {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > max {
+        return Outcome::TooLong;
+    }
+    if line.is_empty() {
+        return Outcome::Done;
+    }
+    replies.extend_from_slice(super::verdict(&String::from_utf8_lossy(line), strict));
+    Outcome::Continue
+}
+
+#[async_trait]
+impl Service for PalindromeV1 {
+    async fn serve(&self, mut conn: Conn) -> std::io::Result<()> {
+        let limits: Limits = conn.limits;
+        let mut framer = Framer {
+            partial: Vec::new(),
+            max: limits.max_line_bytes,
+            strict: self.strict,
+        };
+        let mut chunk = [0u8; CHUNK];
+        let mut replies = Vec::with_capacity(64);
+        // The deadline for the line being read: it runs from the last complete line.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() {
+                deadline = limits.deadline();
+            }
+            let outcome = match until(deadline, conn.stream.read(&mut chunk)).await {
+                Ok(0) => framer.finish(&mut replies),
+                Ok(n) => {
+                    if chunk[..n].contains(&b'\n') {
+                        deadline = None;
+                    }
+                    framer.feed(&chunk[..n], &mut replies)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    write_reply(&mut conn.stream, limits.idle_reply().as_bytes(), &limits).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if outcome == Outcome::TooLong {
+                replies.extend_from_slice(limits.too_long_reply().as_bytes());
+            }
+            if !replies.is_empty() {
+                write_reply(&mut conn.stream, &replies, &limits).await?;
+                replies.clear();
+            }
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Done => break,
+                Outcome::TooLong => {
+                    close_gracefully(&mut conn.stream).await;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn single_session(&self) -> bool {
+        self.once
+    }
+}
+
+fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
+    let V1Options { strict, once } = options.parse()?;
+    Ok(Arc::new(PalindromeV1 { strict, once }))
+}
+
+inventory::submit! {
+    Registration {
+        name: "palindrome-v1",
+        summary: "palindrome checker at byte level with its own framing (lecture v1, recv/sendall)",
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framer(max: usize) -> Framer {
+        Framer {
+            partial: Vec::new(),
+            max,
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn a_line_split_over_many_reads() {
+        let mut f = framer(100);
+        let mut out = Vec::new();
+        for b in b"aba\r\nab" {
+            assert_eq!(f.feed(&[*b], &mut out), Outcome::Continue);
+        }
+        assert_eq!(f.feed(b"c\n", &mut out), Outcome::Continue);
+        assert_eq!(out, b"1\n\n");
+    }
+
+    #[test]
+    fn many_lines_in_one_read_and_an_empty_line_ends() {
+        let mut f = framer(100);
+        let mut out = Vec::new();
+        assert_eq!(f.feed(b"abba\nabc\n\nignored\n", &mut out), Outcome::Done);
+        assert_eq!(out, b"1\n\n");
+    }
+
+    #[test]
+    fn the_partial_line_never_outgrows_the_limit() {
+        let mut f = framer(4);
+        let mut out = Vec::new();
+        assert_eq!(f.feed(b"abcd\r", &mut out), Outcome::Continue);
+        assert_eq!(f.feed(b"\n", &mut out), Outcome::Continue);
+        assert_eq!(f.feed(b"abc", &mut out), Outcome::Continue);
+        assert_eq!(f.feed(b"de\n", &mut out), Outcome::TooLong);
+        let mut f = framer(4);
+        assert_eq!(f.feed(b"abcdef", &mut out), Outcome::TooLong);
+        assert!(f.partial.capacity() <= 8);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_answered() {
+        let mut f = framer(100);
+        let mut out = Vec::new();
+        assert_eq!(f.feed(b"abba", &mut out), Outcome::Continue);
+        assert_eq!(f.finish(&mut out), Outcome::Done);
+        assert_eq!(out, b"1\n");
+    }
+}

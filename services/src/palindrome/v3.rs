@@ -1,0 +1,66 @@
+//! Palindrome server, version 3: a handler for the host's line framing, like the lecture's
+//! `RequestHandler(StreamRequestHandler)` served by `socketserver.TCPServer`. The framing,
+//! limits and writes are the host's; this file is only the protocol.
+
+use std::sync::Arc;
+
+use crate::lines::{Flow, LineHandler, LineServer, LineService};
+use crate::{Conn, Options, Registration, Service};
+
+#[derive(Debug)]
+struct PalindromeV3 {
+    strict: bool,
+}
+
+#[derive(Debug)]
+struct Handler {
+    strict: bool,
+}
+
+impl LineService for PalindromeV3 {
+    type Handler = Handler;
+
+    fn connect(&self, _conn: &Conn) -> Handler {
+        Handler {
+            strict: self.strict,
+        }
+    }
+}
+
+impl LineHandler for Handler {
+    fn handle(&mut self, line: &str, reply: &mut Vec<u8>) -> Flow {
+        if line.is_empty() {
+            return Flow::Close;
+        }
+        reply.extend_from_slice(super::verdict(line, self.strict));
+        Flow::Continue
+    }
+}
+
+fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
+    let super::Options { strict } = options.parse()?;
+    Ok(Arc::new(LineServer(PalindromeV3 { strict })))
+}
+
+inventory::submit! {
+    Registration {
+        name: "palindrome-v3",
+        summary: "palindrome checker on the host's line framing (lecture v3, StreamRequestHandler)",
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_lines_and_closes_on_an_empty_one() {
+        let mut handler = Handler { strict: false };
+        let mut reply = Vec::new();
+        assert_eq!(handler.handle("abba", &mut reply), Flow::Continue);
+        assert_eq!(handler.handle("abc", &mut reply), Flow::Continue);
+        assert_eq!(reply, b"1\n\n");
+        assert_eq!(handler.handle("", &mut reply), Flow::Close);
+    }
+}

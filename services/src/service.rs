@@ -1,0 +1,134 @@
+//! The contract between the host and a service: the [`Service`] trait, what a service
+//! [`Needs`] from the host, and the [`Registration`] that puts it in the registry.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+
+use crate::Conn;
+
+/// One service instance serves every connection of the port it was built for.
+///
+/// The host decides *who* runs [`Service::serve`] (the accept loop itself, a thread, a child
+/// process or a tokio task); the service only sees one connection at a time and must not
+/// assume anything about the others. That is what lets one service run under all four models.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// Serves one connection until the client leaves, the service ends the session, or a
+    /// limit in `conn.limits` is hit. An error ends only this connection.
+    async fn serve(&self, conn: Conn) -> std::io::Result<()>;
+
+    /// What this instance, as configured by its options, needs from the host. The host rejects
+    /// models that cannot give it, before binding any port.
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// True when the port should stop accepting once its first client has left, the way the
+    /// lecture's first server exits after one client.
+    fn single_session(&self) -> bool {
+        false
+    }
+}
+
+/// Requirements a service places on the concurrency model that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Clients of one port see each other's state (players of one game): they must be served
+    /// by one process, so `process-per-client` cannot run this service.
+    pub shared_state: bool,
+    /// How many clients must be connected at once for any of them to make progress. More than
+    /// one rules out `sequential`, which serves a single client at a time.
+    pub clients_at_once: usize,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Needs {
+            shared_state: false,
+            clients_at_once: 1,
+        }
+    }
+}
+
+/// An entry in the service registry, submitted by each service module with
+/// `inventory::submit!`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use porthost_services::{Options, Registration, Service};
+/// # struct Echo;
+/// # #[async_trait::async_trait]
+/// # impl Service for Echo {
+/// #     async fn serve(&self, _conn: porthost_services::Conn) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// fn build(_options: &Options) -> Result<Arc<dyn Service>, String> {
+///     Ok(Arc::new(Echo))
+/// }
+///
+/// inventory::submit! {
+///     Registration { name: "echo", summary: "sends every line back", build }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Registration {
+    /// The name `services.toml` uses in `service = "..."`.
+    pub name: &'static str,
+    /// One line for `porthost services`.
+    pub summary: &'static str,
+    /// Builds the instance for one port from that port's `options` table. The error is shown
+    /// to the user next to the config line, so it should say what is wrong and what is allowed.
+    pub build: fn(&Options) -> Result<Arc<dyn Service>, String>,
+}
+
+inventory::collect!(Registration);
+
+/// Every registered service, sorted by name (inventory itself gives no order).
+pub fn registered() -> Vec<&'static Registration> {
+    let mut all: Vec<_> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all
+}
+
+/// Looks a service up by its registered name.
+pub fn find(name: &str) -> Option<&'static Registration> {
+    inventory::iter::<Registration>
+        .into_iter()
+        .find(|r| r.name == name)
+}
+
+/// The `options` table of one port, plus the directory of the config file so that services can
+/// resolve relative paths (a word list, say) the way the user reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    table: toml::Table,
+    base_dir: PathBuf,
+}
+
+impl Options {
+    pub fn new(table: toml::Table, base_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            table,
+            base_dir: base_dir.into(),
+        }
+    }
+
+    /// Deserializes the table into the service's own options type. Use
+    /// `#[serde(deny_unknown_fields)]` on it so typos are reported, not ignored.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
+        toml::Value::Table(self.table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())
+    }
+
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// Where relative paths in the options are resolved from.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+}
