@@ -1,1 +1,139 @@
-fn main() {}
+//! A service added without touching porthost: `uppercase` answers every line in capitals.
+//!
+//! Run it: `cargo run --example uppercase -- --config examples/uppercase.toml`, then
+//! `nc 127.0.0.1 7100`. This binary is the whole porthost command line plus one more service:
+//! `cargo run --example uppercase -- services` lists it next to the shipped ones.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
+use porthost::services::{Conn, Options, Registration, Service};
+use serde::Deserialize;
+
+/// The service's options, from `options = { ... }` in the port's entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UppercaseOptions {
+    /// Put this in front of every answer.
+    #[serde(default)]
+    prefix: String,
+}
+
+/// One instance per port; it builds a handler per connection.
+#[derive(Debug)]
+struct Uppercase {
+    prefix: String,
+}
+
+#[derive(Debug)]
+struct Handler {
+    prefix: String,
+}
+
+impl LineService for Uppercase {
+    type Handler = Handler;
+
+    fn connect(&self, _conn: &Conn) -> Handler {
+        Handler {
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+impl LineHandler for Handler {
+    fn handle(&mut self, line: &str, reply: &mut Vec<u8>) -> Flow {
+        if line.is_empty() {
+            return Flow::Close;
+        }
+        reply.extend_from_slice(self.prefix.as_bytes());
+        reply.extend_from_slice(line.to_uppercase().as_bytes());
+        reply.push(b'\n');
+        Flow::Continue
+    }
+}
+
+fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
+    let UppercaseOptions { prefix } = options.parse()?;
+    Ok(Arc::new(LineServer(Uppercase { prefix })))
+}
+
+inventory::submit! {
+    Registration {
+        name: "uppercase",
+        summary: "answers every line in capitals (the example of adding a service)",
+        build,
+    }
+}
+
+fn main() -> ExitCode {
+    porthost::cli::main()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use porthost::config::Config;
+    use porthost::supervisor::{Bound, Host, bind};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    /// Serves the example's service through the host library on an ephemeral port, the way
+    /// the `porthost` binary would, and talks to it over TCP.
+    async fn serve_and_talk(model: &str) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let text = format!(
+            "[ports.{}]\nservice = \"uppercase\"\nmodel = \"{model}\"\noptions = {{ prefix = \"> \" }}\n",
+            addr.port()
+        );
+        let config = Config::parse(&text, Path::new("uppercase.toml")).unwrap();
+        let plan = config.ports.into_iter().next().unwrap();
+        let host = Host::start(vec![Bound { plan, listener }], Duration::from_secs(1))
+            .await
+            .unwrap();
+
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all("hello\nїжак\n".as_bytes()).await.unwrap();
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "> HELLO");
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "> ЇЖАК");
+        write.write_all(b"\n").await.unwrap();
+        assert_eq!(lines.next_line().await.unwrap(), None);
+        drop((lines, write));
+        host.drain().await;
+    }
+
+    #[tokio::test]
+    async fn serves_under_async() {
+        serve_and_talk("async").await;
+    }
+
+    #[tokio::test]
+    async fn serves_under_thread_per_client() {
+        serve_and_talk("thread-per-client").await;
+    }
+
+    #[test]
+    fn joins_the_registry_next_to_the_shipped_services() {
+        let names: Vec<_> = porthost::services::registered()
+            .iter()
+            .map(|r| r.name)
+            .collect();
+        assert!(names.contains(&"uppercase"), "{names:?}");
+        assert!(names.contains(&"palindrome-v3"), "{names:?}");
+    }
+
+    #[test]
+    fn rejects_unknown_options() {
+        let text = "[ports.7100]\nservice = \"uppercase\"\nmodel = \"async\"\noptions = { prefx = \"x\" }\n";
+        let errors = Config::parse(text, Path::new("uppercase.toml")).unwrap_err();
+        assert!(
+            errors.to_string().contains("unknown field `prefx`"),
+            "{errors}"
+        );
+    }
+}

@@ -357,7 +357,9 @@ mod tests {
 
     #[tokio::test]
     async fn many_lines_across_many_small_buffers() {
-        let input: Vec<u8> = (0..2000).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let input: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
         let got = frames(&input, 8).await;
         assert_eq!(got.len(), 2000);
         assert_eq!(got[1999], Ok(b"1999".to_vec()));

@@ -66,7 +66,10 @@ mod tests {
             assert!(is_palindrome(yes, false), "{yes:?} should be a palindrome");
         }
         for no in ["abc", "ab1", "паліндром"] {
-            assert!(!is_palindrome(no, false), "{no:?} should not be a palindrome");
+            assert!(
+                !is_palindrome(no, false),
+                "{no:?} should not be a palindrome"
+            );
         }
     }
 

@@ -1,0 +1,201 @@
+//! The `porthost` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LoadError, plan_table, render_table};
+use crate::models::process_per_client::forker;
+use crate::registry;
+use crate::supervisor::{Host, bind_all};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "porthost",
+    version,
+    about = "Serve line-protocol services on the ports services.toml names, under the \
+             concurrency model it picks: sequential, thread-per-client, process-per-client or async",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The services file.
+    #[arg(long, short, default_value = "config/services.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every port of the config until SIGINT or SIGTERM, then drain (the default).
+    Run(ConfigArg),
+    /// Validate the config and print what would be served.
+    Check(ConfigArg),
+    /// List the registered services and the models each can run under.
+    Services,
+    /// Talk to a running service.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// The process-per-client helper that forks connection children (started by the host).
+    #[command(hide = true)]
+    Forker,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// The lecture's palindrome client: sends each stdin line until an empty line or EOF and
+    /// prints the verdicts.
+    Palindrome {
+        /// The server, e.g. 127.0.0.1:7004.
+        addr: String,
+    },
+}
+
+/// Runs the command line and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("porthost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(&cli.run.config),
+        Some(Command::Run(args)) => serve(&args.config),
+        Some(Command::Check(args)) => {
+            let config = load(&args.config)?;
+            print!("{}", plan_table(&config.ports));
+            println!("{}: ok", args.config.display());
+            Ok(())
+        }
+        Some(Command::Services) => {
+            let rows: Vec<[String; 3]> = registry::listing()
+                .into_iter()
+                .map(|l| {
+                    let models: Vec<&str> = l.models.iter().map(|m| m.name()).collect();
+                    [
+                        l.name.to_owned(),
+                        l.summary.to_owned(),
+                        format!("models: {}", models.join(", ")),
+                    ]
+                })
+                .collect();
+            print!("{}", render_table(&rows));
+            Ok(())
+        }
+        Some(Command::Client(ClientCommand::Palindrome { addr })) => {
+            crate::client::palindrome::run(&addr)
+        }
+        Some(Command::Forker) => {
+            init_logging();
+            forker::main()
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Loads a config, saying clearly when the file is not there.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    match Config::load(path) {
+        Ok(config) => Ok(config),
+        Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "config file {} not found; run from the directory that holds it, or pass \
+                 --config PATH",
+                path.display()
+            )
+        }
+        Err(LoadError::Invalid(errors)) => {
+            let count = errors.0.len();
+            bail!(
+                "{errors}\n{count} error{} in {}; nothing was started",
+                if count == 1 { "" } else { "s" },
+                path.display()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `porthost run`: serve until SIGINT or SIGTERM, then drain.
+fn serve(path: &Path) -> anyhow::Result<()> {
+    init_logging();
+    let config = load(path)?;
+    raise_descriptor_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        // Before anything is printed: whoever waits for the plan table may signal at once.
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let bound = bind_all(&config.ports)
+            .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was bound", config.path.display()))?;
+        print!("{}", plan_table(&config.ports));
+        info!(
+            pid = std::process::id(),
+            config = %config.path.display(),
+            "serving {} port(s)",
+            config.ports.len()
+        );
+        let mut host = Host::start(bound, config.shutdown_grace).await?;
+        let name = loop {
+            tokio::select! {
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                _ = hangup.recv() => match Config::load(path) {
+                    Ok(next) => {
+                        info!("SIGHUP: reloading {}", path.display());
+                        host.reload(next).await;
+                    }
+                    Err(e) => error!(
+                        "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
+                        path.display()
+                    ),
+                },
+            }
+        };
+        info!("{name}: draining");
+        host.drain().await;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Many clients at once need many descriptors: lift the soft limit to the hard one, as servers
+/// commonly do. If that fails the host still runs, and accept backs off when it runs out.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

@@ -1,0 +1,3 @@
+//! The bundled clients: the lecture's palindrome client and the word-guess game client.
+
+pub mod palindrome;

@@ -1,0 +1,685 @@
+//! `services.toml`: raw TOML first, then a validated [`Config`].
+//!
+//! The raw structs mirror the file (serde, `deny_unknown_fields`); validation turns them into
+//! typed values, looks services up in the registry, builds them from their options and checks
+//! each model against what its service needs. Every problem is collected, not just the first,
+//! and each names the file, line, column and port entry, because the person reading it is
+//! editing that file.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use porthost_services::{Limits, Options, Service};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::models::Model;
+use crate::registry;
+
+/// The `[host]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    bind: Option<Spanned<String>>,
+    shutdown_grace_secs: Option<u64>,
+    max_line_bytes: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<u64>,
+    max_connections_per_ip: Option<Spanned<u64>>,
+}
+
+/// One `[ports.N]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    service: Spanned<String>,
+    model: Spanned<String>,
+    bind: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_ip: Option<Spanned<u64>>,
+    max_line_bytes: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<u64>,
+    options: Option<Spanned<toml::Table>>,
+}
+
+/// A validated configuration, ready to bind.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    /// How long connected clients may finish after a shutdown or a reload drains their port.
+    pub shutdown_grace: Duration,
+    /// Sorted by port number.
+    pub ports: Vec<PortPlan>,
+}
+
+/// One port: what the file says about it, and the service built from it.
+#[derive(Clone)]
+pub struct PortPlan {
+    pub entry: PortEntry,
+    pub service: Arc<dyn Service>,
+    /// Where the entry starts in the file, for messages about it later (a failed bind).
+    pub line: usize,
+}
+
+impl fmt::Debug for PortPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortPlan")
+            .field("entry", &self.entry)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a port entry decides, in typed form. Two entries that compare equal serve the
+/// same way, which is what a reload compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortEntry {
+    pub addr: SocketAddr,
+    pub service: String,
+    pub model: Model,
+    pub limits: Limits,
+    pub max_connections: usize,
+    pub max_connections_per_ip: Option<usize>,
+    pub options: toml::Table,
+    /// Where relative paths in `options` are resolved: the config file's directory.
+    pub base_dir: PathBuf,
+}
+
+impl PortEntry {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn options(&self) -> Options {
+        Options::new(self.options.clone(), self.base_dir.clone())
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// `[host]` or `[ports.7001]`, when the problem is inside one.
+    pub entry: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
+        if let Some(entry) = &self.entry {
+            write!(f, "{entry}: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors with positions computed from byte spans of one text.
+struct Collector<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, span: Range<usize>, entry: Option<&str>, reason: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            entry: entry.map(str::to_owned),
+            reason: reason.into(),
+        });
+    }
+
+    /// A serde error from inside a table: its own span when it has one, else the table's.
+    fn push_de(&mut self, error: &toml::de::Error, fallback: Range<usize>, entry: &str) {
+        let span = error.span().unwrap_or(fallback);
+        self.push(span, Some(entry), error.message());
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path).map_err(LoadError::Invalid)
+    }
+
+    /// Validates config text; `path` is used for messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut c = Collector {
+            path,
+            text,
+            errors: Vec::new(),
+        };
+        let (root, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            for e in &syntax {
+                c.push(e.span().unwrap_or(0..0), None, e.message());
+            }
+            return Err(ConfigErrors(c.errors));
+        }
+        let root_span = root.span();
+        let mut root = root.into_inner();
+
+        let host = match root.remove("host") {
+            None => RawHost::default(),
+            Some(value) => {
+                let span = value.span();
+                RawHost::deserialize(ValueDeserializer::from(value)).unwrap_or_else(|e| {
+                    c.push_de(&e, span, "[host]");
+                    RawHost::default()
+                })
+            }
+        };
+        let defaults = host_defaults(&host, &mut c);
+
+        let mut ports = Vec::new();
+        match root.remove("ports") {
+            None => c.push(root_span, None, "no [ports.N] entries: nothing to serve"),
+            Some(value) => {
+                let span = value.span();
+                match value.into_inner() {
+                    DeValue::Table(table) => {
+                        for (key, value) in table {
+                            if let Some(plan) = port_plan(&key, value, &defaults, &mut c) {
+                                ports.push(plan);
+                            }
+                        }
+                    }
+                    other => c.push(
+                        span,
+                        None,
+                        format!(
+                            "`ports` must be a table of [ports.N] entries, not {}",
+                            other.type_str()
+                        ),
+                    ),
+                }
+            }
+        }
+        for (key, _) in root {
+            c.push(
+                key.span(),
+                None,
+                format!(
+                    "unknown table `{}`; expected `host` or `ports`",
+                    key.get_ref()
+                ),
+            );
+        }
+
+        if !c.errors.is_empty() {
+            c.errors.sort_by_key(|e| (e.line, e.column));
+            return Err(ConfigErrors(c.errors));
+        }
+        ports.sort_by_key(|p: &PortPlan| p.entry.port());
+        Ok(Config {
+            path: path.to_path_buf(),
+            shutdown_grace: Duration::from_secs(host.shutdown_grace_secs.unwrap_or(5)),
+            ports,
+        })
+    }
+}
+
+/// Values from `[host]` that every port inherits unless it says otherwise.
+struct Defaults {
+    bind: IpAddr,
+    limits: Limits,
+    max_connections_per_ip: Option<usize>,
+    base_dir: PathBuf,
+}
+
+fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
+    let entry = Some("[host]");
+    let bind = host
+        .bind
+        .as_ref()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |b| {
+            parse_ip(b).unwrap_or_else(|reason| {
+                c.push(b.span(), entry, reason);
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            })
+        });
+    let base = Limits::default();
+    let limits = Limits {
+        max_line_bytes: line_limit(host.max_line_bytes.as_ref(), entry, c)
+            .unwrap_or(base.max_line_bytes),
+        idle_timeout: host
+            .idle_timeout_secs
+            .map_or(base.idle_timeout, idle_timeout),
+    };
+    Defaults {
+        bind,
+        limits,
+        max_connections_per_ip: positive(
+            host.max_connections_per_ip.as_ref(),
+            "max_connections_per_ip",
+            entry,
+            c,
+        ),
+        base_dir: c
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    }
+}
+
+/// The largest line limit accepted: a line is buffered whole, so this bounds memory per client.
+const MAX_LINE_LIMIT: u64 = 16 * 1024 * 1024;
+
+fn line_limit(
+    value: Option<&Spanned<u64>>,
+    entry: Option<&str>,
+    c: &mut Collector<'_>,
+) -> Option<usize> {
+    let value = value?;
+    if (1..=MAX_LINE_LIMIT).contains(value.get_ref()) {
+        Some(*value.get_ref() as usize)
+    } else {
+        c.push(
+            value.span(),
+            entry,
+            format!(
+                "max_line_bytes must be between 1 and {MAX_LINE_LIMIT}, not {}",
+                value.get_ref()
+            ),
+        );
+        None
+    }
+}
+
+fn positive(
+    value: Option<&Spanned<u64>>,
+    key: &str,
+    entry: Option<&str>,
+    c: &mut Collector<'_>,
+) -> Option<usize> {
+    let value = value?;
+    if *value.get_ref() >= 1 {
+        Some(*value.get_ref() as usize)
+    } else {
+        c.push(value.span(), entry, format!("{key} must be at least 1"));
+        None
+    }
+}
+
+/// `0` turns the idle timeout off.
+fn idle_timeout(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+fn parse_ip(value: &Spanned<String>) -> Result<IpAddr, String> {
+    value.get_ref().parse().map_err(|_| {
+        format!(
+            "bind = {:?} is not an IP address (e.g. \"127.0.0.1\", \"::1\", \"0.0.0.0\")",
+            value.get_ref()
+        )
+    })
+}
+
+fn port_plan(
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: Spanned<DeValue<'_>>,
+    defaults: &Defaults,
+    c: &mut Collector<'_>,
+) -> Option<PortPlan> {
+    let entry_name = format!("[ports.{}]", key.get_ref());
+    let entry = Some(entry_name.as_str());
+    let port = match key.get_ref().parse::<u16>() {
+        Ok(port) if port >= 1 => port,
+        _ => {
+            c.push(
+                key.span(),
+                entry,
+                format!(
+                    "port {:?} is not a number between 1 and 65535",
+                    key.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    let entry_span = value.span();
+    let line = line_column(c.text, key.span().start).0;
+    let raw = match RawPort::deserialize(ValueDeserializer::from(value)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            c.push_de(&e, entry_span, &entry_name);
+            return None;
+        }
+    };
+
+    let errors_before = c.errors.len();
+    let registration = registry::find(raw.service.get_ref())
+        .map_err(|reason| c.push(raw.service.span(), entry, reason))
+        .ok();
+    let model = raw
+        .model
+        .get_ref()
+        .parse::<Model>()
+        .map_err(|reason| c.push(raw.model.span(), entry, reason))
+        .ok();
+    let bind = raw.bind.as_ref().map_or(Ok(defaults.bind), parse_ip);
+    let bind = bind
+        .map_err(|reason| {
+            c.push(
+                raw.bind.as_ref().map_or(entry_span.clone(), Spanned::span),
+                entry,
+                reason,
+            )
+        })
+        .ok();
+    let limits = Limits {
+        max_line_bytes: line_limit(raw.max_line_bytes.as_ref(), entry, c)
+            .unwrap_or(defaults.limits.max_line_bytes),
+        idle_timeout: raw
+            .idle_timeout_secs
+            .map_or(defaults.limits.idle_timeout, idle_timeout),
+    };
+    let max_connections = positive(raw.max_connections.as_ref(), "max_connections", entry, c);
+    let max_connections_per_ip = positive(
+        raw.max_connections_per_ip.as_ref(),
+        "max_connections_per_ip",
+        entry,
+        c,
+    )
+    .or(defaults.max_connections_per_ip);
+    let (registration, model, bind) = (registration?, model?, bind?);
+
+    let max_connections = match (model, max_connections) {
+        (Model::Sequential, Some(n)) if n != 1 => {
+            let span = raw
+                .max_connections
+                .as_ref()
+                .map_or(entry_span.clone(), Spanned::span);
+            c.push(
+                span,
+                entry,
+                format!("max_connections = {n}, but sequential serves exactly one connection at a time; remove the key or set it to 1"),
+            );
+            return None;
+        }
+        (_, Some(n)) => n,
+        (model, None) => model.default_max_connections(),
+    };
+
+    let (options, options_span) = match raw.options {
+        Some(options) => {
+            let span = options.span();
+            (options.into_inner(), span)
+        }
+        None => (toml::Table::new(), entry_span.clone()),
+    };
+    let entry_value = PortEntry {
+        addr: SocketAddr::new(bind, port),
+        service: registration.name.to_owned(),
+        model,
+        limits,
+        max_connections,
+        max_connections_per_ip,
+        options,
+        base_dir: defaults.base_dir.clone(),
+    };
+    let service = match (registration.build)(&entry_value.options()) {
+        Ok(service) => service,
+        Err(reason) => {
+            c.push(
+                options_span,
+                entry,
+                format!("invalid options for {}: {reason}", registration.name),
+            );
+            return None;
+        }
+    };
+    if let Err(reason) = model.check(registration.name, service.needs()) {
+        c.push(raw.model.span(), entry, reason);
+    }
+    (c.errors.len() == errors_before).then(|| PortPlan {
+        entry: entry_value,
+        service,
+        line,
+    })
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+/// A plan as a table, for `porthost check` and the start of `porthost run`.
+pub fn plan_table(ports: &[PortPlan]) -> String {
+    let mut rows = vec![[
+        "PORT".to_owned(),
+        "ADDRESS".to_owned(),
+        "SERVICE".to_owned(),
+        "MODEL".to_owned(),
+        "MAX CONN".to_owned(),
+    ]];
+    for plan in ports {
+        let e = &plan.entry;
+        rows.push([
+            e.port().to_string(),
+            e.addr.ip().to_string(),
+            e.service.clone(),
+            e.model.to_string(),
+            e.max_connections.to_string(),
+        ]);
+    }
+    render_table(&rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("conf/services.toml"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_entry_parses() {
+        let config = parse(
+            r#"
+[host]
+bind = "127.0.0.1"
+shutdown_grace_secs = 2
+
+[ports.7004]
+service = "palindrome-v3"
+model = "async"
+bind = "::1"
+max_connections = 100
+max_line_bytes = 1000
+idle_timeout_secs = 0
+options = { strict = true }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.shutdown_grace, Duration::from_secs(2));
+        let e = &config.ports[0].entry;
+        assert_eq!(e.addr, "[::1]:7004".parse().unwrap());
+        assert_eq!(e.model, Model::Async);
+        assert_eq!(e.max_connections, 100);
+        assert_eq!(e.limits.max_line_bytes, 1000);
+        assert_eq!(e.limits.idle_timeout, None);
+        assert_eq!(e.base_dir, Path::new("conf"));
+        assert_eq!(config.ports[0].line, 6);
+    }
+
+    #[test]
+    fn defaults_come_from_the_model_and_the_host_table() {
+        let config = parse(
+            "[host]\nidle_timeout_secs = 7\n[ports.1]\nservice = \"palindrome-v1\"\nmodel = \"sequential\"\n\
+             [ports.2]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.ports[0].entry.max_connections, 1);
+        assert_eq!(config.ports[1].entry.max_connections, 10_000);
+        assert_eq!(
+            config.ports[1].entry.limits.idle_timeout,
+            Some(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let errs = errors(
+            "[ports.7001]\nservice = \"palindrome-v1\"\nmodle = \"async\"\n\n\
+             [ports.7002]\nservice = \"palindrom-v3\"\nmodel = \"asynk\"\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("conf/services.toml:3:1: [ports.7001]: unknown field `modle`"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("conf/services.toml:6:11: [ports.7002]: unknown service"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].contains("did you mean \"palindrome-v3\""),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("conf/services.toml:7:9: [ports.7002]: unknown model \"asynk\""),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn bad_ports_types_and_options() {
+        let errs = errors(
+            "[ports.0]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\
+             [ports.99999]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\
+             [ports.x]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\
+             [ports.7]\nservice = \"palindrome-v1\"\nmodel = \"async\"\nmax_connections = \"many\"\n\
+             [ports.8]\nservice = \"palindrome-v1\"\nmodel = \"async\"\noptions = { strictt = true }\n",
+        );
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0].contains(":1:8: [ports.0]: port \"0\" is not a number between 1 and 65535")
+        );
+        assert!(errs[1].contains(":4:8: [ports.99999]: port"));
+        assert!(errs[2].contains(":7:8: [ports.x]: port"));
+        assert!(
+            errs[3].contains(":13:19: [ports.7]: invalid type: string \"many\""),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[4].contains(
+                ":17:11: [ports.8]: invalid options for palindrome-v1: unknown field `strictt`"
+            ),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn sequential_is_one_connection() {
+        let errs = errors(
+            "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"sequential\"\nmax_connections = 5\n",
+        );
+        assert!(
+            errs[0].contains(":4:19: [ports.7]: max_connections = 5, but sequential"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_tables() {
+        assert!(errors("[ports.7\n")[0].starts_with("conf/services.toml:1:"));
+        let errs = errors(
+            "[hosts]\nbind = \"x\"\n[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n",
+        );
+        assert!(errs[0].contains(":1:2: unknown table `hosts`"), "{errs:#?}");
+        let errs = errors(
+            "[host]\nbind = \"localhost\"\n[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n",
+        );
+        assert!(
+            errs[0].contains(":2:8: [host]: bind = \"localhost\" is not an IP address"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\nцd", 5), (2, 2));
+        assert_eq!(line_column("", 0), (1, 1));
+    }
+}

@@ -1,0 +1,265 @@
+//! The forker: a single-threaded helper process (`porthost forker`, started by the host) that
+//! forks one child per connection.
+//!
+//! The host is multi-threaded, and `fork()` in a multi-threaded process copies only the calling
+//! thread, leaving locks held by the others locked forever in the child. The forker never starts
+//! a thread, so forking it is safe, and cheap: no `exec`, and the service is built once per port
+//! and inherited. It receives each connection's socket from the host (`SCM_RIGHTS`), forks, and
+//! reports every child's end; it is the children's parent, so it reaps them.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use porthost_services::{Conn, Limits, Options, Service};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use super::wire::{self, ChildSpec, FromForker, ToForker};
+use crate::models::Model;
+
+/// How long the forker waits for children to end after SIGTERM when the host goes away.
+const TERM_GRACE: Duration = Duration::from_millis(500);
+
+struct Port {
+    spec: ChildSpec,
+    service: Arc<dyn Service>,
+}
+
+struct Forker {
+    /// The host's end of the conversation, handed over as our stdin.
+    chan: OwnedFd,
+    /// SIGCHLD as a readable descriptor, so one `poll` waits for the host and for children.
+    sigchld: SignalFd,
+    ports: HashMap<u64, Port>,
+    children: HashMap<Pid, u64>,
+}
+
+/// Runs the forker until the host closes its end, then ends the remaining children.
+pub fn main() -> anyhow::Result<()> {
+    let chan = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("the forker expects the host's socket as stdin")?;
+    // Children must not inherit the host's socket as their stdin.
+    nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?)?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let mut forker = Forker {
+        chan,
+        sigchld,
+        ports: HashMap::new(),
+        children: HashMap::new(),
+    };
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    loop {
+        let (host_ready, child_ended) = {
+            let mut fds = [
+                PollFd::new(forker.chan.as_fd(), PollFlags::POLLIN),
+                PollFd::new(forker.sigchld.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            (fds[0].any() == Some(true), fds[1].any() == Some(true))
+        };
+        if child_ended {
+            while forker.sigchld.read_signal()?.is_some() {}
+            forker.reap();
+        }
+        if host_ready {
+            match wire::recv::<ToForker>(forker.chan.as_fd(), &mut buf) {
+                Ok(Some((message, fds))) => forker.handle(message, fds),
+                Ok(None) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("reading from the host"),
+            }
+        }
+    }
+    forker.end_children();
+    Ok(())
+}
+
+impl Forker {
+    fn handle(&mut self, message: ToForker, mut fds: Vec<OwnedFd>) {
+        match message {
+            ToForker::Port { port_id, spec } => {
+                let built = porthost_services::find(&spec.service)
+                    .ok_or_else(|| format!("unknown service {:?}", spec.service))
+                    .and_then(|r| {
+                        (r.build)(&Options::new(spec.options.clone(), spec.base_dir.clone()))
+                    });
+                match built {
+                    Ok(service) => {
+                        self.ports.insert(port_id, Port { spec, service });
+                    }
+                    Err(e) => warn!(port = spec.port, "cannot build {}: {e}", spec.service),
+                }
+            }
+            ToForker::Serve { conn, port_id } => {
+                let started = match (self.ports.get(&port_id), fds.pop()) {
+                    (Some(port), Some(fd)) => self.fork_child(port, fd).map_err(|e| e.to_string()),
+                    (None, _) => Err(format!("no port {port_id} in the forker")),
+                    (_, None) => Err("no connection came with the request".to_owned()),
+                };
+                match started {
+                    Ok(pid) => {
+                        self.children.insert(pid, conn);
+                        self.tell(&FromForker::Started {
+                            conn,
+                            pid: pid.as_raw(),
+                        });
+                    }
+                    Err(reason) => self.tell(&FromForker::Failed { conn, reason }),
+                }
+            }
+            ToForker::Signal { conn, signal } => {
+                let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                for (pid, _) in self.children.iter().filter(|(_, c)| **c == conn) {
+                    let _ = kill(*pid, signal);
+                }
+            }
+            ToForker::Forget { port_id } => {
+                self.ports.remove(&port_id);
+            }
+        }
+    }
+
+    /// Forks a child to serve `fd`; the parent's copy of `fd` is closed when this returns.
+    #[allow(unsafe_code)]
+    fn fork_child(&self, port: &Port, fd: OwnedFd) -> nix::Result<Pid> {
+        // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
+        // gets a consistent copy of the only thread's memory and may run any code.
+        match unsafe { fork() }? {
+            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Child => {
+                // The child never returns to drop these, so closing the raw numbers is safe.
+                let _ = nix::unistd::close(self.chan.as_raw_fd());
+                let _ = nix::unistd::close(self.sigchld.as_raw_fd());
+                std::process::exit(serve_child(port, fd))
+            }
+        }
+    }
+
+    /// Reaps every child that has ended and tells the host.
+    fn reap(&mut self) {
+        loop {
+            let (pid, status, clean) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    (pid, format!("exited with code {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    (pid, format!("killed by {signal}"), false)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(conn) = self.children.remove(&pid) {
+                self.tell(&FromForker::Exited {
+                    conn,
+                    pid: pid.as_raw(),
+                    status,
+                    clean,
+                });
+            }
+        }
+    }
+
+    /// Best effort: if the host is gone there is nobody to tell.
+    fn tell(&self, message: &FromForker) {
+        let _ = wire::send(self.chan.as_fd(), message, None);
+    }
+
+    /// SIGTERM to every child, SIGKILL to those still there after [`TERM_GRACE`], and reap all.
+    fn end_children(&mut self) {
+        for pid in self.children.keys() {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + TERM_GRACE;
+        while !self.children.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            self.reap();
+        }
+        for pid in self.children.keys() {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+        for (pid, _) in self.children.drain() {
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// The child's whole life: serve the one connection on a runtime of its own, return the exit
+/// code.
+fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    // A child must not outlive the forker: that would be a connection nobody can drain.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            warn!(
+                port = port.spec.port,
+                "cannot start the child's runtime: {e}"
+            );
+            return 1;
+        }
+    };
+    let spec = &port.spec;
+    let limits = Limits {
+        max_line_bytes: spec.max_line_bytes,
+        idle_timeout: (spec.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(spec.idle_timeout_secs)),
+    };
+    runtime.block_on(async {
+        let stream = std::net::TcpStream::from(fd);
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(port = spec.port, "cannot use the connection: {e}");
+                return 1;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            // The client left before the child started.
+            return 0;
+        };
+        let span = info_span!(
+            "conn",
+            port = spec.port,
+            service = %spec.service,
+            model = %Model::ProcessPerClient,
+            %peer,
+            pid = std::process::id()
+        );
+        let conn = Conn {
+            stream,
+            peer,
+            limits,
+        };
+        crate::models::serve_conn(&*port.service, conn, &CancellationToken::new())
+            .instrument(span)
+            .await;
+        0
+    })
+}

@@ -1,0 +1,173 @@
+//! Messages between the host and its forker: one TOML-encoded message per packet of a
+//! `SOCK_SEQPACKET` socket pair (so boundaries survive), with a connection's descriptor passed
+//! alongside `Serve` as `SCM_RIGHTS`.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Large enough for a port's options; a bigger message is refused rather than cut.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// What a child needs to serve one connection of a port: the service and its options (built
+/// once per port in the forker, inherited by every child) and the port's limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub port: u16,
+    pub service: String,
+    pub options: toml::Table,
+    pub base_dir: PathBuf,
+    pub max_line_bytes: usize,
+    /// 0 when there is no idle timeout.
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ToForker {
+    /// Build this port's service, to serve its connections from now on.
+    Port { port_id: u64, spec: ChildSpec },
+    /// Fork a child for the connection whose descriptor comes with this message.
+    Serve { conn: u64, port_id: u64 },
+    /// Send a signal to a connection's child (SIGTERM, then SIGKILL, when draining).
+    Signal { conn: u64, signal: i32 },
+    /// The port is gone; its children may still be running.
+    Forget { port_id: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FromForker {
+    Started {
+        conn: u64,
+        pid: i32,
+    },
+    /// The child was reaped; `status` says how it ended, `clean` when it exited with 0.
+    Exited {
+        conn: u64,
+        pid: i32,
+        status: String,
+        clean: bool,
+    },
+    /// No child could be started for the connection.
+    Failed {
+        conn: u64,
+        reason: String,
+    },
+}
+
+/// Sends one message, with an optional descriptor. On a non-blocking socket a full buffer is
+/// a `WouldBlock` error for the caller to wait on.
+pub fn send<T: Serialize>(
+    fd: BorrowedFd<'_>,
+    message: &T,
+    pass: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    let text = toml::to_string(message).map_err(std::io::Error::other)?;
+    let iov = [IoSlice::new(text.as_bytes())];
+    let fds: Vec<RawFd> = pass.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
+    sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+/// Receives one message and the descriptors that came with it; `None` at end of stream.
+#[allow(unsafe_code)]
+pub fn recv<T: DeserializeOwned>(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut passed = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel has just installed these descriptors in this process for this
+            // message; nothing else knows or owns them.
+            passed.extend(
+                fds.into_iter()
+                    .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }),
+            );
+        }
+    }
+    let (bytes, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
+    if bytes == 0 {
+        return Ok(None);
+    }
+    if truncated {
+        return Err(std::io::Error::other(
+            "message larger than the packet buffer",
+        ));
+    }
+    let text = std::str::from_utf8(&buf[..bytes]).map_err(std::io::Error::other)?;
+    let message = toml::from_str(text).map_err(std::io::Error::other)?;
+    Ok(Some((message, passed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn messages_and_descriptors_cross_a_socket_pair() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let spec = ChildSpec {
+            port: 7003,
+            service: "palindrome-v1".into(),
+            options: toml::toml! { strict = true },
+            base_dir: "config".into(),
+            max_line_bytes: 100,
+            idle_timeout_secs: 0,
+        };
+        send(a.as_fd(), &ToForker::Port { port_id: 1, spec }, None).unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        send(
+            a.as_fd(),
+            &ToForker::Serve {
+                conn: 9,
+                port_id: 1,
+            },
+            Some(file.as_fd()),
+        )
+        .unwrap();
+        drop(a);
+        let mut buf = vec![0; MAX_MESSAGE];
+        let (first, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(
+            matches!(first, ToForker::Port { port_id: 1, spec } if spec.options["strict"].as_bool() == Some(true))
+        );
+        assert!(fds.is_empty());
+        let (second, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(matches!(
+            second,
+            ToForker::Serve {
+                conn: 9,
+                port_id: 1
+            }
+        ));
+        assert_eq!(fds.len(), 1);
+        assert!(recv::<ToForker>(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! Looking services up in the `inventory` registry that the `porthost-services` crate (and any
+//! binary that links more services, like the example) fills.
+
+use porthost_services::{Options, Registration, registered};
+
+use crate::models::Model;
+
+/// Finds a service by name; the error lists what is registered and suggests the closest name.
+pub fn find(name: &str) -> Result<&'static Registration, String> {
+    if let Some(found) = porthost_services::find(name) {
+        return Ok(found);
+    }
+    let all = registered();
+    let names: Vec<&str> = all.iter().map(|r| r.name).collect();
+    let closest = names
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .min()
+        .filter(|(distance, _)| *distance <= name.chars().count().max(3) / 2)
+        .map(|(_, candidate)| format!("did you mean {candidate:?}? "))
+        .unwrap_or_default();
+    Err(format!(
+        "unknown service {name:?}; {closest}registered services: {}",
+        names.join(", ")
+    ))
+}
+
+/// A registered service as `porthost services` shows it.
+#[derive(Debug)]
+pub struct Listing {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// The models it can run under with its default options.
+    pub models: Vec<Model>,
+}
+
+/// Every registered service, sorted by name.
+pub fn listing() -> Vec<Listing> {
+    registered()
+        .into_iter()
+        .map(|r| {
+            let models = match (r.build)(&Options::default()) {
+                Ok(service) => Model::ALL
+                    .into_iter()
+                    .filter(|m| m.check(r.name, service.needs()).is_ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            Listing {
+                name: r.name,
+                summary: r.summary,
+                models,
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_name() {
+        let err = find("palindrom-v2").unwrap_err();
+        assert!(err.contains("did you mean \"palindrome-v2\"?"), "{err}");
+        assert!(
+            err.contains("palindrome-v1, palindrome-v2, palindrome-v3"),
+            "{err}"
+        );
+        let err = find("zzzzzzzzzz").unwrap_err();
+        assert!(!err.contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("ї", "ї"), 0);
+    }
+
+    #[test]
+    fn palindromes_run_under_every_model() {
+        let listing = listing();
+        let v1 = listing.iter().find(|l| l.name == "palindrome-v1").unwrap();
+        assert_eq!(v1.models, Model::ALL);
+    }
+}

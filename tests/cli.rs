@@ -1,0 +1,134 @@
+//! The command line: `porthost services`, the palindrome client, shutdown.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Client, Host, MODELS, alive, descendants_of, entry, run, text};
+
+#[test]
+fn services_lists_exactly_the_registered_names() {
+    let out = run(&["services"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let names: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["palindrome-v1", "palindrome-v2", "palindrome-v3"]);
+    assert!(stdout.contains("models: sequential, thread-per-client, process-per-client, async"));
+}
+
+fn palindrome_client(addr: &str, input: &str) -> (i32, String, String) {
+    let mut child = crate::util::porthost()
+        .args(["client", "palindrome", addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A client that fails at once may not read its input: that is not the test's failure.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn the_palindrome_client_prints_verdicts_from_piped_input() {
+    let host = Host::start("", &[entry("palindrome-v2", "async", "")]);
+    let addr = host.addr(0).to_string();
+    let (code, stdout, stderr) =
+        palindrome_client(&addr, "abba\nabc\nА роза упала на лапу Азора\n\nignored\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "\"abba\" is a palindrome\n\"abc\" is not a palindrome\n\
+         \"А роза упала на лапу Азора\" is a palindrome\n"
+    );
+    // EOF ends the session as well as an empty line does.
+    let (code, stdout, _) = palindrome_client(&addr, "12321");
+    assert_eq!((code, stdout.as_str()), (0, "\"12321\" is a palindrome\n"));
+}
+
+#[test]
+fn the_palindrome_client_fails_clearly() {
+    let port = crate::util::free_port();
+    let (code, _, stderr) = palindrome_client(&format!("127.0.0.1:{port}"), "abba\n");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+
+    let host = Host::start("", &[entry("palindrome-v3", "async", "max_line_bytes = 8")]);
+    let (code, stdout, stderr) =
+        palindrome_client(&host.addr(0).to_string(), "abba\nabbaabbaabba\nabc\n");
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "\"abba\" is a palindrome\n");
+    assert!(stderr.contains("ERR line longer than 8 bytes"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_every_model_and_leaves_no_process() {
+    let entries: Vec<_> = MODELS
+        .iter()
+        .map(|m| entry("palindrome-v3", m, ""))
+        .collect();
+    let mut host = Host::start("", &entries);
+    let mut clients: Vec<Client> = (0..MODELS.len())
+        .map(|i| {
+            let mut client = Client::connect(host.addr(i));
+            assert_eq!(client.ask("abba"), "1");
+            client
+        })
+        .collect();
+    let descendants = descendants_of(host.pid());
+    assert_eq!(descendants.len(), 2, "the forker and one child");
+
+    let start = Instant::now();
+    host.signal(Signal::SIGTERM);
+    // During the grace period connected clients are still served.
+    for client in &mut clients {
+        assert_eq!(client.ask("abc"), "");
+    }
+    let status = host.wait_exit(Duration::from_secs(10)).expect("exits");
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}\n{}", host.log());
+    // shutdown_grace_secs = 2 in the test config, plus the close itself.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "clients were cut before the grace period: {took:?}"
+    );
+    for client in &mut clients {
+        assert!(client.is_closed());
+    }
+    for pid in descendants {
+        assert!(!alive(pid), "process {pid} outlived the host");
+    }
+}
+
+#[test]
+fn sigterm_exits_at_once_when_clients_leave() {
+    let mut host = Host::start("", &[entry("palindrome-v1", "process-per-client", "")]);
+    let mut client = Client::connect(host.addr(0));
+    assert_eq!(client.ask("abba"), "1");
+    let start = Instant::now();
+    host.signal(Signal::SIGINT);
+    assert_eq!(client.ask("abba"), "1");
+    client.send(b"\n");
+    assert!(client.is_closed());
+    assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(descendants_of(host.pid()).is_empty());
+}

@@ -1,0 +1,146 @@
+//! SIGHUP re-reads the config: an invalid file changes nothing; otherwise ports are added,
+//! removed, or drained and restarted, and unchanged ports keep their connections.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Client, Host, entry, eventually, free_port};
+
+fn port_entry(port: u16, service: &str, model: &str, extra: &str) -> String {
+    format!("[ports.{port}]\nservice = \"{service}\"\nmodel = \"{model}\"\n{extra}\n")
+}
+
+#[test]
+fn an_invalid_config_keeps_everything_as_it_was() {
+    let host = Host::start("", &[entry("palindrome-v3", "async", "")]);
+    let mut client = Client::connect(host.addr(0));
+    assert_eq!(client.ask("abba"), "1");
+    host.rewrite("[ports.1]\nservice = \"palindrome-v3\"\nmodle = \"async\"\n");
+    assert!(
+        eventually(|| host.log().contains("keeping the running configuration")),
+        "{}",
+        host.log()
+    );
+    assert!(
+        host.log().contains("unknown field `modle`"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(client.ask("abc"), "");
+    assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
+}
+
+#[test]
+fn ports_are_added_removed_changed_or_left_alone() {
+    let host = Host::start(
+        "",
+        &[
+            entry("palindrome-v3", "async", ""),
+            entry("palindrome-v2", "thread-per-client", ""),
+            entry("palindrome-v1", "process-per-client", ""),
+        ],
+    );
+    let (kept, changed, removed) = (host.ports[0], host.ports[1], host.ports[2]);
+    let added = free_port();
+    let mut on_kept = Client::connect(host.addr(0));
+    let mut on_changed = Client::connect(host.addr(1));
+    let mut on_removed = Client::connect(host.addr(2));
+    for client in [&mut on_kept, &mut on_changed, &mut on_removed] {
+        assert_eq!(client.ask("Abba"), "1");
+    }
+
+    host.rewrite(&format!(
+        "[host]\nshutdown_grace_secs = 2\n{}{}{}",
+        port_entry(kept, "palindrome-v3", "async", ""),
+        port_entry(
+            changed,
+            "palindrome-v3",
+            "async",
+            "options = { strict = true }"
+        ),
+        port_entry(added, "palindrome-v1", "sequential", ""),
+    ));
+    let log_has = |needle: &str| eventually(|| host.log().contains(needle));
+    assert!(
+        log_has(&format!("port={kept}")) && log_has("reload: unchanged"),
+        "{}",
+        host.log()
+    );
+    assert!(
+        log_has(
+            "reload: changed (service palindrome-v2 -> palindrome-v3, model thread-per-client -> async, options, limits)"
+        ),
+        "{}",
+        host.log()
+    );
+    assert!(
+        log_has("reload: removed; draining its connections"),
+        "{}",
+        host.log()
+    );
+    assert!(log_has("reload: added"), "{}", host.log());
+
+    // Connections open before the reload go on with the entry they started under.
+    assert_eq!(on_kept.ask("Abba"), "1");
+    assert_eq!(
+        on_changed.ask("Abba"),
+        "1",
+        "the old entry (not strict) still serves it"
+    );
+    assert_eq!(
+        on_removed.ask("Abba"),
+        "1",
+        "a removed port drains its clients"
+    );
+    // New connections see the new config.
+    let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        Client::connect(addr(changed)).ask("Abba"),
+        "",
+        "the new entry is strict"
+    );
+    assert_eq!(Client::connect(addr(added)).ask("abba"), "1");
+    assert!(eventually(
+        || std::net::TcpStream::connect(addr(removed)).is_err()
+    ));
+    // After the grace period the drained ports' old clients are closed; the kept one is not.
+    assert!(on_removed.is_closed());
+    assert!(on_changed.is_closed());
+    assert_eq!(on_kept.ask("abc"), "");
+}
+
+#[test]
+fn a_port_whose_address_changes_is_rebound() {
+    let host = Host::start("", &[entry("palindrome-v3", "async", "")]);
+    let port = host.ports[0];
+    host.rewrite(&port_entry(
+        port,
+        "palindrome-v3",
+        "async",
+        "bind = \"0.0.0.0\"",
+    ));
+    assert!(
+        eventually(|| host.log().contains("changed (bind 127.0.0.1 -> 0.0.0.0)")),
+        "{}",
+        host.log()
+    );
+    // Clients caught in the old socket's backlog while it closes are reset; later ones are
+    // served on the new address.
+    assert!(eventually(|| Client::try_ask(host.addr(0), "abba")
+        .as_deref()
+        == Some("1")));
+    assert!(!host.log().contains("not served"), "{}", host.log());
+}
+
+#[test]
+fn the_host_logs_its_pid_for_kill_hup() {
+    let mut host = Host::start("", &[entry("palindrome-v3", "async", "")]);
+    assert!(
+        eventually(|| host.log().contains(&format!("pid={}", host.pid()))),
+        "{}",
+        host.log()
+    );
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
+}

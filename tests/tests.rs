@@ -1,0 +1,9 @@
+//! Integration tests: each starts the real `porthost` binary (see `util`) and talks TCP to it.
+
+mod util;
+
+mod cli;
+mod config;
+mod models;
+mod palindrome;
+mod reload;

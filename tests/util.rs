@@ -1,0 +1,362 @@
+//! Starting the real `porthost` binary on a config of free loopback ports, talking to it, and
+//! looking at its threads and processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn porthost() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_porthost"));
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Runs `porthost` with arguments to completion.
+pub fn run(args: &[&str]) -> Output {
+    porthost().args(args).output().expect("porthost runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A port the kernel just handed out, free again for the host to take.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config written to a temporary directory.
+pub struct ConfigFile {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn config_file(text: &str) -> ConfigFile {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.toml");
+    std::fs::write(&path, text).unwrap();
+    ConfigFile { dir, path }
+}
+
+/// One `[ports.N]` entry: the service, the model and any extra lines.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub service: &'a str,
+    pub model: &'a str,
+    pub extra: &'a str,
+}
+
+pub fn entry<'a>(service: &'a str, model: &'a str, extra: &'a str) -> Entry<'a> {
+    Entry {
+        service,
+        model,
+        extra,
+    }
+}
+
+pub const MODELS: [&str; 4] = [
+    "sequential",
+    "thread-per-client",
+    "process-per-client",
+    "async",
+];
+
+pub const PALINDROMES: [&str; 3] = ["palindrome-v1", "palindrome-v2", "palindrome-v3"];
+
+/// A running `porthost run`, killed (with its forker) if the test ends without stopping it.
+pub struct Host {
+    child: Option<Child>,
+    pub ports: Vec<u16>,
+    pub config: ConfigFile,
+    pub stderr: PathBuf,
+}
+
+impl Host {
+    /// Starts a host serving `entries` on free ports, with `host_table` as its `[host]` lines.
+    /// Returns once every port is bound (the plan table is printed after binding).
+    pub fn start(host_table: &str, entries: &[Entry<'_>]) -> Host {
+        for _ in 0..5 {
+            let ports: Vec<u16> = entries.iter().map(|_| free_port()).collect();
+            let mut text = format!("[host]\nshutdown_grace_secs = 2\n{host_table}\n");
+            for (port, e) in ports.iter().zip(entries) {
+                text.push_str(&format!(
+                    "[ports.{port}]\nservice = \"{}\"\nmodel = \"{}\"\n{}\n",
+                    e.service, e.model, e.extra
+                ));
+            }
+            let config = config_file(&text);
+            if let Some(host) = Host::launch(config, ports) {
+                return host;
+            }
+        }
+        panic!("could not start porthost on free ports five times");
+    }
+
+    /// Starts `porthost run` on a config; `None` if it exited (a port was taken meanwhile).
+    pub fn launch(config: ConfigFile, ports: Vec<u16>) -> Option<Host> {
+        let stderr = config.dir.path().join("stderr.log");
+        let mut child = porthost()
+            .arg("run")
+            .arg("--config")
+            .arg(&config.path)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        for _ in 0..=ports.len() {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                return None;
+            }
+        }
+        // Keep draining stdout so the host never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Some(Host {
+            child: Some(child),
+            ports,
+            config,
+            stderr,
+        })
+    }
+
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends a signal to the host.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits for the host to exit, at most `limit`; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the config file and tells the host to reload it.
+    pub fn rewrite(&self, text: &str) {
+        std::fs::write(&self.config.path, text).unwrap();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
+    /// The forker's pid, once process-per-client has started it.
+    pub fn forker(&self) -> Option<u32> {
+        children_of(self.pid()).into_iter().next()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let descendants = descendants_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in descendants {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// A line-protocol client with timeouts, so a wrong server fails the test instead of hanging.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next line without its `\n`; `None` at end of stream.
+    pub fn line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert_eq!(
+                    buf.last(),
+                    Some(&b'\n'),
+                    "unterminated line {:?}",
+                    text(&buf)
+                );
+                buf.pop();
+                Some(text(&buf))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("reading a line: {e}"),
+        }
+    }
+
+    /// Sends one line and returns the one-line answer.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        self.line()
+            .unwrap_or_else(|| panic!("closed instead of answering {line:?}"))
+    }
+
+    /// Connects, sends one line and returns the answer; `None` if any step fails.
+    pub fn try_ask(addr: SocketAddr, line: &str) -> Option<String> {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE).ok()?;
+        stream.set_read_timeout(Some(PATIENCE)).ok()?;
+        (&stream).write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer).ok()?;
+        answer.strip_suffix('\n').map(str::to_owned)
+    }
+
+    /// Whether a line arrives within `wait` (without consuming more than that line).
+    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = Vec::new();
+        let got = match self.reader.read_until(b'\n', &mut buf) {
+            Ok(n) if n > 0 => {
+                buf.pop();
+                Some(text(&buf))
+            }
+            _ => None,
+        };
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        got
+    }
+
+    /// Whether the server has closed: end of stream with no more data.
+    pub fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// Polls `check` until it holds or [`PATIENCE`] runs out; returns whether it held.
+pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// Threads of a process, from `/proc`.
+pub fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `(pid, parent, state)` of every process, from `/proc/*/stat`.
+fn processes() -> Vec<(u32, u32, char)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: parse after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let parent = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        all.push((pid, parent, state));
+    }
+    all
+}
+
+/// Live (non-zombie) children of a process.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, parent, state)| *parent == pid && *state != 'Z')
+        .map(|(child, _, _)| child)
+        .collect()
+}
+
+/// Zombie children of a process: children that ended and were never reaped.
+pub fn zombies_of(pid: u32) -> usize {
+    processes()
+        .into_iter()
+        .filter(|(_, parent, state)| *parent == pid && *state == 'Z')
+        .count()
+}
+
+/// Every process below `pid`.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            all.iter()
+                .filter(|(_, p, _)| *p == parent)
+                .map(|(c, _, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Whether a process exists (zombies count as gone).
+pub fn alive(pid: u32) -> bool {
+    processes()
+        .iter()
+        .any(|(p, _, state)| *p == pid && *state != 'Z')
+}
