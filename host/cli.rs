@@ -61,6 +61,14 @@ enum ClientCommand {
         /// The server, e.g. 127.0.0.1:7004.
         addr: String,
     },
+    /// The word-guess game client: prints the game as it goes and asks for your moves.
+    WordGuess {
+        /// The server, e.g. 127.0.0.1:7021.
+        addr: String,
+        /// Your name in the game; asked for on stdin when absent.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// Runs the command line and turns errors into a message and exit code 1.
@@ -102,6 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Client(ClientCommand::Palindrome { addr })) => {
             crate::client::palindrome::run(&addr)
+        }
+        Some(Command::Client(ClientCommand::WordGuess { addr, name })) => {
+            crate::client::word_guess::run(&addr, name)
         }
         Some(Command::Forker) => {
             init_logging();

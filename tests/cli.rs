@@ -17,7 +17,15 @@ fn services_lists_exactly_the_registered_names() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(names, ["palindrome-v1", "palindrome-v2", "palindrome-v3"]);
+    assert_eq!(
+        names,
+        [
+            "palindrome-v1",
+            "palindrome-v2",
+            "palindrome-v3",
+            "word-guess"
+        ]
+    );
     assert!(stdout.contains("models: sequential, thread-per-client, process-per-client, async"));
 }
 

@@ -7,3 +7,4 @@ mod config;
 mod models;
 mod palindrome;
 mod reload;
+mod word_guess;

@@ -10,6 +10,8 @@
 //! - [`lines`]: the line framing the host offers line-based services
 //!   (`socketserver.StreamRequestHandler`'s analogue), used by `palindrome-v3`.
 //! - [`palindrome`]: the lecture's palindrome servers v1, v2 and v3.
+//! - [`word_guess`]: the multiplayer word-guess game: a lobby, many games per port, turns and
+//!   scores, shared state behind a mutex and one bounded queue per client.
 //!
 //! Adding a service is one new module here with its `inventory::submit!`, plus a `mod` line.
 
@@ -18,6 +20,7 @@ pub mod lines;
 mod service;
 
 pub mod palindrome;
+pub mod word_guess;
 
 pub use conn::{Conn, Limits, close_gracefully, until, write_reply};
 pub use service::{Needs, Options, Registration, Service, find, registered};

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::{Conn, Limits, Service, close_gracefully, until, write_reply};
+use crate::{Conn, Limits, Needs, Service, close_gracefully, until, write_reply};
 
 /// The first buffer is small so idle connections stay cheap; it doubles up to the line limit.
 const INITIAL_BUFFER: usize = 512;
@@ -170,6 +170,11 @@ pub trait LineService: Send + Sync + 'static {
     type Handler: LineHandler;
 
     fn connect(&self, conn: &Conn) -> Self::Handler;
+
+    /// What the service needs from the host; see [`Service::needs`].
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
 }
 
 /// One client's session, driven line by line by [`LineServer`], like `StreamRequestHandler`'s
@@ -237,6 +242,10 @@ impl<S: LineService> Service for LineServer<S> {
         let result = drive(&mut handler, &mut conn).await;
         handler.finish();
         result
+    }
+
+    fn needs(&self) -> Needs {
+        self.0.needs()
     }
 }
 

@@ -1,0 +1,479 @@
+//! The word-guess game against the real binary, under both models that can run it.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::util::{Client, Host, config_file, entry, run, text};
+
+const GAME_MODELS: [&str; 2] = ["thread-per-client", "async"];
+
+fn game_host(model: &str, options: &str) -> Host {
+    let extra = format!("options = {{ {options} }}");
+    Host::start("", &[entry("word-guess", model, &extra)])
+}
+
+/// Reads the next lines and checks them one by one.
+fn expect(client: &mut Client, lines: &[&str]) {
+    for want in lines {
+        assert_eq!(client.line().as_deref(), Some(*want));
+    }
+}
+
+/// Connects and joins under `name`, consuming the welcome line.
+fn join(host: &Host, name: &str) -> Client {
+    let mut client = Client::connect(host.addr(0));
+    expect(&mut client, &["Welcome to word-guess! Send your name."]);
+    client.send(format!("{name}\n").as_bytes());
+    client
+}
+
+/// Ann and Bob join a two-player game of `abba`; both have read up to Ann's `/turn`.
+fn ann_and_bob(host: &Host) -> (Client, Client) {
+    let mut ann = join(host, "Ann");
+    expect(
+        &mut ann,
+        &["\"Ann\" joined (1/2)", "Waiting for 1 more player"],
+    );
+    let mut bob = join(host, "Bob");
+    let start = [
+        "\"Bob\" joined (2/2)",
+        "Game starts: \"Ann\", \"Bob\"",
+        "Word: ****",
+        "Turn: \"Ann\"",
+    ];
+    expect(&mut ann, &start);
+    expect(&mut ann, &["/turn"]);
+    expect(&mut bob, &start);
+    (ann, bob)
+}
+
+#[test]
+fn a_full_game_with_scores_and_winner() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"]");
+        let (mut ann, mut bob) = ann_and_bob(&host);
+
+        ann.send(b"/letter a\n");
+        let hit = [
+            "\"Ann\": letter a",
+            "Hit: \"Ann\" scores 2 (total 2) and moves again",
+            "Word: a**a",
+            "Turn: \"Ann\"",
+        ];
+        expect(&mut ann, &hit);
+        expect(&mut ann, &["/turn"]);
+        expect(&mut bob, &hit);
+
+        ann.send(b"/letter z\n");
+        let miss = [
+            "\"Ann\": letter z",
+            "Miss: no z in the word",
+            "Word: a**a",
+            "Turn: \"Bob\"",
+        ];
+        expect(&mut ann, &miss);
+        expect(&mut bob, &miss);
+        expect(&mut bob, &["/turn"]);
+
+        bob.send("/word ABBA\n".as_bytes());
+        let end = [
+            "\"Bob\": word \"ABBA\"",
+            "Win: \"Bob\" scores 2 + bonus 4 (total 6)",
+            "Word: abba",
+            "Game over, the word was abba",
+            "Results:",
+            "\"Ann\": 2",
+            "\"Bob\": 6",
+            "Winner: \"Bob\"",
+            "/quit",
+        ];
+        for client in [&mut ann, &mut bob] {
+            expect(client, &end);
+            assert!(
+                client.is_closed(),
+                "{model}: the game closes the connections"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_wrong_word_resets_the_score_and_an_already_revealed_letter_passes() {
+    let host = game_host("async", "words = [\"abba\"]");
+    let (mut ann, mut bob) = ann_and_bob(&host);
+    ann.send(b"/letter a\n");
+    expect(
+        &mut ann,
+        &[
+            "\"Ann\": letter a",
+            "Hit: \"Ann\" scores 2 (total 2) and moves again",
+            "Word: a**a",
+            "Turn: \"Ann\"",
+            "/turn",
+        ],
+    );
+    ann.send(b"/word abca\n");
+    expect(
+        &mut ann,
+        &[
+            "\"Ann\": word \"abca\"",
+            "Wrong: \"Ann\" drops to 0 points",
+            "Word: a**a",
+            "Turn: \"Bob\"",
+        ],
+    );
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\": letter a",
+            "Hit: \"Ann\" scores 2 (total 2) and moves again",
+            "Word: a**a",
+            "Turn: \"Ann\"",
+        ],
+    );
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\": word \"abca\"",
+            "Wrong: \"Ann\" drops to 0 points",
+            "Word: a**a",
+            "Turn: \"Bob\"",
+            "/turn",
+        ],
+    );
+    bob.send(b"/letter a\n");
+    expect(
+        &mut bob,
+        &[
+            "\"Bob\": letter a",
+            "Miss: a is already revealed",
+            "Word: a**a",
+            "Turn: \"Ann\"",
+        ],
+    );
+}
+
+#[test]
+fn bad_names_are_refused_until_a_good_one_comes() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"], players = 3");
+        let mut ann = join(&host, "  Ann  ");
+        expect(
+            &mut ann,
+            &["\"Ann\" joined (1/3)", "Waiting for 2 more players"],
+        );
+        let mut other = Client::connect(host.addr(0));
+        expect(&mut other, &["Welcome to word-guess! Send your name."]);
+        let long = "я".repeat(33);
+        for (name, reason) in [
+            ("", "it is empty"),
+            ("   ", "it is empty"),
+            (long.as_str(), "it is longer than 32 characters"),
+            ("/bob", "it starts with '/'"),
+            ("Ann", "\"Ann\" is taken"),
+        ] {
+            other.send(format!("{name}\n").as_bytes());
+            expect(
+                &mut other,
+                &[&format!("Name rejected: {reason}; send another name")],
+            );
+        }
+        other.send("Їжак\n".as_bytes());
+        expect(
+            &mut other,
+            &["\"Їжак\" joined (2/3)", "Waiting for 1 more player"],
+        );
+        expect(
+            &mut ann,
+            &["\"Їжак\" joined (2/3)", "Waiting for 1 more player"],
+        );
+    }
+}
+
+#[test]
+fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"]");
+        let (mut ann, mut bob) = ann_and_bob(&host);
+        bob.send(b"/letter a\n");
+        expect(&mut bob, &["Error: not your turn, waiting for \"Ann\""]);
+        for (line, error) in [
+            (
+                "hello",
+                "only commands are accepted: /letter X or /word WORD",
+            ),
+            (
+                "/guess a",
+                "unknown command \"/guess\", the commands are /letter X and /word WORD",
+            ),
+            ("/letter", "missing argument, send /letter X"),
+            (
+                "/letter a b",
+                "extra argument, send /letter X with one space before it",
+            ),
+            ("/letter ab", "\"ab\" is not exactly one letter"),
+            // Quoted the way names are: escaped, so a combining mark shows as `\u{301}`.
+            ("/letter е\u{301}", "\"е\\u{301}\" is not exactly one letter"),
+        ] {
+            ann.send(format!("{line}\n").as_bytes());
+            expect(&mut ann, &[&format!("Error: {error}"), "/turn"]);
+        }
+        // None of that reached Bob, and it is still Ann's turn.
+        ann.send(b"/letter b\n");
+        expect(&mut bob, &["\"Ann\": letter b"]);
+    }
+}
+
+#[test]
+fn a_player_leaving_on_their_turn_passes_it() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"], players = 3");
+        let mut ann = join(&host, "Ann");
+        let mut bob = join(&host, "Bob");
+        let mut cid = join(&host, "Cid");
+        expect(
+            &mut ann,
+            &[
+                "\"Ann\" joined (1/3)",
+                "Waiting for 2 more players",
+                "\"Bob\" joined (2/3)",
+                "Waiting for 1 more player",
+            ],
+        );
+        let start = [
+            "\"Cid\" joined (3/3)",
+            "Game starts: \"Ann\", \"Bob\", \"Cid\"",
+            "Word: ****",
+            "Turn: \"Ann\"",
+        ];
+        expect(&mut ann, &start);
+        expect(&mut ann, &["/turn"]);
+        expect(
+            &mut bob,
+            &["\"Bob\" joined (2/3)", "Waiting for 1 more player"],
+        );
+        expect(&mut bob, &start);
+        drop(ann);
+        expect(
+            &mut bob,
+            &["\"Ann\" left the game", "Turn: \"Bob\"", "/turn"],
+        );
+        expect(&mut cid, &start);
+        expect(&mut cid, &["\"Ann\" left the game", "Turn: \"Bob\""]);
+        // The game goes on with whoever remains.
+        bob.send(b"/word abba\n");
+        expect(
+            &mut cid,
+            &[
+                "\"Bob\": word \"abba\"",
+                "Win: \"Bob\" scores 4 + bonus 4 (total 8)",
+                "Word: abba",
+            ],
+        );
+    }
+}
+
+#[test]
+fn two_games_run_at_once_on_one_port() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"]");
+        let (mut ann, mut bob) = ann_and_bob(&host);
+        let mut cid = join(&host, "Cid");
+        expect(
+            &mut cid,
+            &["\"Cid\" joined (1/2)", "Waiting for 1 more player"],
+        );
+        let mut dan = join(&host, "Dan");
+        expect(
+            &mut cid,
+            &[
+                "\"Dan\" joined (2/2)",
+                "Game starts: \"Cid\", \"Dan\"",
+                "Word: ****",
+                "Turn: \"Cid\"",
+                "/turn",
+            ],
+        );
+        expect(
+            &mut dan,
+            &[
+                "\"Dan\" joined (2/2)",
+                "Game starts: \"Cid\", \"Dan\"",
+                "Word: ****",
+                "Turn: \"Cid\"",
+            ],
+        );
+        // Moves in one game are not seen in the other.
+        cid.send(b"/word abba\n");
+        expect(
+            &mut dan,
+            &[
+                "\"Cid\": word \"abba\"",
+                "Win: \"Cid\" scores 4 + bonus 4 (total 8)",
+            ],
+        );
+        ann.send(b"/letter b\n");
+        expect(
+            &mut bob,
+            &[
+                "\"Ann\": letter b",
+                "Hit: \"Ann\" scores 2 (total 2) and moves again",
+            ],
+        );
+    }
+}
+
+#[test]
+fn one_player_games_run_under_sequential() {
+    let host = Host::start(
+        "",
+        &[entry(
+            "word-guess",
+            "sequential",
+            "options = { players = 1, words = [\"їжак\"] }",
+        )],
+    );
+    for _ in 0..2 {
+        let mut solo = join(&host, "Solo");
+        expect(
+            &mut solo,
+            &[
+                "\"Solo\" joined (1/1)",
+                "Game starts: \"Solo\"",
+                "Word: ****",
+                "Turn: \"Solo\"",
+                "/turn",
+            ],
+        );
+        solo.send("/letter Ї\n".as_bytes());
+        expect(
+            &mut solo,
+            &[
+                "\"Solo\": letter ї",
+                "Hit: \"Solo\" scores 1 (total 1) and moves again",
+                "Word: ї***",
+                "Turn: \"Solo\"",
+                "/turn",
+            ],
+        );
+        solo.send("/word ЇЖАК\n".as_bytes());
+        expect(
+            &mut solo,
+            &[
+                "\"Solo\": word \"ЇЖАК\"",
+                "Win: \"Solo\" scores 3 + bonus 4 (total 8)",
+            ],
+        );
+        while let Some(line) = solo.line() {
+            if line == "/quit" {
+                break;
+            }
+        }
+        assert!(solo.is_closed());
+    }
+}
+
+#[test]
+fn models_that_cannot_share_state_are_refused() {
+    let check = |model: &str, options: &str| {
+        let file = config_file(&format!(
+            "[ports.7021]\nservice = \"word-guess\"\nmodel = \"{model}\"\noptions = {{ {options} }}\n"
+        ));
+        let out = run(&["check", "--config", file.path.to_str().unwrap()]);
+        (
+            out.status.code(),
+            text(&out.stderr),
+            file.path.display().to_string(),
+        )
+    };
+    let (code, stderr, path) = check("process-per-client", "players = 2");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("{path}:3:9: [ports.7021]: word-guess cannot run under process-per-client: its clients share in-memory state, and separate processes do not share memory")),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check("sequential", "players = 2");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("word-guess cannot run under sequential as configured: it needs 2 clients connected at once"), "{stderr}");
+    let (code, stderr, _) = check("sequential", "players = 1");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr, _) = check("async", "players = 17");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            ":4:11: [ports.7021]: invalid options for word-guess: players must be 1 to 16, got 17"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn two_bundled_clients_play_a_game_from_piped_input() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"]");
+        let addr = host.addr(0).to_string();
+        let spawn = |name: &str, input: &str| {
+            let mut child = crate::util::porthost()
+                .args(["client", "word-guess", &addr, "--name", name])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child
+        };
+        let mut ann = spawn("Ann", "a\nz\n");
+        // Bob joins once Ann waits in the lobby, so the turn order is known.
+        let mut ann_out = std::io::BufReader::new(ann.stdout.take().unwrap());
+        let mut ann_text = String::new();
+        while !ann_text.ends_with("Waiting for 1 more player\n") {
+            let n = std::io::BufRead::read_line(&mut ann_out, &mut ann_text).unwrap();
+            assert!(n > 0, "Ann's client ended early: {ann_text}");
+        }
+        let bob = spawn("Bob", "abba\n");
+        std::io::Read::read_to_string(&mut ann_out, &mut ann_text).unwrap();
+        let ann = ann.wait_with_output().unwrap();
+        let bob = bob.wait_with_output().unwrap();
+        assert!(ann.status.success(), "{}", text(&ann.stderr));
+        assert!(bob.status.success(), "{}", text(&bob.stderr));
+        for out in [ann_text, text(&bob.stdout)] {
+            assert!(
+                out.contains("\"Ann\": letter a\nHit: \"Ann\" scores 2 (total 2)"),
+                "{out}"
+            );
+            assert!(
+                out.contains("Results:\n\"Ann\": 2\n\"Bob\": 6\nWinner: \"Bob\"\n"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_client_fails_when_input_ends_before_its_move() {
+    let host = game_host("async", "words = [\"abba\"], players = 1");
+    let out = crate::util::porthost()
+        .args([
+            "client",
+            "word-guess",
+            &host.addr(0).to_string(),
+            "--name",
+            "Ann",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("standard input ended, but the game needs your move"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("Game starts: \"Ann\""));
+}
