@@ -48,9 +48,18 @@ enum Command {
     /// Talk to a running service.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Compare the models side by side on this machine: throughput, latency, connection
+    /// set-up and memory, next to hand-written baseline servers.
+    Bench(Box<crate::bench::BenchArgs>),
     /// The process-per-client helper that forks connection children (started by the host).
     #[command(hide = true)]
     Forker,
+    /// A minimal hand-written server for the bench's baseline column (started by the bench).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(value_enum)]
+        kind: crate::bench::baseline::Kind,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,11 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Services) => {
-            let rows: Vec<[String; 3]> = registry::listing()
+            let rows: Vec<Vec<String>> = registry::listing()
                 .into_iter()
                 .map(|l| {
                     let models: Vec<&str> = l.models.iter().map(|m| m.name()).collect();
-                    [
+                    vec![
                         l.name.to_owned(),
                         l.summary.to_owned(),
                         format!("models: {}", models.join(", ")),
@@ -117,6 +126,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Forker) => {
             init_logging();
             forker::main()
+        }
+        Some(Command::Bench(args)) => {
+            raise_descriptor_limit();
+            crate::bench::main(*args)
+        }
+        Some(Command::BenchBaseline { kind }) => {
+            raise_descriptor_limit();
+            crate::bench::baseline::main(kind)
         }
     }
 }

@@ -495,16 +495,14 @@ pub enum LoadError {
 
 /// A plan as a table, for `porthost check` and the start of `porthost run`.
 pub fn plan_table(ports: &[PortPlan]) -> String {
-    let mut rows = vec![[
-        "PORT".to_owned(),
-        "ADDRESS".to_owned(),
-        "SERVICE".to_owned(),
-        "MODEL".to_owned(),
-        "MAX CONN".to_owned(),
-    ]];
+    let mut rows = vec![
+        ["PORT", "ADDRESS", "SERVICE", "MODEL", "MAX CONN"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
     for plan in ports {
         let e = &plan.entry;
-        rows.push([
+        rows.push(vec![
             e.port().to_string(),
             e.addr.ip().to_string(),
             e.service.clone(),
@@ -516,8 +514,9 @@ pub fn plan_table(ports: &[PortPlan]) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-pub fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0; N];
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -527,7 +526,7 @@ pub fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
     for row in rows {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());

@@ -8,11 +8,13 @@
 //! - [`listener`]: one port's accept loop: limits, backoff, hand-off to a model.
 //! - [`models`]: the four concurrency models, one file each.
 //! - [`client`]: the bundled clients.
+//! - [`bench`]: `porthost bench`, the models measured side by side.
 //! - [`cli`]: the `porthost` command line.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

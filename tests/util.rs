@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use porthost::bench::procfs;
+
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -289,74 +291,37 @@ pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
 
 /// Threads of a process, from `/proc`.
 pub fn threads(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// `(pid, parent, state)` of every process, from `/proc/*/stat`.
-fn processes() -> Vec<(u32, u32, char)> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The command name is in parentheses and may hold spaces: parse after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let parent = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        all.push((pid, parent, state));
-    }
-    all
+    procfs::threads(pid)
 }
 
 /// Live (non-zombie) children of a process.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    processes()
+    procfs::processes()
         .into_iter()
-        .filter(|(_, parent, state)| *parent == pid && *state != 'Z')
-        .map(|(child, _, _)| child)
+        .filter(|p| p.parent == pid && p.state != 'Z')
+        .map(|p| p.pid)
         .collect()
 }
 
 /// Zombie children of a process: children that ended and were never reaped.
 pub fn zombies_of(pid: u32) -> usize {
-    processes()
+    procfs::processes()
         .into_iter()
-        .filter(|(_, parent, state)| *parent == pid && *state == 'Z')
+        .filter(|p| p.parent == pid && p.state == 'Z')
         .count()
 }
 
 /// Every process below `pid`.
 pub fn descendants_of(pid: u32) -> Vec<u32> {
-    let all = processes();
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            all.iter()
-                .filter(|(_, p, _)| *p == parent)
-                .map(|(c, _, _)| *c),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
+    procfs::descendants(pid)
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Whether a process exists (zombies count as gone).
 pub fn alive(pid: u32) -> bool {
-    processes()
+    procfs::processes()
         .iter()
-        .any(|(p, _, state)| *p == pid && *state != 'Z')
+        .any(|p| p.pid == pid && p.state != 'Z')
 }

@@ -213,7 +213,10 @@ fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
             ),
             ("/letter ab", "\"ab\" is not exactly one letter"),
             // Quoted the way names are: escaped, so a combining mark shows as `\u{301}`.
-            ("/letter е\u{301}", "\"е\\u{301}\" is not exactly one letter"),
+            (
+                "/letter е\u{301}",
+                "\"е\\u{301}\" is not exactly one letter",
+            ),
         ] {
             ann.send(format!("{line}\n").as_bytes());
             expect(&mut ann, &[&format!("Error: {error}"), "/turn"]);

@@ -7,14 +7,15 @@
 //! graceful close. [`LineReader`] is the framing alone, for services that read lines their own
 //! way.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::{Conn, Limits, Needs, Service, close_gracefully, until, write_reply};
+use crate::{Conn, Limits, Needs, Service, close_gracefully, write_reply};
 
 /// The first buffer is small so idle connections stay cheap; it doubles up to the line limit.
 const INITIAL_BUFFER: usize = 512;
@@ -49,6 +50,9 @@ pub struct LineReader<R> {
     limits: Limits,
     /// When the line being read must be complete; set when waiting starts, cleared per line.
     deadline: Option<Instant>,
+    /// One timer for the idle timeout, moved only when it fires before the current deadline:
+    /// arming a fresh timer for every read would cost more than the read itself.
+    idle_timer: Option<Pin<Box<Sleep>>>,
     eof: bool,
 }
 
@@ -62,6 +66,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             scanned: 0,
             limits,
             deadline: None,
+            idle_timer: None,
             eof: false,
         }
     }
@@ -107,11 +112,29 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             if self.deadline.is_none() {
                 self.deadline = self.limits.deadline();
             }
-            let read = until(self.deadline, self.inner.read(&mut self.buf[self.end..])).await;
+            let read = match self.deadline {
+                None => self.inner.read(&mut self.buf[self.end..]).await,
+                Some(deadline) => {
+                    let timer = self
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            read = self.inner.read(&mut self.buf[self.end..]) => break read,
+                            () = timer.as_mut() => {
+                                if timer.deadline() >= deadline {
+                                    return Ok(Frame::Idle);
+                                }
+                                timer.as_mut().reset(deadline);
+                            }
+                        }
+                    }
+                }
+            };
             match read {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(Frame::Idle),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -388,6 +411,33 @@ mod tests {
         assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"cd"));
         writer.await.unwrap();
         assert_eq!(reader.next_line().await.unwrap(), Frame::Eof);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_follows_each_line() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                tx.write_all(b"x\n").await.unwrap();
+            }
+            tx
+        });
+        let mut reader = LineReader::new(
+            rx,
+            Limits {
+                max_line_bytes: 100,
+                idle_timeout: Some(Duration::from_secs(5)),
+            },
+        );
+        for _ in 0..6 {
+            assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"x"));
+        }
+        let started = Instant::now();
+        assert_eq!(reader.next_line().await.unwrap(), Frame::Idle);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test(start_paused = true)]
