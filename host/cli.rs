@@ -51,6 +51,9 @@ enum Command {
     /// Compare the models side by side on this machine: throughput, latency, connection
     /// set-up and memory, next to hand-written baseline servers.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Soak a real host: mixed load and garbage at every port of a config, a reload every
+    /// minute, then a report on errors, memory, descriptors and processes.
+    Soak(crate::soak::SoakArgs),
     /// The process-per-client helper that forks connection children (started by the host).
     #[command(hide = true)]
     Forker,
@@ -130,6 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(args)) => {
             raise_descriptor_limit();
             crate::bench::main(*args)
+        }
+        Some(Command::Soak(args)) => {
+            raise_descriptor_limit();
+            crate::soak::main(args)
         }
         Some(Command::BenchBaseline { kind }) => {
             raise_descriptor_limit();

@@ -9,6 +9,7 @@
 //! - [`models`]: the four concurrency models, one file each.
 //! - [`client`]: the bundled clients.
 //! - [`bench`]: `porthost bench`, the models measured side by side.
+//! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
 //! - [`cli`]: the `porthost` command line.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
@@ -21,6 +22,7 @@ pub mod config;
 pub mod listener;
 pub mod models;
 pub mod registry;
+pub mod soak;
 pub mod supervisor;
 
 pub use porthost_services as services;

@@ -146,6 +146,7 @@ pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Du
     let elapsed = started.elapsed().min(budget + Duration::from_millis(100));
     let mut sample = Sample {
         metrics: vec![
+            ("served", latency.len() as f64),
             ("req_per_s", latency.len() as f64 / elapsed.as_secs_f64()),
             ("p50_us", latency.value_at_quantile(0.5) as f64),
             ("p99_us", latency.value_at_quantile(0.99) as f64),
@@ -220,6 +221,7 @@ pub async fn churn(addr: SocketAddr, total: usize, workers: usize, budget: Durat
     let done = latency.len() as usize;
     Sample {
         metrics: vec![
+            ("served", done as f64),
             ("conn_per_s", done as f64 / elapsed.as_secs_f64()),
             ("p50_us", latency.value_at_quantile(0.5) as f64),
             ("p99_us", latency.value_at_quantile(0.99) as f64),
@@ -296,8 +298,9 @@ pub async fn footprint(addr: SocketAddr, pid: u32, clients: usize, budget: Durat
     }
 }
 
-/// The letters bots try, most frequent in the game words first.
-const ALPHABET: &str = "estrckaoplnbfiuhdgmjqvwxyz";
+/// The letters bots try: English by frequency, then Ukrainian by frequency, so they can finish
+/// games with the built-in word list as well as the bench's own.
+const ALPHABET: &str = "etaoinsrhdlcumwfgypbvkjxqzоаніитевкрслудмпзяьгбчхйшюцщєїжфґ";
 
 /// How one bot fared.
 #[derive(Debug, Default)]
