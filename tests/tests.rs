@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod config;
+mod limits;
 mod models;
 mod palindrome;
 mod reload;
