@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod config;
+mod faults;
 mod limits;
 mod models;
 mod palindrome;

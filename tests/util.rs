@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -244,6 +244,17 @@ impl Client {
         Client::wrap(socket.into())
     }
 
+    /// Connects with a receive buffer of about `bytes`, so that replies the client has not
+    /// read yet pile up in the server's send queue.
+    pub fn connect_small_window(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket
+            .connect_timeout(&addr.into(), PATIENCE)
+            .expect("connect");
+        Client::wrap(socket.into())
+    }
+
     fn wrap(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -307,6 +318,13 @@ impl Client {
         };
         self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
         got
+    }
+
+    /// Closes with a reset (`SO_LINGER` 0) instead of a FIN, as a crashed or rude client does.
+    pub fn reset(self) {
+        SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
     }
 
     /// Whether the server has closed: end of stream with no more data.
@@ -408,4 +426,24 @@ pub fn alive(pid: u32) -> bool {
 /// Open descriptors of a process, from `/proc`.
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// A memory figure of a process in KiB (`VmRSS`, `VmHWM`), from `/proc/<pid>/status`.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lifts this test process's soft descriptor limit to the hard one, for tests that hold
+/// hundreds of sockets at once (the soft limit is often 1024).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
 }
