@@ -175,11 +175,32 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path).map_err(LoadError::Invalid)
+        Config::parse_bytes(&bytes, path).map_err(LoadError::Invalid)
+    }
+
+    /// Validates the bytes of a config file. Bytes that are not UTF-8 are an error at the first
+    /// of them, with its line and column like any other, not an unreadable file.
+    pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Config, ConfigErrors> {
+        let error = match std::str::from_utf8(bytes) {
+            Ok(text) => return Config::parse(text, path),
+            Err(error) => error,
+        };
+        let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).expect("valid up to here");
+        let (line, column) = line_column(valid, valid.len());
+        Err(ConfigErrors(vec![ConfigError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            entry: None,
+            reason: format!(
+                "byte 0x{:02x} is not UTF-8; the file must be UTF-8 text",
+                bytes[error.valid_up_to()]
+            ),
+        }]))
     }
 
     /// Validates config text; `path` is used for messages and to resolve relative paths.
@@ -538,6 +559,7 @@ pub fn render_table(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Config::parse(text, Path::new("conf/services.toml"))
@@ -680,5 +702,90 @@ options = { strict = true }
     fn line_column_counts_characters() {
         assert_eq!(line_column("ab\nцd", 5), (2, 2));
         assert_eq!(line_column("", 0), (1, 1));
+    }
+
+    /// One edit of a config file's bytes, at a position given as a fraction of its length.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Delete(prop::sample::Index, usize),
+        Insert(prop::sample::Index, Vec<u8>),
+        Replace(prop::sample::Index, u8),
+    }
+
+    /// Edits that break TOML in interesting ways: its punctuation, quotes, newlines, digits,
+    /// multi-byte characters and bytes that are not UTF-8 at all.
+    fn edit() -> impl Strategy<Value = Edit> {
+        let byte = prop_oneof![
+            prop::sample::select(b"[]{}=\".,#'\n\r\t 0179-_.ax".to_vec()),
+            any::<u8>(),
+        ];
+        let bytes = prop_oneof![
+            prop::collection::vec(byte.clone(), 1..4),
+            prop::sample::select(vec![
+                "я".as_bytes().to_vec(),
+                b"\xff".to_vec(),
+                b"[ports.7001]\n".to_vec(),
+                b"[host]\n".to_vec(),
+                b"= \"".to_vec(),
+                b"99999999999999999999".to_vec(),
+            ]),
+        ];
+        prop_oneof![
+            (any::<prop::sample::Index>(), 1usize..16).prop_map(|(at, n)| Edit::Delete(at, n)),
+            (any::<prop::sample::Index>(), bytes).prop_map(|(at, b)| Edit::Insert(at, b)),
+            (any::<prop::sample::Index>(), byte).prop_map(|(at, b)| Edit::Replace(at, b)),
+        ]
+    }
+
+    fn apply(text: &mut Vec<u8>, edit: &Edit) {
+        match edit {
+            Edit::Delete(at, n) => {
+                let start = at.index(text.len() + 1);
+                let end = (start + n).min(text.len());
+                text.drain(start..end);
+            }
+            Edit::Insert(at, bytes) => {
+                let at = at.index(text.len() + 1);
+                text.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Replace(at, byte) if !text.is_empty() => {
+                let at = at.index(text.len());
+                text[at] = *byte;
+            }
+            Edit::Replace(..) => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The shipped file, mutated, is either valid or rejected with errors that each point
+        /// at a place in it; nothing panics.
+        #[test]
+        fn a_mutated_config_is_accepted_or_rejected_with_lines(
+            edits in prop::collection::vec(edit(), 1..4),
+        ) {
+            let mut bytes = include_bytes!("../config/services.toml").to_vec();
+            for edit in &edits {
+                apply(&mut bytes, edit);
+            }
+            let path = Path::new("conf/services.toml");
+            if let Err(ConfigErrors(errors)) = Config::parse_bytes(&bytes, path) {
+                prop_assert!(!errors.is_empty());
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<&str> = text.split('\n').collect();
+                for error in errors {
+                    // A line of the file (the one after its last newline included), and a
+                    // column on it or just past its end.
+                    let line = lines.get(error.line.wrapping_sub(1));
+                    prop_assert!(
+                        line.is_some_and(|l| (1..=l.chars().count() + 1).contains(&error.column)),
+                        "{} is not a place in the file of {} lines", error, lines.len()
+                    );
+                    let position = format!("conf/services.toml:{}:{}: ", error.line, error.column);
+                    prop_assert!(error.to_string().starts_with(&position), "{}", error);
+                }
+            }
+        }
     }
 }

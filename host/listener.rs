@@ -106,6 +106,8 @@ pub async fn accept_loop(ctx: Arc<PortCtx>) {
     let entry = &ctx.plan.entry;
     let limit = Arc::new(Semaphore::new(entry.max_connections));
     let mut backoff = Duration::ZERO;
+    // The next thread-per-client connection's runtime, built before accepting it.
+    let mut runtime = None;
     loop {
         // Limit before accept: above `max_connections` clients wait in the backlog.
         let permit = tokio::select! {
@@ -113,6 +115,17 @@ pub async fn accept_loop(ctx: Arc<PortCtx>) {
             () = ctx.stop.cancelled() => return,
             () = ctx.retired.cancelled() => return,
         };
+        if entry.model == Model::ThreadPerClient && runtime.is_none() {
+            match models::thread_per_client::ConnRuntime::build() {
+                Ok(built) => runtime = Some(built),
+                Err(e) => {
+                    if !back_off(&ctx, &mut backoff, "building a connection's runtime", &e).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let Some(listener) = ctx.listener() else {
             return;
         };
@@ -124,12 +137,10 @@ pub async fn accept_loop(ctx: Arc<PortCtx>) {
                 }
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
-                    warn!(port = ctx.port(), "accept failed: {e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => continue,
-                        () = ctx.stop.cancelled() => return,
+                    if !back_off(&ctx, &mut backoff, "accept", &e).await {
+                        return;
                     }
+                    continue;
                 }
             },
             () = ctx.stop.cancelled() => return,
@@ -160,12 +171,30 @@ pub async fn accept_loop(ctx: Arc<PortCtx>) {
         };
         match entry.model {
             Model::Sequential => models::sequential::run(&ctx, conn, admission, span).await,
-            Model::ThreadPerClient => models::thread_per_client::spawn(&ctx, conn, admission, span),
+            Model::ThreadPerClient => {
+                let runtime = runtime.take().expect("built before accepting");
+                models::thread_per_client::spawn(&ctx, conn, admission, span, runtime);
+            }
             Model::ProcessPerClient => {
                 models::process_per_client::spawn(&ctx, conn, admission, span).await;
             }
             Model::Async => models::async_tasks::spawn(&ctx, conn, admission, span),
         }
+    }
+}
+
+/// Pauses after a failure that freed descriptors may cure (EMFILE, ENFILE), doubling the pause
+/// up to [`MAX_BACKOFF`] so that the loop neither spins nor gives up; `false` if the port was
+/// stopped meanwhile.
+async fn back_off(ctx: &PortCtx, backoff: &mut Duration, what: &str, e: &std::io::Error) -> bool {
+    *backoff = (*backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
+    warn!(
+        port = ctx.port(),
+        "{what} failed: {e}; retrying in {backoff:?}"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => true,
+        () = ctx.stop.cancelled() => false,
     }
 }
 

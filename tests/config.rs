@@ -227,3 +227,17 @@ fn once_closes_the_port_after_the_first_client() {
         host.log()
     );
 }
+
+#[test]
+fn a_byte_that_is_not_utf8_is_reported_at_its_line() {
+    let file = config_file("");
+    std::fs::write(
+        &file.path,
+        b"[ports.7001]\nservice = \"palindrome-v1\"\nmodel = \"sequ\xffential\"\n",
+    )
+    .unwrap();
+    let out = run(&["check", "--config", file.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!("{}:3:14: byte 0xff is not UTF-8", file.path.display());
+    assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+}

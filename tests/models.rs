@@ -72,7 +72,15 @@ fn async_keeps_the_thread_count_flat() {
 
 #[test]
 fn a_child_killed_mid_session_hurts_no_one_else() {
-    let mut host = Host::start("", &[entry("palindrome-v3", "process-per-client", "")]);
+    // Two slots: the next client is served only if the killed child's slot is given back.
+    let mut host = Host::start(
+        "",
+        &[entry(
+            "palindrome-v3",
+            "process-per-client",
+            "max_connections = 2",
+        )],
+    );
     let mut victim = Client::connect(host.addr(0));
     assert_eq!(victim.ask("abba"), "1");
     let forker = host.forker().unwrap();

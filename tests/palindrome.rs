@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::util::{Client, Host, MODELS, PALINDROMES, entry};
+use crate::util::{Client, Host, combos, entry};
 
 /// The line limit of the test ports: small, so over-long lines are cheap to send.
 const LIMIT: usize = 100;
@@ -11,12 +11,7 @@ const LIMIT: usize = 100;
 /// One host serving each palindrome version under each model; returns it with the
 /// `(service, model)` of each port index.
 fn all_ports() -> (Host, Vec<(&'static str, &'static str)>) {
-    let mut combos = Vec::new();
-    for service in PALINDROMES {
-        for model in MODELS {
-            combos.push((service, model));
-        }
-    }
+    let combos = combos();
     let extra = format!("max_line_bytes = {LIMIT}");
     let entries: Vec<_> = combos.iter().map(|(s, m)| entry(s, m, &extra)).collect();
     (Host::start("", &entries), combos)

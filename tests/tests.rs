@@ -5,6 +5,8 @@ mod util;
 mod bench;
 mod cli;
 mod config;
+mod faults;
+mod limits;
 mod models;
 mod palindrome;
 mod reload;

@@ -2,12 +2,13 @@
 //! looking at its threads and processes.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use porthost::bench::procfs;
+use socket2::{Domain, SockRef, Socket, Type};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -74,6 +75,14 @@ pub const MODELS: [&str; 4] = [
 
 pub const PALINDROMES: [&str; 3] = ["palindrome-v1", "palindrome-v2", "palindrome-v3"];
 
+/// Every palindrome version under every model, as `(service, model)`.
+pub fn combos() -> Vec<(&'static str, &'static str)> {
+    PALINDROMES
+        .into_iter()
+        .flat_map(|service| MODELS.map(|model| (service, model)))
+        .collect()
+}
+
 /// A running `porthost run`, killed (with its forker) if the test ends without stopping it.
 pub struct Host {
     child: Option<Child>,
@@ -86,6 +95,12 @@ impl Host {
     /// Starts a host serving `entries` on free ports, with `host_table` as its `[host]` lines.
     /// Returns once every port is bound (the plan table is printed after binding).
     pub fn start(host_table: &str, entries: &[Entry<'_>]) -> Host {
+        Host::start_limited(None, host_table, entries)
+    }
+
+    /// Like [`Host::start`], with the host's `RLIMIT_NOFILE` (soft and hard) set to `nofile`
+    /// when one is given, so a test can run it out of descriptors.
+    pub fn start_limited(nofile: Option<u64>, host_table: &str, entries: &[Entry<'_>]) -> Host {
         for _ in 0..5 {
             let ports: Vec<u16> = entries.iter().map(|_| free_port()).collect();
             let mut text = format!("[host]\nshutdown_grace_secs = 2\n{host_table}\n");
@@ -96,7 +111,7 @@ impl Host {
                 ));
             }
             let config = config_file(&text);
-            if let Some(host) = Host::launch(config, ports) {
+            if let Some(host) = Host::launch(nofile, config, ports) {
                 return host;
             }
         }
@@ -104,9 +119,22 @@ impl Host {
     }
 
     /// Starts `porthost run` on a config; `None` if it exited (a port was taken meanwhile).
-    pub fn launch(config: ConfigFile, ports: Vec<u16>) -> Option<Host> {
+    fn launch(nofile: Option<u64>, config: ConfigFile, ports: Vec<u16>) -> Option<Host> {
         let stderr = config.dir.path().join("stderr.log");
-        let mut child = porthost()
+        let mut command = match nofile {
+            None => porthost(),
+            Some(n) => {
+                // `ulimit -n` sets both limits; `porthost run` lifts its soft limit to the hard
+                // one, so the hard limit is what counts. `exec` keeps the host's pid ours.
+                let mut sh = Command::new("sh");
+                sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+                    .arg(n.to_string())
+                    .arg(env!("CARGO_BIN_EXE_porthost"))
+                    .env("RUST_LOG", "info");
+                sh
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config.path)
@@ -202,7 +230,33 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        Client::wrap(TcpStream::connect_timeout(&addr, PATIENCE).expect("connect"))
+    }
+
+    /// Connects from another loopback address (`127.0.0.2`, say), as a second client machine.
+    pub fn connect_from(source: IpAddr, addr: SocketAddr) -> Client {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the source address");
+        socket
+            .connect_timeout(&addr.into(), PATIENCE)
+            .expect("connect");
+        Client::wrap(socket.into())
+    }
+
+    /// Connects with a receive buffer of about `bytes`, so that replies the client has not
+    /// read yet pile up in the server's send queue.
+    pub fn connect_small_window(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket
+            .connect_timeout(&addr.into(), PATIENCE)
+            .expect("connect");
+        Client::wrap(socket.into())
+    }
+
+    fn wrap(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
@@ -267,6 +321,13 @@ impl Client {
         got
     }
 
+    /// Closes with a reset (`SO_LINGER` 0) instead of a FIN, as a crashed or rude client does.
+    pub fn reset(self) {
+        SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+
     /// Whether the server has closed: end of stream with no more data.
     pub fn is_closed(&mut self) -> bool {
         let mut rest = Vec::new();
@@ -324,4 +385,24 @@ pub fn alive(pid: u32) -> bool {
     procfs::processes()
         .iter()
         .any(|p| p.pid == pid && p.state != 'Z')
+}
+
+/// Open descriptors of a process, from `/proc`.
+pub fn fds(pid: u32) -> usize {
+    procfs::open_fds(pid)
+}
+
+/// A memory figure of a process in KiB (`VmRSS`, `VmHWM`), from `/proc/<pid>/status`.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    procfs::status_kib(pid, field).unwrap_or(0)
+}
+
+/// Lifts this test process's soft descriptor limit to the hard one, for tests that hold
+/// hundreds of sockets at once (the soft limit is often 1024).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use porthost_services::Conn;
 use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
 use tracing::{Instrument, Span, warn};
 
 use crate::listener::{Admission, PortCtx};
@@ -13,7 +14,40 @@ use crate::listener::{Admission, PortCtx};
 /// The handler's state lives in its future, on the heap; a thread needs little stack of its own.
 const STACK_SIZE: usize = 256 * 1024;
 
-pub(crate) fn spawn(ctx: &Arc<PortCtx>, conn: Conn, admission: Admission, span: Span) {
+/// A connection's runtime, which the accept loop builds before accepting the connection: it
+/// needs descriptors of its own (an epoll instance and its wakers), and a connection accepted
+/// when none are left could only be dropped. Built first, running out is the accept loop's to
+/// back off from while the client waits in the backlog.
+#[derive(Debug)]
+pub(crate) struct ConnRuntime(Option<Runtime>);
+
+impl ConnRuntime {
+    pub(crate) fn build() -> std::io::Result<ConnRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(ConnRuntime(Some(runtime)))
+    }
+}
+
+impl Drop for ConnRuntime {
+    /// One never handed to a thread is dropped on the host's runtime (the accept loop ended,
+    /// the thread could not start), where the usual blocking shutdown would panic; it has no
+    /// tasks to wait for anyway.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub(crate) fn spawn(
+    ctx: &Arc<PortCtx>,
+    conn: Conn,
+    admission: Admission,
+    span: Span,
+    mut runtime: ConnRuntime,
+) {
     let Conn {
         stream,
         peer,
@@ -35,28 +69,23 @@ pub(crate) fn spawn(ctx: &Arc<PortCtx>, conn: Conn, admission: Admission, span: 
         .spawn(move || {
             let _token = token;
             let ctx = thread_ctx;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(
-                    async {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => {
-                                let conn = Conn {
-                                    stream,
-                                    peer,
-                                    limits,
-                                };
-                                super::serve_conn(&*ctx.plan.service, conn, &ctx.close).await;
-                            }
-                            Err(e) => warn!("cannot register the connection: {e}"),
+            let runtime = runtime.0.take().expect("built by the accept loop");
+            runtime.block_on(
+                async {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let conn = Conn {
+                                stream,
+                                peer,
+                                limits,
+                            };
+                            super::serve_conn(&*ctx.plan.service, conn, &ctx.close).await;
                         }
+                        Err(e) => warn!("cannot register the connection: {e}"),
                     }
-                    .instrument(span),
-                ),
-                Err(e) => warn!(parent: &span, "cannot start the connection's runtime: {e}"),
-            }
+                }
+                .instrument(span),
+            );
             ctx.ended(admission);
         });
     if let Err(e) = spawned {

@@ -143,8 +143,10 @@ impl Service for PalindromeV1 {
             }
             match outcome {
                 Outcome::Continue => {}
-                Outcome::Done => break,
-                Outcome::TooLong => {
+                // An empty line may have more input behind it, and a line too long surely has:
+                // closing over unread input would reset the connection and could destroy
+                // replies not yet sent. (At end of stream this costs one shutdown.)
+                Outcome::Done | Outcome::TooLong => {
                     close_gracefully(&mut conn.stream).await;
                     break;
                 }

@@ -17,7 +17,10 @@ struct PalindromeV2 {
 
 /// How a session ended, to decide how to close.
 enum End {
-    /// The client closed or sent an empty line: nothing more to say.
+    /// The client closed: nothing more to say.
+    Eof,
+    /// The client sent an empty line, possibly with more input after it: closing over that
+    /// input unread would reset the connection and could destroy replies not yet sent.
     Done,
     /// We end it with an error line and must let that line arrive before closing.
     Refuse(String),
@@ -38,7 +41,7 @@ impl Service for PalindromeV2 {
             let budget = max as u64 + 2;
             let mut bounded = (&mut rfile).take(budget);
             let n = match until(limits.deadline(), bounded.read_until(b'\n', &mut line)).await {
-                Ok(0) => break End::Done,
+                Ok(0) => break End::Eof,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     break End::Refuse(limits.idle_reply());
@@ -65,13 +68,17 @@ impl Service for PalindromeV2 {
             })
             .await?;
         };
-        if let End::Refuse(message) = end {
-            until(limits.deadline(), async {
-                wfile.write_all(message.as_bytes()).await?;
-                wfile.flush().await
-            })
-            .await?;
-            close_gracefully(&mut conn.stream).await;
+        match end {
+            End::Eof => {}
+            End::Done => close_gracefully(&mut conn.stream).await,
+            End::Refuse(message) => {
+                until(limits.deadline(), async {
+                    wfile.write_all(message.as_bytes()).await?;
+                    wfile.flush().await
+                })
+                .await?;
+                close_gracefully(&mut conn.stream).await;
+            }
         }
         Ok(())
     }
