@@ -165,10 +165,12 @@ fn bad_names_are_refused_until_a_good_one_comes() {
         let mut other = Client::connect(host.addr(0));
         expect(&mut other, &["Welcome to word-guess! Send your name."]);
         let long = "я".repeat(33);
+        let huge = "n".repeat(10 * 1024);
         for (name, reason) in [
             ("", "it is empty"),
             ("   ", "it is empty"),
             (long.as_str(), "it is longer than 32 characters"),
+            (huge.as_str(), "it is longer than 32 characters"),
             ("/bob", "it starts with '/'"),
             ("Ann", "\"Ann\" is taken"),
         ] {

@@ -318,6 +318,8 @@ async fn drive<H: LineHandler>(handler: &mut H, conn: &mut Conn) -> std::io::Res
                 }
                 Frame::Idle => {
                     reply.extend_from_slice(limits.idle_reply().as_bytes());
+                    // A trickling client may send a byte just now: let the ERR line arrive.
+                    linger = true;
                     Flow::Close
                 }
                 Frame::Eof => Flow::Close,

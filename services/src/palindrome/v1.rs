@@ -130,6 +130,7 @@ impl Service for PalindromeV1 {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     write_reply(&mut conn.stream, limits.idle_reply().as_bytes(), &limits).await?;
+                    close_gracefully(&mut conn.stream).await;
                     return Ok(());
                 }
                 Err(e) => return Err(e),

@@ -51,9 +51,10 @@ impl Service for PalindromeV2 {
             let complete = line.last() == Some(&b'\n');
             if complete {
                 line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
+            }
+            // A last line cut by EOF is a line too, with or without its `\r`.
+            if line.last() == Some(&b'\r') {
+                line.pop();
             }
             if line.len() > max || (!complete && n as u64 == budget) {
                 break End::Refuse(limits.too_long_reply());
