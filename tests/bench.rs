@@ -10,9 +10,9 @@ use crate::util::{porthost, text};
 const SUBJECTS: [&str; 6] = [
     "sequential",
     "thread-per-client",
+    "baseline-threads",
     "process-per-client",
     "async",
-    "baseline-threads",
     "baseline-async",
 ];
 

@@ -166,10 +166,20 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
     let mut subjects: Vec<Subject> = Vec::new();
     if args.models.is_some() || args.addrs.is_empty() {
         let models = args.models.clone().unwrap_or_else(|| Model::ALL.to_vec());
-        subjects.extend(models.into_iter().map(Subject::Model));
-        if palindrome && !args.no_baselines {
-            subjects.push(Subject::Baseline(baseline::Kind::Threads));
-            subjects.push(Subject::Baseline(baseline::Kind::Async));
+        let baselines = palindrome && !args.no_baselines;
+        // Each baseline right after its model: runs go back and forth, so the two are always
+        // measured one right after the other.
+        for model in models {
+            subjects.push(Subject::Model(model));
+            match model {
+                Model::ThreadPerClient if baselines => {
+                    subjects.push(Subject::Baseline(baseline::Kind::Threads));
+                }
+                Model::Async if baselines => {
+                    subjects.push(Subject::Baseline(baseline::Kind::Async))
+                }
+                _ => {}
+            }
         }
     }
     if args.python {
@@ -246,7 +256,12 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         plan(&args)?
     };
-    let budget = Duration::from_secs(args.duration.max(1));
+    // The target scenarios connect thousands of clients at once: give them room.
+    let budget = Duration::from_secs(if args.targets {
+        args.duration.max(targets::MIN_BUDGET_SECS)
+    } else {
+        args.duration.max(1)
+    });
     let cpus = if args.no_pin { None } else { Cpus::split() };
     if let Some(cpus) = &cpus {
         // Before the runtime starts: its workers inherit the load generator's CPUs.
@@ -263,27 +278,34 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     );
     let mut report = Report::new(&jobs, args.runs);
     for run in 1..=args.runs {
-        // Every run goes through every server, so slow drift on the machine hits all alike.
-        for job in &jobs {
-            let max_clients = job.loads.iter().map(|l| l.concurrency()).max().unwrap_or(1);
-            let server = Cpus::for_servers(cpus.as_ref(), || {
-                Server::start(&job.subject, &job.service, max_clients)
-            })
-            .with_context(|| format!("starting {}", job.subject.name()))?;
+        // Every run goes through every server, forwards then backwards, so slow drift on the
+        // machine hits all alike and a server is always measured next to its baseline.
+        let order: Vec<&Job> = if run % 2 == 1 {
+            jobs.iter().collect()
+        } else {
+            jobs.iter().rev().collect()
+        };
+        for job in order {
             for load in &job.loads {
                 progress.set_message(format!(
                     "run {run}/{}: {} {load}",
                     args.runs,
                     job.subject.name()
                 ));
+                // A fresh server for every measurement: what one load leaves behind (allocator
+                // caches, a grown runtime) must not flatter or burden the next.
+                let server = Cpus::for_servers(cpus.as_ref(), || {
+                    Server::start(&job.subject, &job.service, load.concurrency())
+                })
+                .with_context(|| format!("starting {}", job.subject.name()))?;
                 let sample = runtime.block_on(measure(&server, *load, budget));
                 report.add(job, *load, sample);
+                let log = server.log();
+                server
+                    .stop()
+                    .with_context(|| format!("stopping {}: {log}", job.subject.name()))?;
                 progress.inc(1);
             }
-            let log = server.log();
-            server
-                .stop()
-                .with_context(|| format!("stopping {}: {log}", job.subject.name()))?;
         }
     }
     progress.finish_and_clear();

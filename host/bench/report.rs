@@ -308,7 +308,7 @@ fn cell(entry: &Entry, key: &str) -> Option<String> {
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -1,13 +1,17 @@
 //! The targets porthost holds itself to, as bench scenarios and thresholds. `porthost bench
 //! --targets` runs them all; an ordinary bench reports those its results happen to cover.
 
-use super::report::Report;
+use super::report::{Entry, Report, median};
 use super::server::Subject;
 use super::{BenchArgs, CHURN_WORKERS, Job, Load, baseline};
 use crate::models::Model;
 
 /// Client counts at which the async and thread models are held against their baselines.
 const COMPARED_AT: [usize; 2] = [10, 100];
+/// The least time budget of a target run.
+pub const MIN_BUDGET_SECS: u64 = 30;
+/// Requests per measurement in the baseline comparisons.
+const COMPARED_REQUESTS: usize = 200_000;
 const MIN_THROUGHPUT_RATIO: f64 = 0.9;
 const MAX_P99_RATIO: f64 = 1.2;
 const MIN_CHURN_RATIO_VS_PYTHON: f64 = 4.0;
@@ -20,11 +24,12 @@ const GAMES: usize = 500;
 /// The target scenarios.
 pub fn plan(args: &BenchArgs) -> Vec<Job> {
     let palindrome = "palindrome-v3".to_owned();
+    // Enough requests per measurement that it lasts about a second, at either client count.
     let compared: Vec<Load> = COMPARED_AT
         .iter()
         .map(|&clients| Load::Sessions {
             clients,
-            lines: args.lines,
+            lines: args.lines.max(COMPARED_REQUESTS / clients),
         })
         .collect();
     let churn = Load::Churn {
@@ -36,6 +41,7 @@ pub fn plan(args: &BenchArgs) -> Vec<Job> {
         service: palindrome.clone(),
         loads,
     };
+    // Each model next to its baseline: runs alternate direction, so the pair stays adjacent.
     let mut jobs = vec![
         job(
             Subject::Model(Model::Async),
@@ -54,10 +60,11 @@ pub fn plan(args: &BenchArgs) -> Vec<Job> {
             .concat(),
         ),
         job(Subject::Baseline(baseline::Kind::Async), compared.clone()),
+        job(Subject::Baseline(baseline::Kind::Threads), compared.clone()),
         job(
             Subject::Model(Model::ThreadPerClient),
             [
-                compared.clone(),
+                compared,
                 vec![Load::Sessions {
                     clients: THREAD_CLIENTS,
                     lines: LINES_AT_SCALE,
@@ -65,7 +72,6 @@ pub fn plan(args: &BenchArgs) -> Vec<Job> {
             ]
             .concat(),
         ),
-        job(Subject::Baseline(baseline::Kind::Threads), compared),
         job(Subject::Model(Model::ProcessPerClient), vec![churn]),
     ];
     if python_available() {
@@ -120,8 +126,8 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
             );
             match (ours, theirs) {
                 (Some(ours), Some(theirs)) => {
-                    let throughput = ours.medians["req_per_s"] / theirs.medians["req_per_s"];
-                    let p99 = ours.medians["p99_us"] / theirs.medians["p99_us"];
+                    let throughput = paired_ratio(ours, theirs, "req_per_s");
+                    let p99 = paired_ratio(ours, theirs, "p99_us");
                     verdicts.push(Verdict {
                         target,
                         measured: format!("throughput {throughput:.2}×, p99 {p99:.2}×"),
@@ -230,6 +236,18 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
         None => {}
     }
     verdicts
+}
+
+/// The median over runs of `ours / theirs` for one metric, each ratio taken within one run: the
+/// two were measured one right after the other, so the machine's slow swings cancel out.
+fn paired_ratio(ours: &Entry, theirs: &Entry, metric: &str) -> f64 {
+    let ratios = ours
+        .per_run
+        .iter()
+        .zip(&theirs.per_run)
+        .filter_map(|(o, t)| Some(o.get(metric)? / t.get(metric)?))
+        .collect();
+    median(ratios)
 }
 
 fn not_measured(target: String) -> Verdict {

@@ -1,6 +1,8 @@
 //! What a service is handed for each client: the connection and the port's limits.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,7 +76,17 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     limits: &Limits,
 ) -> std::io::Result<()> {
-    until(limits.deadline(), writer.write_all(bytes)).await
+    // A reply almost always fits in the socket buffer at once; only the rest, if any, needs
+    // the clock and a timer.
+    let written = std::future::poll_fn(|cx| match Pin::new(&mut *writer).poll_write(cx, bytes) {
+        Poll::Ready(result) => Poll::Ready(result),
+        Poll::Pending => Poll::Ready(Ok(0)),
+    })
+    .await?;
+    if written == bytes.len() {
+        return Ok(());
+    }
+    until(limits.deadline(), writer.write_all(&bytes[written..])).await
 }
 
 /// How long [`close_gracefully`] keeps discarding input before it gives up.
@@ -89,7 +101,8 @@ pub async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S)
     if stream.shutdown().await.is_err() {
         return;
     }
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would sit in every connection's future all its life.
+    let mut sink = vec![0u8; 4096];
     let _ = timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {

@@ -202,6 +202,9 @@ impl Live {
         )?;
         let process = tokio::process::Command::new(std::env::current_exe()?)
             .arg("forker")
+            // Resolve every library symbol once, in the forker, instead of lazily in every
+            // child: each lazy lookup costs a child page faults on shared tables.
+            .env("LD_BIND_NOW", "1")
             .stdin(Stdio::from(theirs))
             // Its own process group: a Ctrl-C at the terminal reaches the host, which drains,
             // instead of killing every child at once.
@@ -249,10 +252,6 @@ impl Live {
                 Err(e) => Err(e),
             };
             let (conn, exit) = match received {
-                Ok(Some((FromForker::Started { conn, pid }, _))) => {
-                    debug!(conn, pid, "child started");
-                    continue;
-                }
                 Ok(Some((
                     FromForker::Exited {
                         conn,

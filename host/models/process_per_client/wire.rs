@@ -42,10 +42,6 @@ pub enum ToForker {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FromForker {
-    Started {
-        conn: u64,
-        pid: i32,
-    },
     /// The child was reaped; `status` says how it ended, `clean` when it exited with 0.
     Exited {
         conn: u64,
@@ -54,10 +50,7 @@ pub enum FromForker {
         clean: bool,
     },
     /// No child could be started for the connection.
-    Failed {
-        conn: u64,
-        reason: String,
-    },
+    Failed { conn: u64, reason: String },
 }
 
 /// Sends one message, with an optional descriptor. On a non-blocking socket a full buffer is
