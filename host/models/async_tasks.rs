@@ -13,7 +13,7 @@ pub(crate) fn spawn(ctx: &Arc<PortCtx>, conn: Conn, admission: Admission, span: 
     let ctx = ctx.clone();
     ctx.tracker.clone().spawn(
         async move {
-            super::serve_conn(&*ctx.plan.service, conn, &ctx.close).await;
+            super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close)).await;
             ctx.ended(admission);
         }
         .instrument(span),

@@ -97,16 +97,32 @@ impl FromStr for Model {
     }
 }
 
-/// Runs one connection to its end, or until `close` says the host is closing connections.
-/// Every model ends up here; it is the only place a handler is called.
-pub(crate) async fn serve_conn(service: &dyn Service, conn: Conn, close: &CancellationToken) {
+/// Runs one connection to its end, or until `close` says the host is closing connections (a
+/// process-per-client child has none: the host signals it instead). Every model ends up here;
+/// it is the only place a handler is called.
+pub(crate) async fn serve_conn(
+    service: &dyn Service,
+    conn: Conn,
+    close: Option<&CancellationToken>,
+) {
     debug!("connected");
+    let Some(close) = close else {
+        return ended(service.serve(conn).await);
+    };
+    // A token of the connection's own: the port's token would be polled on every wakeup of
+    // every connection, all of them taking one lock.
+    let close = close.child_token();
     tokio::select! {
-        result = service.serve(conn) => match result {
-            Ok(()) => debug!("disconnected"),
-            Err(e) => debug!("connection ended: {e}"),
-        },
+        biased;
+        result = service.serve(conn) => ended(result),
         () = close.cancelled() => debug!("closed by the host"),
+    }
+}
+
+fn ended(result: std::io::Result<()>) {
+    match result {
+        Ok(()) => debug!("disconnected"),
+        Err(e) => debug!("connection ended: {e}"),
     }
 }
 

@@ -8,7 +8,7 @@ use tracing::{Instrument, Span};
 use crate::listener::{Admission, PortCtx};
 
 pub(crate) async fn run(ctx: &PortCtx, conn: Conn, admission: Admission, span: Span) {
-    super::serve_conn(&*ctx.plan.service, conn, &ctx.close)
+    super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close))
         .instrument(span)
         .await;
     ctx.ended(admission);

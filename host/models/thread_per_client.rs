@@ -79,7 +79,7 @@ pub(crate) fn spawn(
                                 peer,
                                 limits,
                             };
-                            super::serve_conn(&*ctx.plan.service, conn, &ctx.close).await;
+                            super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close)).await;
                         }
                         Err(e) => warn!("cannot register the connection: {e}"),
                     }

@@ -20,7 +20,6 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use porthost_services::{Conn, Limits, Options, Service};
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
 use super::wire::{self, ChildSpec, FromForker, ToForker};
@@ -258,7 +257,7 @@ fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
             peer,
             limits,
         };
-        crate::models::serve_conn(&*port.service, conn, &CancellationToken::new())
+        crate::models::serve_conn(&*port.service, conn, None)
             .instrument(span)
             .await;
         0
