@@ -1,5 +1,5 @@
 //! The targets porthost holds itself to, as bench scenarios and thresholds. `porthost bench
-//! --targets` runs them all; an ordinary bench reports those its results happen to cover.
+//! --targets` runs them and checks each; an ordinary bench measures too briefly to judge them.
 
 use super::report::{Entry, Report, median};
 use super::server::Subject;
@@ -101,8 +101,8 @@ pub struct Verdict {
     pub met: Option<bool>,
 }
 
-/// Checks the targets the report covers; with `all`, lists the uncovered ones too.
-pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
+/// Checks every target against the report; those it does not cover are listed as such.
+pub fn evaluate(report: &Report) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     let service = "palindrome-v3";
     for (model, base) in [
@@ -134,8 +134,7 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
                         met: Some(throughput >= MIN_THROUGHPUT_RATIO && p99 <= MAX_P99_RATIO),
                     });
                 }
-                _ if all => verdicts.push(not_measured(target)),
-                _ => {}
+                _ => verdicts.push(not_measured(target)),
             }
         }
     }
@@ -164,8 +163,7 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
                 met: Some(ratio >= MIN_CHURN_RATIO_VS_PYTHON),
             });
         }
-        _ if all => verdicts.push(not_measured(target + " (needs python3)")),
-        _ => {}
+        _ => verdicts.push(not_measured(target + " (needs python3)")),
     }
 
     let scale = |model: Model, clients: usize, verdicts: &mut Vec<Verdict>| {
@@ -186,8 +184,7 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
                 ),
                 met: Some(e.errors == 0 && e.unfinished.is_empty()),
             }),
-            None if all => verdicts.push(not_measured(target)),
-            None => {}
+            None => verdicts.push(not_measured(target)),
         }
     };
     scale(Model::Async, ASYNC_CLIENTS, &mut verdicts);
@@ -211,7 +208,7 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
             met: Some(growth <= MAX_RSS_PER_IDLE_CONN_KIB && e.unfinished.is_empty()),
         });
     }
-    if footprints.is_empty() && all {
+    if footprints.is_empty() {
         verdicts.push(not_measured(target));
     }
 
@@ -232,8 +229,7 @@ pub fn evaluate(report: &Report, all: bool) -> Vec<Verdict> {
             ),
             met: Some(e.medians["games_finished"] as usize == GAMES && e.errors == 0),
         }),
-        None if all => verdicts.push(not_measured(target)),
-        None => {}
+        None => verdicts.push(not_measured(target)),
     }
     verdicts
 }
