@@ -438,4 +438,179 @@ mod tests {
         assert_eq!(fold('İ'), 'i');
         assert_eq!(Word::new("İİ").unwrap().len(), 2);
     }
+
+    /// Any sequence of moves, out-of-turn moves, leaves and timeouts, checked move by move
+    /// against the rules: scores change only as the rules say (so never underflow), the revealed
+    /// letters always match the word, the turn always belongs to a player still in the game, and
+    /// a won game has one winner who got the bonus.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Action {
+            Letter(usize, char),
+            /// The right word (in any case), or a wrong one.
+            Word(usize, bool, bool),
+            Leave(usize),
+            Timeout,
+        }
+
+        /// Letters in both cases, so folding is exercised: `Ї`/`ї` and `A`/`a` are one letter.
+        const ALPHABET: [char; 8] = ['a', 'A', 'b', 'c', 'ї', 'Ї', 'ж', 'z'];
+
+        fn action() -> impl Strategy<Value = Action> {
+            prop_oneof![
+                6 => (0usize..6, prop::sample::select(ALPHABET.to_vec()))
+                    .prop_map(|(p, c)| Action::Letter(p, c)),
+                2 => (0usize..6, any::<bool>(), any::<bool>())
+                    .prop_map(|(p, right, upper)| Action::Word(p, right, upper)),
+                1 => (0usize..6).prop_map(Action::Leave),
+                1 => Just(Action::Timeout),
+            ]
+        }
+
+        fn word() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 1..8)
+                .prop_map(|letters| letters.into_iter().collect())
+        }
+
+        fn scores(game: &Game) -> Vec<(PlayerId, usize)> {
+            game.players().iter().map(|p| (p.id, p.score)).collect()
+        }
+
+        fn check_state(game: &Game, word: &[char]) -> Result<(), TestCaseError> {
+            let masked: Vec<char> = game.masked().chars().collect();
+            prop_assert_eq!(masked.len(), word.len());
+            for (&shown, &letter) in masked.iter().zip(word) {
+                prop_assert!(
+                    shown == '*' || shown == letter,
+                    "{masked:?} against {word:?}"
+                );
+            }
+            match game.mover() {
+                Some(mover) => {
+                    prop_assert!(!game.is_over());
+                    prop_assert!(game.players().iter().any(|p| p.id == mover.id));
+                }
+                None => prop_assert!(game.is_over()),
+            }
+            if let Some(winner) = game.winner() {
+                prop_assert!(!masked.contains(&'*'), "a winner with letters still hidden");
+                prop_assert!(winner.score >= word.len(), "the winner lacks the bonus");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn every_move_follows_the_rules(
+                text in word(),
+                players in 1usize..6,
+                actions in prop::collection::vec(action(), 0..60),
+            ) {
+                // Actions may name players 0..6: those past `players` were never in the game.
+                let ids: Vec<PlayerId> = (0..players as u64).map(PlayerId).collect();
+                let mut g = game(&text, &ids);
+                let folded: Vec<char> = text.chars().map(fold).collect();
+                let mut wins = 0;
+                check_state(&g, &folded)?;
+                for action in actions {
+                    let before = scores(&g);
+                    let mover = g.mover().map(|p| p.id);
+                    let hidden = g.masked().chars().filter(|&c| c == '*').count();
+                    let score_of = |g: &Game, id| g.player(id).map(|p| p.score);
+                    let old_score = |id| before.iter().find(|(p, _)| *p == id).map(|(_, s)| *s);
+                    match action {
+                        Action::Letter(i, _) | Action::Word(i, _, _) => {
+                            let id = PlayerId(i as u64);
+                            let outcome = letter_or_word(&mut g, id, &action, &text);
+                            match (mover, outcome) {
+                                (None, result) => prop_assert_eq!(result, Err(MoveError::Over)),
+                                (Some(m), result) if m != id => {
+                                    prop_assert_eq!(result, Err(MoveError::NotYourTurn));
+                                    prop_assert_eq!(scores(&g), before.clone());
+                                }
+                                (Some(_), Ok(Outcome::Hit { points })) => {
+                                    prop_assert!(points > 0);
+                                    prop_assert_eq!(score_of(&g, id), old_score(id).map(|s| s + points));
+                                    prop_assert_eq!(g.mover().map(|p| p.id), Some(id), "a hit keeps the turn");
+                                    let now_hidden = g.masked().chars().filter(|&c| c == '*').count();
+                                    prop_assert_eq!(hidden - now_hidden, points);
+                                }
+                                (Some(_), Ok(Outcome::Won { points, bonus })) => {
+                                    prop_assert_eq!(points, hidden);
+                                    prop_assert_eq!(bonus, folded.len());
+                                    prop_assert_eq!(score_of(&g, id), old_score(id).map(|s| s + points + bonus));
+                                    prop_assert_eq!(g.winner().map(|p| p.id), Some(id));
+                                    wins += 1;
+                                }
+                                (Some(_), Ok(Outcome::WrongWord)) => {
+                                    prop_assert_eq!(score_of(&g, id), Some(0));
+                                    prop_assert_eq!(g.mover().map(|p| p.id), next(&before, id));
+                                }
+                                (Some(_), Ok(Outcome::Absent | Outcome::Repeated)) => {
+                                    prop_assert_eq!(scores(&g), before.clone());
+                                    prop_assert_eq!(g.mover().map(|p| p.id), next(&before, id));
+                                }
+                                (Some(_), Err(e)) => prop_assert!(false, "the mover's move failed: {e:?}"),
+                            }
+                        }
+                        Action::Leave(i) => {
+                            let id = PlayerId(i as u64);
+                            let order: Vec<PlayerId> = before.iter().map(|(p, _)| *p).collect();
+                            let departure = g.leave(id);
+                            prop_assert_eq!(departure.is_some(), order.contains(&id));
+                            prop_assert!(g.player(id).is_none());
+                            if let Some(d) = departure {
+                                prop_assert_eq!(d.had_turn, mover == Some(id));
+                            }
+                            // The turn stays with the mover, or passes to whoever came next.
+                            let expected = mover.and_then(|m| {
+                                if m != id {
+                                    return Some(m);
+                                }
+                                let at = order.iter().position(|&p| p == m)?;
+                                order.iter().cycle().skip(at + 1).take(order.len()).find(|&&p| p != id).copied()
+                            });
+                            if !g.is_over() {
+                                prop_assert_eq!(g.mover().map(|p| p.id), expected);
+                            }
+                        }
+                        Action::Timeout => {
+                            if let Some(m) = mover {
+                                g.pass_turn();
+                                prop_assert_eq!(g.mover().map(|p| p.id), next(&before, m));
+                            }
+                            prop_assert_eq!(scores(&g), before.clone());
+                        }
+                    }
+                    check_state(&g, &folded)?;
+                }
+                prop_assert!(wins <= 1, "a game has one winner at most");
+            }
+        }
+
+        /// Who comes after `id` in the turn order `players` (`id` again when alone).
+        fn next(players: &[(PlayerId, usize)], id: PlayerId) -> Option<PlayerId> {
+            let at = players.iter().position(|(p, _)| *p == id)?;
+            Some(players[(at + 1) % players.len()].0)
+        }
+
+        fn letter_or_word(
+            g: &mut Game,
+            id: PlayerId,
+            action: &Action,
+            text: &str,
+        ) -> Result<Outcome, MoveError> {
+            match action {
+                Action::Letter(_, letter) => g.letter(id, *letter),
+                Action::Word(_, true, upper) if *upper => g.word(id, &text.to_uppercase()),
+                Action::Word(_, true, _) => g.word(id, text),
+                _ => g.word(id, "zzzzzzzzzz"),
+            }
+        }
+    }
 }
