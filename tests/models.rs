@@ -107,3 +107,22 @@ fn a_child_killed_mid_session_hurts_no_one_else() {
     host.signal(Signal::SIGTERM);
     assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
+
+#[test]
+fn a_killed_forker_is_replaced_for_the_next_client() {
+    let host = Host::start("", &[entry("palindrome-v1", "process-per-client", "")]);
+    assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
+    let forker = host.forker().expect("started by the first client");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(forker as i32), Signal::SIGKILL).unwrap();
+    assert!(
+        eventually(|| host.log().contains("forker went away")),
+        "{}",
+        host.log()
+    );
+    assert!(
+        eventually(|| !alive(forker) && zombies_of(host.pid()) == 0),
+        "the old forker was not reaped"
+    );
+    assert_eq!(Client::connect(host.addr(0)).ask("abc"), "");
+    assert_ne!(host.forker(), Some(forker));
+}

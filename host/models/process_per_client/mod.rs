@@ -13,7 +13,7 @@ pub mod wire;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ struct Live {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Exit>>>,
     /// Cancelled when the forker has gone away (end of stream from it).
     gone: CancellationToken,
+    /// Set when the host ends the forker, so that its going away is not reported as a crash.
+    ending: AtomicBool,
     process: Mutex<Option<tokio::process::Child>>,
 }
 
@@ -172,6 +174,7 @@ impl Forker {
         let Some(live) = self.state.lock().await.live.take() else {
             return;
         };
+        live.ending.store(true, Ordering::Relaxed);
         let _ = nix::sys::socket::shutdown(
             std::os::fd::AsRawFd::as_raw_fd(&live.chan),
             nix::sys::socket::Shutdown::Both,
@@ -217,6 +220,7 @@ impl Live {
             chan: UnixStream::from_std(std::os::unix::net::UnixStream::from(ours))?,
             waiting: Mutex::default(),
             gone: CancellationToken::new(),
+            ending: AtomicBool::new(false),
             process: Mutex::new(Some(process)),
         }))
     }
@@ -286,8 +290,17 @@ impl Live {
                 let _ = tx.send(exit);
             }
         }
+        // First, so that the next connection starts a new forker instead of writing to this one.
         self.gone.cancel();
         self.waiting.lock().expect("poisoned").clear();
+        if !self.ending.load(Ordering::Relaxed) {
+            warn!("the process-per-client forker went away; the next connection starts a new one");
+            // Reap it now rather than when it is replaced: no zombie in between.
+            let process = self.process.lock().expect("poisoned").take();
+            if let Some(mut process) = process {
+                let _ = tokio::time::timeout(KILL_AFTER * 4, process.wait()).await;
+            }
+        }
     }
 
     async fn signal(&self, conn: u64, signal: Signal) {
