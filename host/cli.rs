@@ -226,7 +226,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 
 /// Many clients at once need many descriptors: lift the soft limit to the hard one, as servers
 /// commonly do. If that fails the host still runs, and accept backs off when it runs out.
-fn raise_descriptor_limit() {
+pub fn raise_descriptor_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < hard

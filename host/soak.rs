@@ -4,10 +4,9 @@
 //! reports what was served, the errors, and whether the host's memory, descriptors and
 //! processes came back flat.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::bench::server::run_host;
 use crate::bench::{load, procfs};
 use crate::config::{Config, PortEntry};
 use crate::models::Model;
@@ -61,24 +61,11 @@ pub fn main(args: SoakArgs) -> anyhow::Result<()> {
     let variant = changed(&text, &config).context("no port to change on reload")?;
 
     let log = std::fs::File::create(dir.path().join("host.log"))?;
-    let mut host = Command::new(std::env::current_exe()?)
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
+    let Some(mut host) = run_host(&path, config.ports.len(), log, "info")? else {
+        let log = std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default();
+        bail!("the host did not start:\n{log}");
+    };
     let pid = host.id();
-    let mut stdout = BufReader::new(host.stdout.take().expect("piped"));
-    let mut line = String::new();
-    for _ in 0..=config.ports.len() {
-        line.clear();
-        if stdout.read_line(&mut line)? == 0 {
-            let log = std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default();
-            bail!("the host did not start:\n{log}");
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
 
     let runtime = tokio::runtime::Runtime::new()?;
     let entries: Vec<PortEntry> = config.ports.iter().map(|p| p.entry.clone()).collect();

@@ -11,8 +11,7 @@ use std::time::Duration;
 use porthost::services::palindrome::verdict;
 
 use crate::util::{
-    Client, Host, children_of, combos, entry, eventually, fds, memory_kib, raise_fd_limit, threads,
-    zombies_of,
+    Client, Host, children_of, combos, entry, eventually, fds, memory_kib, threads, zombies_of,
 };
 
 /// One host serving every palindrome version under every model, shared by a test's threads.
@@ -200,7 +199,8 @@ fn stable(count: impl Fn() -> usize) -> usize {
 
 #[test]
 fn a_thousand_abandoned_connections_are_reclaimed() {
-    raise_fd_limit();
+    // The test holds a thousand sockets at once; the soft limit is often 1024.
+    porthost::cli::raise_descriptor_limit();
     let models = ["async", "thread-per-client"]
         .map(|model| std::thread::spawn(move || abandoned_connections_are_reclaimed(model)));
     for model in models {

@@ -396,13 +396,3 @@ pub fn fds(pid: u32) -> usize {
 pub fn memory_kib(pid: u32, field: &str) -> u64 {
     procfs::status_kib(pid, field).unwrap_or(0)
 }
-
-/// Lifts this test process's soft descriptor limit to the hard one, for tests that hold
-/// hundreds of sockets at once (the soft limit is often 1024).
-pub fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    }
-}

@@ -2,9 +2,10 @@
 //! shares their runtime or their CPU accounting: a `porthost run` per model, the two baselines,
 //! or a server someone else started (`--addr`).
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,41 +161,52 @@ fn start_host(model: Model, service: &str, max_clients: usize) -> anyhow::Result
         let config = dir.path().join("services.toml");
         std::fs::write(&config, host_config(port, model, service, max_clients))?;
         let log = std::fs::File::create(dir.path().join("host.log"))?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("cannot start porthost run")?;
-        // The host prints its plan (a header and our port's row) once the port is bound.
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        let mut printed = 0;
-        while printed < 2 && stdout.read_line(&mut line)? > 0 {
-            printed += 1;
-        }
-        if printed == 2 {
-            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        if let Some(child) = run_host(&config, 1, log, &level)? {
             return Ok(Server {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 child: Some(child),
                 dir: Some(dir),
             });
         }
-        let _ = child.wait();
-        let log: PathBuf = dir.path().join("host.log");
-        last_error = Some(std::fs::read_to_string(log).unwrap_or_default());
+        last_error = Some(std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default());
     }
     bail!(
         "porthost run did not start: {}",
         last_error.unwrap_or_default().trim()
     )
+}
+
+/// Starts `porthost run --config <config>`, logging to `log` at `level`, and waits until it
+/// has bound its `ports` ports: it prints its plan (a header and a row a port) only then.
+/// `None` when it exited instead (a port was taken, say); its log says why.
+pub fn run_host(
+    config: &Path,
+    ports: usize,
+    log: File,
+    level: &str,
+) -> anyhow::Result<Option<Child>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", level)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start porthost run")?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    for _ in 0..=ports {
+        line.clear();
+        if stdout.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            return Ok(None);
+        }
+    }
+    // Keep draining stdout so the host never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    Ok(Some(child))
 }
 
 fn host_config(port: u16, model: Model, service: &str, max_clients: usize) -> String {

@@ -71,14 +71,6 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-
     /// The next line, or why there is none. Read errors other than the idle timeout are
     /// returned as errors.
     pub async fn next_line(&mut self) -> std::io::Result<Frame<'_>> {

@@ -123,10 +123,6 @@ impl Options {
             .map_err(|e: toml::de::Error| e.message().to_owned())
     }
 
-    pub fn table(&self) -> &toml::Table {
-        &self.table
-    }
-
     /// Where relative paths in the options are resolved from.
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
