@@ -514,48 +514,6 @@ pub enum LoadError {
     Invalid(ConfigErrors),
 }
 
-/// A plan as a table, for `porthost check` and the start of `porthost run`.
-pub fn plan_table(ports: &[PortPlan]) -> String {
-    let mut rows = vec![
-        ["PORT", "ADDRESS", "SERVICE", "MODEL", "MAX CONN"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
-    for plan in ports {
-        let e = &plan.entry;
-        rows.push(vec![
-            e.port().to_string(),
-            e.addr.ip().to_string(),
-            e.service.clone(),
-            e.model.to_string(),
-            e.max_connections.to_string(),
-        ]);
-    }
-    render_table(&rows)
-}
-
-/// Left-aligned columns separated by two spaces.
-pub fn render_table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; columns];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,21 +8,19 @@
 //! - [`listener`]: one port's accept loop: limits, backoff, hand-off to a model.
 //! - [`models`]: the four concurrency models, one file each.
 //! - [`client`]: the bundled clients.
-//! - [`bench`]: `porthost bench`, the models measured side by side.
-//! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
+//! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
 //! - [`cli`]: the `porthost` command line.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod listener;
 pub mod models;
+pub mod procfs;
 pub mod registry;
-pub mod soak;
 pub mod supervisor;
 
 pub use porthost_services as services;

@@ -1,6 +1,46 @@
-//! The `porthost` binary: everything is in the library, so that the example (a porthost with
-//! one more service linked in) runs the very same command line.
+//! The `porthost` binary: the host library's command line plus the measurement tools, which
+//! live in a crate of their own (`host/bench/`) so that the server never links them.
 
-fn main() -> std::process::ExitCode {
-    porthost::cli::main()
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use porthost::cli::{ABOUT, ConfigArg, exit_code, raise_descriptor_limit};
+use porthost_bench::BenchArgs;
+use porthost_bench::soak::SoakArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "porthost", version, about = ABOUT, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: ConfigArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Host(porthost::cli::Command),
+    /// Compare the models side by side on this machine: throughput, latency, connection
+    /// set-up and memory, next to hand-written baseline servers.
+    Bench(Box<BenchArgs>),
+    /// Soak a real host: mixed load and garbage at every port of a config, a reload every
+    /// minute, then a report on errors, memory, descriptors and processes.
+    Soak(SoakArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit_code(match cli.command {
+        None => porthost::cli::run(None, cli.run),
+        Some(Command::Host(command)) => porthost::cli::run(Some(command), cli.run),
+        Some(Command::Bench(args)) => {
+            raise_descriptor_limit();
+            porthost_bench::main(*args)
+        }
+        Some(Command::Soak(args)) => {
+            raise_descriptor_limit();
+            porthost_bench::soak::main(args)
+        }
+    })
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use porthost::bench::procfs;
+use porthost::procfs;
 use socket2::{Domain, SockRef, Socket, Type};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.

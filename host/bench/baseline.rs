@@ -16,7 +16,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The argument of `porthost bench-baseline`.
+    /// The argument of `porthost bench --serve-baseline`.
     pub fn arg(self) -> &'static str {
         match self {
             Kind::Threads => "threads",
@@ -32,7 +32,7 @@ impl Kind {
     }
 }
 
-/// `porthost bench-baseline KIND`: serves on an ephemeral loopback port, prints the address on
+/// `porthost bench --serve-baseline KIND`: serves on an ephemeral loopback port, prints the address on
 /// stdout, and runs until killed.
 pub fn main(kind: Kind) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

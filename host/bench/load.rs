@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, timeout_at};
 
-use super::procfs;
+use porthost::procfs;
 
 /// What one run of a workload measured.
 #[derive(Debug, Clone, Default)]

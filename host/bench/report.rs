@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::load::Sample;
 use super::{Job, Load, Workload};
-use crate::config::render_table;
+use porthost::cli::table::render as render_table;
 
 /// The metrics a table shows, in order, with their labels.
 const METRICS: [(&str, &str); 18] = [

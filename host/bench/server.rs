@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::baseline;
-use crate::models::Model;
+use porthost::models::Model;
 
 /// The Python `socketserver.ForkingTCPServer` the process-per-client model is compared with:
 /// the lecture's own kind of server, kept in the repository as a script.
@@ -67,7 +67,7 @@ impl Server {
             Subject::Model(model) => start_host(*model, service, max_clients),
             Subject::Baseline(kind) => {
                 let mut command = Command::new(std::env::current_exe()?);
-                command.args(["bench-baseline", kind.arg()]);
+                command.args(["bench", "--serve-baseline", kind.arg()]);
                 start_printing_addr(command, None)
             }
             Subject::Python => {

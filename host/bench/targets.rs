@@ -4,7 +4,7 @@
 use super::report::{Entry, Report, median};
 use super::server::Subject;
 use super::{BenchArgs, CHURN_WORKERS, Job, Load, baseline};
-use crate::models::Model;
+use porthost::models::Model;
 
 /// Client counts at which the async and thread models are held against their baselines.
 const COMPARED_AT: [usize; 2] = [10, 100];
@@ -268,5 +268,5 @@ pub fn render(verdicts: &[Verdict]) -> String {
         };
         rows.push(vec![v.target.clone(), v.measured.clone(), mark.to_owned()]);
     }
-    crate::config::render_table(&rows)
+    porthost::cli::table::render(&rows)
 }

@@ -16,10 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::bench::server::run_host;
-use crate::bench::{load, procfs};
-use crate::config::{Config, PortEntry};
-use crate::models::Model;
+use porthost::config::{Config, PortEntry};
+use porthost::models::Model;
+use porthost::procfs;
+
+use crate::load;
+use crate::server::run_host;
 
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {

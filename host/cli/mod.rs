@@ -1,6 +1,10 @@
-//! The `porthost` command line.
+//! The `porthost` command line of the host library: `run`, `check`, `services`, `client` and
+//! the hidden `forker`. The `porthost` binary adds `bench` and `soak` (`host/main.rs`); a
+//! binary that links more services, like the example, runs [`main`] and gets these commands.
 
-use std::io::IsTerminal;
+pub mod table;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,35 +14,39 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LoadError, plan_table, render_table};
+use crate::config::{Config, LoadError};
 use crate::models::process_per_client::forker;
 use crate::registry;
 use crate::supervisor::{Host, bind_all};
 
+/// The command line of a porthost binary: one of its commands, or `run` when none is given.
 #[derive(Debug, Parser)]
 #[command(
     name = "porthost",
     version,
-    about = "Serve line-protocol services on the ports services.toml names, under the \
-             concurrency model it picks: sequential, thread-per-client, process-per-client or async",
+    about = ABOUT,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    pub command: Option<Command>,
     #[command(flatten)]
-    run: ConfigArg,
+    pub run: ConfigArg,
 }
 
+/// What `porthost --help` says first.
+pub const ABOUT: &str = "Serve line-protocol services on the ports services.toml names, under the \
+    concurrency model it picks: sequential, thread-per-client, process-per-client or async";
+
 #[derive(Debug, Args)]
-struct ConfigArg {
+pub struct ConfigArg {
     /// The services file.
     #[arg(long, short, default_value = "config/services.toml")]
     config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Serve every port of the config until SIGINT or SIGTERM, then drain (the default).
     Run(ConfigArg),
     /// Validate the config and print what would be served.
@@ -48,25 +56,13 @@ enum Command {
     /// Talk to a running service.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Compare the models side by side on this machine: throughput, latency, connection
-    /// set-up and memory, next to hand-written baseline servers.
-    Bench(Box<crate::bench::BenchArgs>),
-    /// Soak a real host: mixed load and garbage at every port of a config, a reload every
-    /// minute, then a report on errors, memory, descriptors and processes.
-    Soak(crate::soak::SoakArgs),
     /// The process-per-client helper that forks connection children (started by the host).
     #[command(hide = true)]
     Forker,
-    /// A minimal hand-written server for the bench's baseline column (started by the bench).
-    #[command(hide = true)]
-    BenchBaseline {
-        #[arg(value_enum)]
-        kind: crate::bench::baseline::Kind,
-    },
 }
 
 #[derive(Debug, Subcommand)]
-enum ClientCommand {
+pub enum ClientCommand {
     /// The lecture's palindrome client: sends each stdin line until an empty line or EOF and
     /// prints the verdicts.
     Palindrome {
@@ -86,22 +82,29 @@ enum ClientCommand {
 /// Runs the command line and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    exit_code(run(cli.command, cli.run))
+}
+
+/// Exit code 0, or 1 after printing the error with its causes.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("porthost: {e:#}");
+            // A closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "porthost: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        None => serve(&cli.run.config),
+/// Runs one command; no command means `run` with the top-level `--config`.
+pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
+    match command {
+        None => serve(&default.config),
         Some(Command::Run(args)) => serve(&args.config),
         Some(Command::Check(args)) => {
             let config = load(&args.config)?;
-            print!("{}", plan_table(&config.ports));
+            print!("{}", table::plan(&config.ports));
             println!("{}: ok", args.config.display());
             Ok(())
         }
@@ -117,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print!("{}", render_table(&rows));
+            print!("{}", table::render(&rows));
             Ok(())
         }
         Some(Command::Client(ClientCommand::Palindrome { addr })) => {
@@ -129,18 +132,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Forker) => {
             init_logging();
             forker::main()
-        }
-        Some(Command::Bench(args)) => {
-            raise_descriptor_limit();
-            crate::bench::main(*args)
-        }
-        Some(Command::Soak(args)) => {
-            raise_descriptor_limit();
-            crate::soak::main(args)
-        }
-        Some(Command::BenchBaseline { kind }) => {
-            raise_descriptor_limit();
-            crate::bench::baseline::main(kind)
         }
     }
 }
@@ -193,7 +184,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup())?;
         let bound = bind_all(&config.ports)
             .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was bound", config.path.display()))?;
-        print!("{}", plan_table(&config.ports));
+        print!("{}", table::plan(&config.ports));
         info!(
             pid = std::process::id(),
             config = %config.path.display(),

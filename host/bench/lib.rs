@@ -1,4 +1,7 @@
-//! `porthost bench`: the same service under each model, side by side with hand-written
+//! `porthost bench` and `porthost soak`: the measurement tools of the `porthost` binary, in a
+//! crate of their own so that the server never links them (or their dependencies).
+//!
+//! `porthost bench` runs the same service under each model, side by side with hand-written
 //! baselines, measured on this machine.
 //!
 //! Each server runs in a process of its own ([`server`]); the load generator ([`load`]) runs
@@ -6,14 +9,16 @@
 //! median of `--runs` runs ([`report`]).
 //!
 //! - [`baseline`]: the minimal hand-written servers the models are held against.
-//! - [`procfs`]: memory, threads and processes of a server, from `/proc`.
 //! - [`targets`]: the scenarios and thresholds the project holds itself to.
+//! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
+//!
+//! What both need from `/proc` is the host library's [`porthost::procfs`].
 
 pub mod baseline;
 pub mod load;
-pub mod procfs;
 pub mod report;
 pub mod server;
+pub mod soak;
 pub mod targets;
 
 use std::fmt;
@@ -25,8 +30,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
-use crate::models::Model;
 use load::Sample;
+use porthost::models::Model;
 use report::Report;
 use server::{Server, Subject};
 
@@ -88,6 +93,10 @@ pub struct BenchArgs {
     /// first half of the CPUs and the load generator the rest.
     #[arg(long)]
     pub no_pin: bool,
+    /// Serve as a baseline server instead of benchmarking (the bench starts its baselines
+    /// this way).
+    #[arg(long, value_enum, hide = true)]
+    pub serve_baseline: Option<baseline::Kind>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -248,6 +257,9 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
 
 /// `porthost bench`.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(kind) = args.serve_baseline {
+        return baseline::main(kind);
+    }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }

@@ -1,0 +1,46 @@
+//! Tables for the terminal: the plan `porthost run` and `porthost check` print, and the
+//! service listing.
+
+use crate::config::PortPlan;
+
+/// A plan as a table, for `porthost check` and the start of `porthost run`.
+pub fn plan(ports: &[PortPlan]) -> String {
+    let mut rows = vec![
+        ["PORT", "ADDRESS", "SERVICE", "MODEL", "MAX CONN"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for plan in ports {
+        let e = &plan.entry;
+        rows.push(vec![
+            e.port().to_string(),
+            e.addr.ip().to_string(),
+            e.service.clone(),
+            e.model.to_string(),
+            e.max_connections.to_string(),
+        ]);
+    }
+    render(&rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
