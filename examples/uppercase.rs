@@ -70,51 +70,41 @@ fn main() -> ExitCode {
     porthost::cli::main()
 }
 
+// This test binary is the fork server of its own process-per-client ports.
+#[cfg(test)]
+porthost::forker_entry_point!();
+
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
     use std::path::Path;
     use std::time::Duration;
 
     use porthost::config::Config;
-    use porthost::supervisor::{Bound, Host, bind};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpStream;
+    use porthost::testing::{TestHost, entry};
 
-    /// Serves the example's service through the host library on an ephemeral port, the way
-    /// the `porthost` binary would, and talks to it over TCP.
-    async fn serve_and_talk(model: &str) {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let text = format!(
-            "[ports.{}]\nservice = \"uppercase\"\nmodel = \"{model}\"\noptions = {{ prefix = \"> \" }}\n",
-            addr.port()
-        );
-        let config = Config::parse(&text, Path::new("uppercase.toml")).unwrap();
-        let plan = config.ports.into_iter().next().unwrap();
-        let host = Host::start(vec![Bound { plan, listener }], Duration::from_secs(1))
-            .await
-            .unwrap();
-
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        write.write_all("hello\nїжак\n".as_bytes()).await.unwrap();
-        assert_eq!(lines.next_line().await.unwrap().unwrap(), "> HELLO");
-        assert_eq!(lines.next_line().await.unwrap().unwrap(), "> ЇЖАК");
-        write.write_all(b"\n").await.unwrap();
-        assert_eq!(lines.next_line().await.unwrap(), None);
-        drop((lines, write));
-        host.drain().await;
-    }
-
-    #[tokio::test]
-    async fn serves_under_async() {
-        serve_and_talk("async").await;
-    }
-
-    #[tokio::test]
-    async fn serves_under_thread_per_client() {
-        serve_and_talk("thread-per-client").await;
+    /// Serves the example's service through the host library on an ephemeral port under every
+    /// model, the way the `porthost` binary would, and talks to it over TCP.
+    #[test]
+    fn serves_under_every_model() {
+        let models = ["sequential", "thread-per-client", "process-per-client", "async"];
+        let entries: Vec<_> = models
+            .iter()
+            .map(|m| entry("uppercase", m, "options = { prefix = \"> \" }"))
+            .collect();
+        let host = TestHost::start("", &entries);
+        for (i, model) in models.iter().enumerate() {
+            let stream = std::net::TcpStream::connect(host.addr(i)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
+            (&stream).write_all("hello\nїжак\n".as_bytes()).unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), "> HELLO", "{model}");
+            assert_eq!(lines.next().unwrap().unwrap(), "> ЇЖАК", "{model}");
+            (&stream).write_all(b"\n").unwrap();
+            assert!(lines.next().is_none(), "{model}: an empty line ends it");
+        }
     }
 
     #[test]

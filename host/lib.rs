@@ -2,14 +2,23 @@
 //! concurrency model the file picks, so the models can be compared side by side.
 //!
 //! # Layout
-//! - [`config`]: `services.toml`, raw then validated, with errors that point at lines.
+//! A connection flows one way: [`supervisor`] → [`listener`] → [`models`] → [`connection`] →
+//! the service.
+//!
+//! - [`config`]: `services.toml`, raw then validated, with errors that point at lines; the
+//!   [`config::Model`] names.
 //! - [`registry`]: finding services in the `inventory` registry.
-//! - [`supervisor`]: binding every port (all or nothing), running them, draining.
-//! - [`listener`]: one port's accept loop: limits, backoff, hand-off to a model.
-//! - [`models`]: the four concurrency models, one file each.
+//! - [`sockets`]: listening sockets, bound or passed in (systemd, tests).
+//! - [`supervisor`]: serving every port of a config, watching the accept loops, reload, drain.
+//! - [`port`]: the state of a running port, and the [`port::Admission`] a connection holds.
+//! - [`listener`]: one port's accept loop: slots, per-address limits, backoff, hand-off.
+//! - [`models`]: the four concurrency models, each a [`models::Runner`], one file each.
+//! - [`connection`]: an accepted connection, and the one place a service is called.
 //! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
+//! - [`logging`]: logs and printing that can never take the host down.
 //! - [`cli`]: the `porthost` command line.
+//! - `testing` (feature `testing`): serving services inside a test process.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
@@ -17,10 +26,16 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod listener;
+pub mod logging;
 pub mod models;
+pub mod port;
 pub mod procfs;
 pub mod registry;
+pub mod sockets;
 pub mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use porthost_services as services;

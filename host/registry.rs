@@ -3,7 +3,8 @@
 
 use porthost_services::{Options, Registration, registered};
 
-use crate::models::Model;
+use crate::config::Model;
+use crate::config::suggest::did_you_mean;
 
 /// Finds a service by name; the error lists what is registered and suggests the closest name.
 pub fn find(name: &str) -> Result<&'static Registration, String> {
@@ -12,12 +13,8 @@ pub fn find(name: &str) -> Result<&'static Registration, String> {
     }
     let all = registered();
     let names: Vec<&str> = all.iter().map(|r| r.name).collect();
-    let closest = names
-        .iter()
-        .map(|candidate| (edit_distance(name, candidate), *candidate))
-        .min()
-        .filter(|(distance, _)| *distance <= name.chars().count().max(3) / 2)
-        .map(|(_, candidate)| format!("did you mean {candidate:?}? "))
+    let closest = did_you_mean(name, &names)
+        .map(|candidate| format!("did you mean {candidate:?}? "))
         .unwrap_or_default();
     Err(format!(
         "unknown service {name:?}; {closest}registered services: {}",
@@ -55,22 +52,6 @@ pub fn listing() -> Vec<Listing> {
         .collect()
 }
 
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,13 +66,6 @@ mod tests {
         );
         let err = find("zzzzzzzzzz").unwrap_err();
         assert!(!err.contains("did you mean"), "{err}");
-    }
-
-    #[test]
-    fn edit_distance_basics() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("ї", "ї"), 0);
     }
 
     #[test]

@@ -1,23 +1,25 @@
-//! The running host: binds every port of a config (all or nothing), runs an accept loop per
-//! port, reloads a changed config the way inetd does, and drains: stop accepting, let clients
-//! finish for the grace period, then close what is left and reap every child.
+//! The running host: every port of a config bound (all or nothing) and served, each accept
+//! loop watched and restarted if it ever dies, reloads done the way inetd does them, and the
+//! drain: stop accepting, let clients finish for the grace period, then close what is left and
+//! reap every child.
+//!
+//! [`run`] is the whole life of a host, for a caller that has its config and its sockets (the
+//! CLI, tests); [`Supervisor`] is the same in steps, for a caller that also reloads.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::config::{Config, PortEntry, PortPlan};
-use crate::listener::{PortCtx, accept_loop};
-use crate::models::Model;
-use crate::models::process_per_client::{Forker, wire::ChildSpec};
-
-/// Pending connections the kernel queues per port; above `max_connections` clients wait here.
-const BACKLOG: u32 = 4096;
+use crate::listener::accept_loop;
+use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
+use crate::models::{self, Runner};
+use crate::port::Port;
+use crate::sockets::{self, BindError, Origin, Sockets};
 
 /// How long closing connections may take once the grace period is over: a child gets SIGTERM,
 /// then SIGKILL half a second later.
@@ -26,100 +28,121 @@ const CLOSE_TIME: Duration = Duration::from_secs(2);
 /// How long a reload keeps trying to bind a port's new address while the old socket closes.
 const REBIND_TIME: Duration = Duration::from_secs(1);
 
-/// A port whose listener is bound but not yet served.
-#[derive(Debug)]
-pub struct Bound {
-    pub plan: PortPlan,
-    pub listener: TcpListener,
-}
+/// The first and the longest pause before an accept loop that died is started again.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// Why a port could not be bound.
+/// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind {addr} for [ports.{port}] ({service}, line {line}): {source}")]
-pub struct BindError {
-    pub addr: SocketAddr,
-    pub port: u16,
-    pub service: String,
-    pub line: usize,
-    pub source: std::io::Error,
+pub enum StartError {
+    #[error("{0}; nothing was bound")]
+    Bind(#[from] BindError),
+    #[error(
+        "sockets were passed in that no port of the config claims: {}; name them after a port \
+         (FileDescriptorName=7001) or bind them to a port's address",
+        .0.join(", ")
+    )]
+    Unclaimed(Vec<String>),
+    #[error("cannot start serving: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-impl BindError {
-    fn new(plan: &PortPlan, source: std::io::Error) -> Self {
-        BindError {
-            addr: plan.entry.addr,
-            port: plan.entry.port(),
-            service: plan.entry.service.clone(),
-            line: plan.line,
-            source,
-        }
-    }
-}
-
-/// Binds every port, or none: on the first failure the listeners bound so far are closed.
-pub fn bind_all(plans: &[PortPlan]) -> Result<Vec<Bound>, BindError> {
-    plans
-        .iter()
-        .map(|plan| {
-            let listener = bind(plan.entry.addr).map_err(|e| BindError::new(plan, e))?;
-            Ok(Bound {
-                plan: plan.clone(),
-                listener,
-            })
-        })
-        .collect()
-}
-
-/// A listening socket with `SO_REUSEADDR`, so a restarted host can bind while old
-/// connections sit in TIME_WAIT.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// Serves `config` on `sockets` (binding the ports no socket was passed for) until `shutdown`
+/// completes, then drains: mini-redis's `server::run(listener, shutdown)`.
+pub async fn run(
+    config: Config,
+    sockets: Sockets,
+    forker: ForkerCommand,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let supervisor = Supervisor::start(config, sockets, forker).await?;
+    shutdown.await;
+    supervisor.drain().await;
+    Ok(())
 }
 
 /// The ports being served.
 #[derive(Debug)]
-pub struct Host {
-    ports: BTreeMap<u16, Arc<PortCtx>>,
-    forker: Arc<Forker>,
+pub struct Supervisor {
+    ports: BTreeMap<u16, Served>,
+    forker: Arc<ForkerHandle>,
+    /// Sockets passed in: systemd's stay here for reloads; a test's wait for their port.
+    sockets: Sockets,
     grace: Duration,
     /// Ports that a reload replaced or removed, draining their connections in the background.
     draining: TaskTracker,
 }
 
-impl Host {
-    /// Starts serving bound ports; `grace` is how long a drain lets clients finish.
-    pub async fn start(bound: Vec<Bound>, grace: Duration) -> std::io::Result<Host> {
-        let mut host = Host {
+/// One port being served and how.
+#[derive(Debug)]
+struct Served {
+    port: Arc<Port>,
+    runner: Arc<dyn Runner>,
+    origin: Origin,
+}
+
+impl Supervisor {
+    /// Binds every port of `config` that has no passed socket (all or nothing), and serves them.
+    pub async fn start(
+        config: Config,
+        mut sockets: Sockets,
+        forker: ForkerCommand,
+    ) -> Result<Supervisor, StartError> {
+        let listening = config
+            .ports
+            .iter()
+            .map(|plan| sockets.listen(plan))
+            .collect::<Result<Vec<_>, _>>()?;
+        let unclaimed = sockets.unclaimed();
+        if !unclaimed.is_empty() {
+            return Err(StartError::Unclaimed(unclaimed));
+        }
+        let mut supervisor = Supervisor {
             ports: BTreeMap::new(),
-            forker: Forker::new(),
-            grace,
+            forker: ForkerHandle::new(forker),
+            sockets,
+            grace: config.shutdown_grace,
             draining: TaskTracker::new(),
         };
-        for Bound { plan, listener } in bound {
-            host.serve(plan, Arc::new(listener)).await?;
+        for (plan, listening) in config.ports.into_iter().zip(listening) {
+            let listener = Arc::new(sockets::into_tokio(listening.listener)?);
+            supervisor.serve(plan, listener, listening.origin).await?;
         }
-        Ok(host)
+        Ok(supervisor)
     }
 
-    async fn serve(&mut self, plan: PortPlan, listener: Arc<TcpListener>) -> std::io::Result<()> {
-        let port = plan.entry.port();
-        let forker = match plan.entry.model {
-            Model::ProcessPerClient => {
-                let spec = child_spec(&plan.entry);
-                Some((self.forker.clone(), self.forker.register(spec).await?))
-            }
-            _ => None,
-        };
-        let ctx = Arc::new(PortCtx::new(plan, listener, forker));
-        // The accept loop is tracked with the connections, so draining waits for both.
-        ctx.tracker.spawn(accept_loop(ctx.clone()));
-        self.ports.insert(port, ctx);
+    /// Every port served, in port order, with where its socket came from.
+    pub fn ports(&self) -> impl Iterator<Item = (&PortPlan, &Origin)> {
+        self.ports.values().map(|s| (&s.port.plan, &s.origin))
+    }
+
+    /// The pid of the process-per-client fork server, once a connection has started it.
+    pub async fn forker_pid(&self) -> Option<u32> {
+        self.forker.pid().await
+    }
+
+    /// Hands over a socket for a port that a later reload adds (a test's port-0 listener).
+    pub fn provide(&mut self, listener: std::net::TcpListener) {
+        self.sockets.provide(listener);
+    }
+
+    async fn serve(
+        &mut self,
+        plan: PortPlan,
+        listener: Arc<TcpListener>,
+        origin: Origin,
+    ) -> std::io::Result<()> {
+        let number = plan.entry.port();
+        let port = Port::new(plan, listener);
+        let runner = models::runner(&port, &self.forker).await?;
+        watch(port.clone(), runner.clone());
+        self.ports.insert(
+            number,
+            Served {
+                port,
+                runner,
+                origin,
+            },
+        );
         Ok(())
     }
 
@@ -133,15 +156,12 @@ impl Host {
             .iter()
             .filter(|p| !self.ports.contains_key(&p.entry.port()))
         {
-            match bind(plan.entry.addr) {
-                Ok(listener) => {
-                    fresh.insert(plan.entry.port(), listener);
+            match self.sockets.listen(plan) {
+                Ok(listening) => {
+                    fresh.insert(plan.entry.port(), listening);
                 }
                 Err(e) => {
-                    error!(
-                        "reload: {}; keeping the running configuration",
-                        BindError::new(plan, e)
-                    );
+                    error!("reload: {e}; keeping the running configuration");
                     return;
                 }
             }
@@ -158,109 +178,153 @@ impl Host {
             .filter(|port| !next.contains_key(port))
             .copied()
             .collect();
-        for port in removed {
-            let ctx = self.ports.remove(&port).expect("listed above");
-            info!(port, "reload: removed; draining its connections");
-            ctx.take_listener();
-            self.retire(ctx);
+        for number in removed {
+            let served = self.ports.remove(&number).expect("listed above");
+            info!(port = number, "reload: removed; draining its connections");
+            served.port.stop.cancel();
+            served.port.take_listener();
+            self.sockets.release(number, served.port.plan.entry.addr);
+            self.retire(served);
         }
-        for (port, plan) in next {
-            if let Some(listener) = fresh.remove(&port) {
-                info!(port, service = %plan.entry.service, model = %plan.entry.model, "reload: added");
-                self.start_or_log(plan, Arc::new(listener)).await;
+        for (number, plan) in next {
+            if let Some(listening) = fresh.remove(&number) {
+                info!(port = number, service = %plan.entry.service, model = %plan.entry.model, "reload: added");
+                match sockets::into_tokio(listening.listener) {
+                    Ok(listener) => {
+                        self.start_or_log(plan, Arc::new(listener), listening.origin)
+                            .await;
+                    }
+                    Err(e) => error!(port = number, "reload: cannot use the socket: {e}"),
+                }
                 continue;
             }
-            let old = &self.ports[&port];
+            let old = &self.ports[&number].port;
             let change = describe_change(&old.plan.entry, &plan.entry);
             if change.is_empty() {
-                info!(port, "reload: unchanged");
+                info!(port = number, "reload: unchanged");
                 continue;
             }
-            let old = self.ports.remove(&port).expect("present");
+            let old = self.ports.remove(&number).expect("present");
             info!(
-                port,
+                port = number,
                 "reload: {change}; old connections drain, new ones get the new entry"
             );
+            old.port.stop.cancel();
             // A socket on another address is dropped here, before the new address is bound.
             let reusable = old
+                .port
                 .take_listener()
                 .filter(|l| l.local_addr().ok() == Some(plan.entry.addr));
+            let origin = old.origin.clone();
             self.retire(old);
-            let listener = match reusable {
-                Some(listener) => listener,
-                None => match rebind(plan.entry.addr).await {
-                    Ok(listener) => Arc::new(listener),
+            let (listener, origin) = match reusable {
+                Some(listener) => (listener, origin),
+                None => match self.rebind(&plan).await {
+                    Ok(listening) => (listening, Origin::Bound),
                     Err(e) => {
-                        error!(
-                            "reload: {}; the port is not served",
-                            BindError::new(&plan, e)
-                        );
+                        error!("reload: {e}; the port is not served");
                         continue;
                     }
                 },
             };
-            self.start_or_log(plan, listener).await;
+            self.start_or_log(plan, listener, origin).await;
         }
     }
 
-    async fn start_or_log(&mut self, plan: PortPlan, listener: Arc<TcpListener>) {
+    async fn start_or_log(&mut self, plan: PortPlan, listener: Arc<TcpListener>, origin: Origin) {
         let port = plan.entry.port();
-        if let Err(e) = self.serve(plan, listener).await {
+        if let Err(e) = self.serve(plan, listener, origin).await {
             error!(port, "reload: cannot start the port: {e}");
         }
     }
 
-    /// Stops a port accepting and drains its connections in the background.
-    fn retire(&self, ctx: Arc<PortCtx>) {
+    /// Binds a port's new address, retrying while the old socket of an overlapping address
+    /// (`0.0.0.0` and `127.0.0.1`, say) finishes closing.
+    async fn rebind(&mut self, plan: &PortPlan) -> Result<Arc<TcpListener>, BindError> {
+        let deadline = tokio::time::Instant::now() + REBIND_TIME;
+        loop {
+            match self.sockets.listen(plan) {
+                Err(e)
+                    if e.source.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+                Ok(listening) => {
+                    return sockets::into_tokio(listening.listener)
+                        .map(Arc::new)
+                        .map_err(|e| BindError::new(plan, e));
+                }
+            }
+        }
+    }
+
+    /// Drains a port that stopped accepting, in the background.
+    fn retire(&self, served: Served) {
         let grace = self.grace;
         self.draining.spawn(async move {
-            drain_ports(std::slice::from_ref(&ctx), grace).await;
-            if let Some((forker, port_id)) = &ctx.forker {
-                forker.forget(*port_id).await;
-            }
-            info!(port = ctx.port(), "old connections drained");
+            drain_ports(std::slice::from_ref(&served.port), grace).await;
+            served.runner.finish().await;
+            info!(port = served.port.port(), "old connections drained");
         });
     }
 
     /// Stops accepting everywhere, lets connected clients finish for the grace period, then
     /// closes the rest (children get SIGTERM, then SIGKILL) and reaps every child.
     pub async fn drain(self) {
-        let ports: Vec<Arc<PortCtx>> = self.ports.into_values().collect();
+        let served: Vec<Served> = self.ports.into_values().collect();
         let grace = self.grace;
         // Alongside any port a reload is still draining; each drain is bounded on its own.
-        self.draining
-            .spawn(async move { drain_ports(&ports, grace).await });
+        self.draining.spawn(async move {
+            let ports: Vec<Arc<Port>> = served.iter().map(|s| s.port.clone()).collect();
+            drain_ports(&ports, grace).await;
+            for s in &served {
+                s.runner.finish().await;
+            }
+        });
         self.draining.close();
         self.draining.wait().await;
         self.forker.shutdown().await;
     }
 }
 
-fn child_spec(entry: &PortEntry) -> ChildSpec {
-    ChildSpec {
-        port: entry.port(),
-        service: entry.service.clone(),
-        options: entry.options.clone(),
-        base_dir: entry.base_dir.clone(),
-        max_line_bytes: entry.limits.max_line_bytes,
-        idle_timeout_secs: entry.limits.idle_timeout.map_or(0, |d| d.as_secs()),
-    }
+/// Runs the port's accept loop, and starts it again (with a growing pause) if it ends while
+/// the port is still configured: a panic there would otherwise leave the port bound and
+/// silent, its clients queued in the backlog for ever.
+fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
+    port.tracker.clone().spawn(async move {
+        let (mut backoff, max) = RESTART_BACKOFF;
+        loop {
+            let ended = tokio::spawn(accept_loop(port.clone(), runner.clone())).await;
+            if port.is_ending() {
+                return;
+            }
+            let reason = match ended {
+                Ok(()) => "it returned while the port is still configured".to_owned(),
+                Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e.into_panic())),
+                Err(e) => e.to_string(),
+            };
+            error!(
+                port = port.port(),
+                "the accept loop ended ({reason}); restarting it on the same socket in {backoff:?}"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = port.ending() => return,
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    });
 }
 
-/// Binds a port's new address, retrying while the old socket of an overlapping address
-/// (`0.0.0.0` and `127.0.0.1`, say) finishes closing.
-async fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let deadline = tokio::time::Instant::now() + REBIND_TIME;
-    loop {
-        match bind(addr) {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            result => return result,
-        }
+/// The text of a panic's payload, when it has one.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast::<&'static str>()
+            .map_or_else(|_| "a panic without a message".to_owned(), |s| (*s).to_owned()),
     }
 }
 
@@ -294,7 +358,7 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
 
 /// Drains ports together: stop accepting, wait up to `grace` for their connections, then
 /// close the rest and wait for that too.
-async fn drain_ports(ports: &[Arc<PortCtx>], grace: Duration) {
+async fn drain_ports(ports: &[Arc<Port>], grace: Duration) {
     for port in ports {
         port.stop.cancel();
         port.tracker.close();
@@ -312,4 +376,105 @@ async fn drain_ports(ports: &[Arc<PortCtx>], grace: Duration) {
         port.close.cancel();
     }
     let _ = tokio::time::timeout(CLOSE_TIME, all_done()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    /// Captures what the host logs, for checking it.
+    #[derive(Clone, Default)]
+    struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    fn ask(addr: SocketAddr, line: &str) -> String {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (&stream).write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer).unwrap();
+        answer
+    }
+
+    /// On a current-thread runtime, so that the log subscriber set here sees the accept loop.
+    #[tokio::test]
+    async fn an_accept_loop_that_dies_is_logged_and_restarted_on_the_same_socket() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let text = format!(
+            "[ports.{}]\nservice = \"palindrome-v3\"\nmodel = \"async\"\n",
+            addr.port()
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let mut sockets = Sockets::default();
+        sockets.provide(listener);
+        let supervisor = Supervisor::start(config, sockets, ForkerCommand::this_binary().unwrap())
+            .await
+            .unwrap();
+        let port = supervisor.ports.values().next().unwrap().port.clone();
+        assert_eq!(
+            tokio::task::spawn_blocking(move || ask(addr, "abba"))
+                .await
+                .unwrap(),
+            "1\n"
+        );
+
+        // The loop is waiting for its next client; it panics when it takes its next turn.
+        port.fail_next_accept
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            tokio::task::spawn_blocking(move || ask(addr, "abc"))
+                .await
+                .unwrap(),
+            "\n",
+            "the client that came just then is served"
+        );
+        let answer = tokio::task::spawn_blocking(move || ask(addr, "abba"))
+            .await
+            .unwrap();
+        assert_eq!(answer, "1\n", "the port serves again after the restart");
+        let text = log.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains("the accept loop ended"))
+            .unwrap_or_else(|| panic!("no restart logged:\n{text}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains(&format!("port={}", addr.port())), "{line}");
+        assert!(
+            line.contains(
+                "the accept loop ended (it panicked: the accept loop was told to fail (test)); \
+                 restarting it on the same socket in 100ms"
+            ),
+            "{line}"
+        );
+        supervisor.drain().await;
+    }
 }

@@ -2,8 +2,11 @@
 //! and column, the port entry and the reason, and the exit code is 1.
 
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
 
-use crate::util::{Host, config_file, entry, free_port, porthost, run, text};
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::util::{TestHost, config_file, entry, porthost, refused_addr, run, text};
 
 /// Runs `porthost check` on `config` text; returns (exit code, stderr, config path).
 fn check(config: &str) -> (i32, String, String) {
@@ -72,13 +75,19 @@ fn wrong_types() {
         &format!("{GOOD}max_line_bytes = \"big\"\n"),
         "4:18",
         "[ports.7001]: ",
-        "invalid type: string \"big\", expected u64",
+        "max_line_bytes must be a whole number of bytes from 1 to 16777216, not the string \"big\"",
     );
     assert_error(
         &format!("[host]\nshutdown_grace_secs = -1\n{GOOD}"),
         "2:23",
         "[host]: ",
-        "invalid value: integer `-1`",
+        "shutdown_grace_secs must be a whole number of seconds from 0 to 3600, not -1",
+    );
+    assert_error(
+        "[ports.7001]\nservice = 5\nmodel = \"async\"\n",
+        "2:11",
+        "[ports.7001]: ",
+        "service must be a string, the name of a registered service, not 5",
     );
 }
 
@@ -154,7 +163,9 @@ fn every_error_is_reported_not_just_the_first() {
 
 #[test]
 fn run_validates_before_binding_anything() {
-    let port = free_port();
+    // Held by this test, so the host could not bind it either way.
+    let (_held, addr) = refused_addr();
+    let port = addr.port();
     let file = config_file(&format!(
         "[ports.{port}]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\
          [ports.7002]\nservice = \"palindrome-v1\"\nmodel = \"nope\"\n"
@@ -169,12 +180,23 @@ fn run_validates_before_binding_anything() {
 fn a_port_in_use_fails_the_start_naming_port_and_service() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
-    let free = free_port();
+    // The other port's socket is passed in, as systemd does: it is claimed, not bound.
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed_port = passed.local_addr().unwrap().port();
     let file = config_file(&format!(
-        "[ports.{free}]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\n\
+        "[ports.{passed_port}]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\n\
          [ports.{taken_port}]\nservice = \"palindrome-v2\"\nmodel = \"thread-per-client\"\n"
     ));
-    let out = run(&["run", "--config", file.path.to_str().unwrap()]);
+    let mut command = porthost();
+    command
+        .fd_mappings(vec![FdMapping {
+            parent_fd: OwnedFd::from(passed),
+            child_fd: 3,
+        }])
+        .unwrap()
+        .env("LISTEN_FDS", "1")
+        .args(["run", "--config", file.path.to_str().unwrap()]);
+    let out = command.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -205,7 +227,7 @@ fn a_missing_config_file_mentions_the_option() {
 
 #[test]
 fn once_closes_the_port_after_the_first_client() {
-    let host = Host::start(
+    let host = TestHost::start(
         "",
         &[entry(
             "palindrome-v1",

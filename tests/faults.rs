@@ -1,6 +1,7 @@
 //! Faults that must not hurt anyone else: rude clients (resets, half-closes), connections
-//! abandoned by the thousand, and garbage input. Each case checks the host's answer, that the
-//! others are still served, and that the host's descriptors and memory stay bounded.
+//! abandoned by the thousand, and garbage input. Each case checks the host's answer and that
+//! the others are still served; abandoned connections also check that the host's threads and
+//! descriptors come back (how much memory such faults cost is the soak's to measure).
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -11,21 +12,22 @@ use std::time::Duration;
 use porthost::services::palindrome::verdict;
 
 use crate::util::{
-    Client, Host, children_of, combos, entry, eventually, fds, memory_kib, threads, zombies_of,
+    Client, HostProcess, PATIENCE, TestHost, children_of, combos, entry, eventually, fds,
+    threads, zombies_of,
 };
 
 /// One host serving every palindrome version under every model, shared by a test's threads.
-fn all_ports(extra: &str) -> (Arc<Host>, Vec<(&'static str, &'static str)>) {
+fn all_ports(extra: &str) -> (Arc<TestHost>, Vec<(&'static str, &'static str)>) {
     let combos = combos();
     let entries: Vec<_> = combos.iter().map(|(s, m)| entry(s, m, extra)).collect();
-    (Arc::new(Host::start("", &entries)), combos)
+    (Arc::new(TestHost::start("", &entries)), combos)
 }
 
 /// Runs `check` for every port at once, each in its own thread.
 fn on_every_port(
-    host: &Arc<Host>,
+    host: &Arc<TestHost>,
     combos: &[(&'static str, &'static str)],
-    check: fn(&Host, usize, (&str, &str)),
+    check: fn(&TestHost, usize, (&str, &str)),
 ) {
     let threads: Vec<JoinHandle<()>> = combos
         .iter()
@@ -43,7 +45,7 @@ fn on_every_port(
 
 /// A client connected and served before the fault, to be asked again after it. Sequential
 /// ports serve one client at a time, so there it is `None`.
-fn bystander(host: &Host, i: usize, combo: (&str, &str)) -> Option<Client> {
+fn bystander(host: &TestHost, i: usize, combo: (&str, &str)) -> Option<Client> {
     (combo.1 != "sequential").then(|| {
         let mut client = Client::connect(host.addr(i));
         assert_eq!(client.ask("abba"), "1", "{combo:?}");
@@ -52,7 +54,7 @@ fn bystander(host: &Host, i: usize, combo: (&str, &str)) -> Option<Client> {
 }
 
 /// After a fault: the bystander still has its session and a new client is served.
-fn others_are_served(host: &Host, i: usize, combo: (&str, &str), bystander: Option<Client>) {
+fn others_are_served(host: &TestHost, i: usize, combo: (&str, &str), bystander: Option<Client>) {
     if let Some(mut client) = bystander {
         assert_eq!(
             client.ask("abc"),
@@ -121,10 +123,10 @@ fn a_half_close_still_gets_every_reply_that_is_due() {
     });
 }
 
-/// Opens and abandons 1000 connections to a `model` port, three rounds, and checks that the
-/// last round leaves the host's descriptors, threads and memory at the level the first two set.
+/// Opens and abandons 1000 connections to a `model` port, three rounds, and checks that each
+/// round leaves the host's threads and descriptors where they were.
 fn abandoned_connections_are_reclaimed(model: &str) {
-    let host = Host::start(
+    let host = HostProcess::start(
         "idle_timeout_secs = 1",
         &[entry("palindrome-v3", model, "")],
     );
@@ -139,9 +141,7 @@ fn abandoned_connections_are_reclaimed(model: &str) {
     drop(warm_up);
     assert!(eventually(|| threads(pid) == idle_threads));
     let idle_fds = stable(|| fds(pid));
-    // Returns once every connection is closed on the host's side too: the client saw the FIN,
-    // and a thread-per-client thread has ended along with its runtime.
-    let round = || {
+    for _ in 0..3 {
         let clients: Vec<Client> = (0..1000).map(|_| Client::connect(host.addr(0))).collect();
         for mut client in clients {
             assert_eq!(
@@ -162,32 +162,15 @@ fn abandoned_connections_are_reclaimed(model: &str) {
             "{model}: descriptors not reclaimed: {} open, {idle_fds} when idle",
             fds(pid)
         );
-    };
-    // Warm-up rounds set the idle level: the accept loop's state, the runtime's slabs and what
-    // the allocator keeps for reuse are there from then on.
-    round();
-    round();
-    let warm = memory_kib(pid, "VmRSS");
-    round();
-    // Leaked sockets and threads are caught exactly by the counts; memory cannot be. Allocators
-    // keep part of what the connections cost at the peak for reuse, in per-thread arenas, and
-    // how much depends on how many happened to be open at once (a round is slower to connect
-    // than the idle timeout on a loaded machine) and on which threads freed what. Measured
-    // here: up to 9 MiB of some 50 MiB under thread-per-client, up to 3.5 MiB under async. A
-    // leak keeps all of it, every round: allow half the peak's cost, and at least 8 MiB (8 KiB
-    // a connection, still far below a leaked 64 KiB line buffer each).
-    let (after, peak) = (memory_kib(pid, "VmRSS"), memory_kib(pid, "VmHWM"));
-    let tolerance = ((peak - warm) / 2).max(8 * 1024);
-    assert!(
-        after <= warm + tolerance,
-        "{model}: VmRSS {after} KiB after the last round, {warm} KiB before it, peak {peak} KiB"
-    );
+    }
 }
 
-/// A count once it has stayed the same for a fifth of a second.
+/// A count once it has stayed the same for a fifth of a second; the test fails if it never
+/// settles within [`PATIENCE`].
 fn stable(count: impl Fn() -> usize) -> usize {
+    let deadline = std::time::Instant::now() + PATIENCE;
     let mut last = count();
-    loop {
+    while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         let now = count();
         if now == last {
@@ -195,6 +178,7 @@ fn stable(count: impl Fn() -> usize) -> usize {
         }
         last = now;
     }
+    panic!("the count never settled: last {last}");
 }
 
 #[test]
@@ -313,15 +297,11 @@ fn ten_thousand_empty_lines_end_one_session_and_lose_no_reply() {
     });
 }
 
-/// The host's (and process-per-client children's) peak memory while a client sends a 100 MB
-/// line must stay far below the line: only `max_line_bytes` of it is ever buffered.
-const MEMORY_BOUND_KIB: u64 = 48 * 1024;
-
+/// The memory such a line costs (a few KiB, only `max_line_bytes` of it is ever buffered) is
+/// measured by the soak, which sends one to every port.
 #[test]
-fn a_100_mb_line_is_refused_with_bounded_memory() {
+fn a_100_mb_line_is_refused_and_hurts_no_one_else() {
     let (host, combos) = all_ports("");
-    let start = memory_kib(host.pid(), "VmHWM");
-    assert!(start < MEMORY_BOUND_KIB, "the host starts at {start} KiB");
     on_every_port(&host, &combos, |host, i, combo| {
         let other = bystander(host, i, combo);
         let mut client = Client::connect(host.addr(i));
@@ -341,19 +321,9 @@ fn a_100_mb_line_is_refused_with_bounded_memory() {
             Some("ERR line longer than 65536 bytes"),
             "{combo:?}"
         );
-        if combo.1 == "process-per-client" {
-            // The child still lingers over the rest of the line: look at every one alive.
-            let forker = host.forker().unwrap();
-            for child in children_of(forker) {
-                let peak = memory_kib(child, "VmHWM");
-                assert!(peak < MEMORY_BOUND_KIB, "{combo:?}: child at {peak} KiB");
-            }
-        }
         sender.join().unwrap();
         assert!(client.is_closed(), "{combo:?}");
         drop(client);
         others_are_served(host, i, combo, other);
     });
-    let peak = memory_kib(host.pid(), "VmHWM");
-    assert!(peak < MEMORY_BOUND_KIB, "the host peaked at {peak} KiB");
 }

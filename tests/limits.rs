@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::util::{Client, Host, combos, entry, eventually, fds};
+use crate::util::{Client, HostProcess, TestHost, combos, entry, eventually, fds};
 
 const TOO_MANY: &str = "ERR too many connections from your address";
 
@@ -22,7 +22,7 @@ fn the_connection_over_the_per_address_limit_is_refused_alone() {
         .map(|m| entry("palindrome-v3", m, ""))
         .collect();
     // Set in [host], so every port inherits it.
-    let host = Host::start("max_connections_per_ip = 2", &entries);
+    let host = TestHost::start("max_connections_per_ip = 2", &entries);
     for (i, model) in CONCURRENT.iter().enumerate() {
         let mut first = Client::connect(host.addr(i));
         let mut second = Client::connect(host.addr(i));
@@ -57,7 +57,7 @@ fn above_max_connections_clients_wait_instead_of_being_dropped() {
         .iter()
         .map(|m| entry("palindrome-v2", m, "max_connections = 2"))
         .collect();
-    let host = Host::start("", &entries);
+    let host = TestHost::start("", &entries);
     for (i, model) in CONCURRENT.iter().enumerate() {
         let mut first = Client::connect(host.addr(i));
         let mut second = Client::connect(host.addr(i));
@@ -109,7 +109,7 @@ fn closed_for_idling(mut client: Client, what: &str) {
 fn idle_and_slowloris_clients_are_closed_under_every_model() {
     let combos = combos();
     let entries: Vec<_> = combos.iter().map(|(s, m)| entry(s, m, "")).collect();
-    let host = Arc::new(Host::start("idle_timeout_secs = 1", &entries));
+    let host = Arc::new(TestHost::start("idle_timeout_secs = 1", &entries));
     let checks: Vec<_> = combos
         .into_iter()
         .enumerate()
@@ -149,7 +149,7 @@ fn idle_and_slowloris_clients_are_closed_under_every_model() {
 /// serves them once descriptors free up.
 fn out_of_descriptors(model: &str) {
     const NOFILE: u64 = 64;
-    let mut host = Host::start_limited(
+    let mut host = HostProcess::start_limited(
         Some(NOFILE),
         "",
         &[entry("palindrome-v3", model, "max_line_bytes = 100")],

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Client, Host, alive, children_of, entry, eventually, threads, zombies_of};
+use crate::util::{
+    Client, HostProcess, alive, children_of, entry, eventually, threads, zombies_of,
+};
 
 const CLIENTS: usize = 12;
 
-fn connect_and_ask(host: &Host, n: usize) -> Vec<Client> {
+fn connect_and_ask(host: &HostProcess, n: usize) -> Vec<Client> {
     (0..n)
         .map(|_| {
             let mut client = Client::connect(host.addr(0));
@@ -20,7 +22,7 @@ fn connect_and_ask(host: &Host, n: usize) -> Vec<Client> {
 
 #[test]
 fn thread_per_client_has_one_more_thread_per_client() {
-    let host = Host::start("", &[entry("palindrome-v3", "thread-per-client", "")]);
+    let host = HostProcess::start("", &[entry("palindrome-v3", "thread-per-client", "")]);
     let pid = host.pid();
     let before = threads(pid);
     let clients = connect_and_ask(&host, CLIENTS);
@@ -39,7 +41,7 @@ fn thread_per_client_has_one_more_thread_per_client() {
 
 #[test]
 fn process_per_client_has_one_child_per_client() {
-    let host = Host::start("", &[entry("palindrome-v2", "process-per-client", "")]);
+    let host = HostProcess::start("", &[entry("palindrome-v2", "process-per-client", "")]);
     let mut clients = connect_and_ask(&host, CLIENTS);
     let forker = host
         .forker()
@@ -60,7 +62,7 @@ fn process_per_client_has_one_child_per_client() {
 
 #[test]
 fn async_keeps_the_thread_count_flat() {
-    let host = Host::start("", &[entry("palindrome-v1", "async", "")]);
+    let host = HostProcess::start("", &[entry("palindrome-v1", "async", "")]);
     let pid = host.pid();
     let warm = connect_and_ask(&host, 1);
     let before = threads(pid);
@@ -73,7 +75,7 @@ fn async_keeps_the_thread_count_flat() {
 #[test]
 fn a_child_killed_mid_session_hurts_no_one_else() {
     // Two slots: the next client is served only if the killed child's slot is given back.
-    let mut host = Host::start(
+    let mut host = HostProcess::start(
         "",
         &[entry(
             "palindrome-v3",
@@ -110,12 +112,12 @@ fn a_child_killed_mid_session_hurts_no_one_else() {
 
 #[test]
 fn a_killed_forker_is_replaced_for_the_next_client() {
-    let host = Host::start("", &[entry("palindrome-v1", "process-per-client", "")]);
+    let host = HostProcess::start("", &[entry("palindrome-v1", "process-per-client", "")]);
     assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
     let forker = host.forker().expect("started by the first client");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(forker as i32), Signal::SIGKILL).unwrap();
     assert!(
-        eventually(|| host.log().contains("forker went away")),
+        eventually(|| host.log().contains("fork server went away")),
         "{}",
         host.log()
     );

@@ -3,18 +3,18 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::util::{Client, Host, combos, entry};
+use crate::util::{Client, TestHost, combos, entry};
 
 /// The line limit of the test ports: small, so over-long lines are cheap to send.
 const LIMIT: usize = 100;
 
 /// One host serving each palindrome version under each model; returns it with the
 /// `(service, model)` of each port index.
-fn all_ports() -> (Host, Vec<(&'static str, &'static str)>) {
+fn all_ports() -> (TestHost, Vec<(&'static str, &'static str)>) {
     let combos = combos();
     let extra = format!("max_line_bytes = {LIMIT}");
     let entries: Vec<_> = combos.iter().map(|(s, m)| entry(s, m, &extra)).collect();
-    (Host::start("", &entries), combos)
+    (TestHost::start("", &entries), combos)
 }
 
 const PALINDROMIC: [&str; 6] = [

@@ -1,22 +1,19 @@
 //! SIGHUP re-reads the config: an invalid file changes nothing; otherwise ports are added,
 //! removed, or drained and restarted, and unchanged ports keep their connections.
 
-use std::time::Duration;
+use crate::util::{Client, TestHost, entry, eventually, port_entry};
 
-use nix::sys::signal::Signal;
-
-use crate::util::{Client, Host, entry, eventually, free_port};
-
-fn port_entry(port: u16, service: &str, model: &str, extra: &str) -> String {
-    format!("[ports.{port}]\nservice = \"{service}\"\nmodel = \"{model}\"\n{extra}\n")
-}
+const GRACE: &str = "[host]\nshutdown_grace_secs = 2\n";
 
 #[test]
 fn an_invalid_config_keeps_everything_as_it_was() {
-    let host = Host::start("", &[entry("palindrome-v3", "async", "")]);
+    let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
     let mut client = Client::connect(host.addr(0));
     assert_eq!(client.ask("abba"), "1");
-    host.rewrite("[ports.1]\nservice = \"palindrome-v3\"\nmodle = \"async\"\n");
+    host.reload(
+        "[ports.1]\nservice = \"palindrome-v3\"\nmodle = \"async\"\n",
+        Vec::new(),
+    );
     assert!(
         eventually(|| host.log().contains("keeping the running configuration")),
         "{}",
@@ -33,7 +30,7 @@ fn an_invalid_config_keeps_everything_as_it_was() {
 
 #[test]
 fn ports_are_added_removed_changed_or_left_alone() {
-    let host = Host::start(
+    let host = TestHost::start(
         "",
         &[
             entry("palindrome-v3", "async", ""),
@@ -42,7 +39,8 @@ fn ports_are_added_removed_changed_or_left_alone() {
         ],
     );
     let (kept, changed, removed) = (host.ports[0], host.ports[1], host.ports[2]);
-    let added = free_port();
+    let added_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let added = added_socket.local_addr().unwrap().port();
     let mut on_kept = Client::connect(host.addr(0));
     let mut on_changed = Client::connect(host.addr(1));
     let mut on_removed = Client::connect(host.addr(2));
@@ -50,17 +48,18 @@ fn ports_are_added_removed_changed_or_left_alone() {
         assert_eq!(client.ask("Abba"), "1");
     }
 
-    host.rewrite(&format!(
-        "[host]\nshutdown_grace_secs = 2\n{}{}{}",
-        port_entry(kept, "palindrome-v3", "async", ""),
-        port_entry(
-            changed,
-            "palindrome-v3",
-            "async",
-            "options = { strict = true }"
+    host.reload(
+        &format!(
+            "{GRACE}{}{}{}",
+            port_entry(kept, &entry("palindrome-v3", "async", "")),
+            port_entry(
+                changed,
+                &entry("palindrome-v3", "async", "options = { strict = true }")
+            ),
+            port_entry(added, &entry("palindrome-v1", "sequential", "")),
         ),
-        port_entry(added, "palindrome-v1", "sequential", ""),
-    ));
+        vec![added_socket],
+    );
     let log_has = |needle: &str| eventually(|| host.log().contains(needle));
     assert!(
         log_has(&format!("port={kept}")) && log_has("reload: unchanged"),
@@ -112,14 +111,15 @@ fn ports_are_added_removed_changed_or_left_alone() {
 
 #[test]
 fn a_port_whose_address_changes_is_rebound() {
-    let host = Host::start("", &[entry("palindrome-v3", "async", "")]);
+    let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
     let port = host.ports[0];
-    host.rewrite(&port_entry(
-        port,
-        "palindrome-v3",
-        "async",
-        "bind = \"0.0.0.0\"",
-    ));
+    host.reload(
+        &port_entry(
+            port,
+            &entry("palindrome-v3", "async", "bind = \"0.0.0.0\""),
+        ),
+        Vec::new(),
+    );
     assert!(
         eventually(|| host.log().contains("changed (bind 127.0.0.1 -> 0.0.0.0)")),
         "{}",
@@ -131,16 +131,4 @@ fn a_port_whose_address_changes_is_rebound() {
         .as_deref()
         == Some("1")));
     assert!(!host.log().contains("not served"), "{}", host.log());
-}
-
-#[test]
-fn the_host_logs_its_pid_for_kill_hup() {
-    let mut host = Host::start("", &[entry("palindrome-v3", "async", "")]);
-    assert!(
-        eventually(|| host.log().contains(&format!("pid={}", host.pid()))),
-        "{}",
-        host.log()
-    );
-    host.signal(Signal::SIGTERM);
-    assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
 }

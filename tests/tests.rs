@@ -1,6 +1,12 @@
-//! Integration tests: each starts the real `porthost` binary (see `util`) and talks TCP to it.
+//! Integration tests. Behaviour (replies, limits, framing, reload, the game) is checked on
+//! hosts served inside this process on port-0 listeners; the real `porthost` binary is started
+//! only where the process itself is measured: threads, children, descriptors, signals, the CLI.
+//! See `util`.
 
 mod util;
+
+// Process-per-client ports in this process fork their children from this binary.
+porthost::forker_entry_point!();
 
 mod bench;
 mod cli;
@@ -9,5 +15,6 @@ mod faults;
 mod limits;
 mod models;
 mod palindrome;
+mod panics;
 mod reload;
 mod word_guess;

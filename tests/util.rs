@@ -1,14 +1,20 @@
-//! Starting the real `porthost` binary on a config of free loopback ports, talking to it, and
-//! looking at its threads and processes.
+//! What the tests share: hosts served in this process ([`TestHost`], for behaviour), the real
+//! `porthost` binary started on sockets the test bound ([`HostProcess`], where the process
+//! itself is measured: threads, children, descriptors, signals, the CLI), a line client with
+//! timeouts, and what `/proc` says about a process.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use command_fds::{CommandFdExt, FdMapping};
 use porthost::procfs;
 use socket2::{Domain, SockRef, Socket, Type};
+
+pub use porthost::testing::{Entry, TestHost, entry, port_entry};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -28,18 +34,10 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A port the kernel just handed out, free again for the host to take.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A config written to a temporary directory.
 pub struct ConfigFile {
-    pub dir: tempfile::TempDir,
+    /// Removed with the file when dropped.
+    _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -47,23 +45,7 @@ pub fn config_file(text: &str) -> ConfigFile {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("services.toml");
     std::fs::write(&path, text).unwrap();
-    ConfigFile { dir, path }
-}
-
-/// One `[ports.N]` entry: the service, the model and any extra lines.
-#[derive(Clone, Copy, Debug)]
-pub struct Entry<'a> {
-    pub service: &'a str,
-    pub model: &'a str,
-    pub extra: &'a str,
-}
-
-pub fn entry<'a>(service: &'a str, model: &'a str, extra: &'a str) -> Entry<'a> {
-    Entry {
-        service,
-        model,
-        extra,
-    }
+    ConfigFile { _dir: dir, path }
 }
 
 pub const MODELS: [&str; 4] = [
@@ -83,44 +65,77 @@ pub fn combos() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// A running `porthost run`, killed (with its forker) if the test ends without stopping it.
-pub struct Host {
-    child: Option<Child>,
-    pub ports: Vec<u16>,
-    pub config: ConfigFile,
-    pub stderr: PathBuf,
+/// An address nothing listens on, and the socket that keeps it so: bound, never listening, so
+/// a connection there is refused and no one else can take the port meanwhile.
+pub fn refused_addr() -> (Socket, SocketAddr) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
 }
 
-impl Host {
-    /// Starts a host serving `entries` on free ports, with `host_table` as its `[host]` lines.
-    /// Returns once every port is bound (the plan table is printed after binding).
-    pub fn start(host_table: &str, entries: &[Entry<'_>]) -> Host {
-        Host::start_limited(None, host_table, entries)
+/// The real `porthost run`, on listening sockets this test bound to port 0 and passed to it
+/// the way systemd does (`LISTEN_FDS`). Killed, with every process below it, if the test ends
+/// without stopping it.
+pub struct HostProcess {
+    child: Option<Child>,
+    pub ports: Vec<u16>,
+    /// The host's config, kept until it stops.
+    _config: ConfigFile,
+    /// Where the host logs, unless the test gave it a stderr of its own.
+    stderr: Option<PathBuf>,
+    /// The host's stdout, read up to the end of its plan.
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl HostProcess {
+    /// Starts a host serving `entries`, with `host_table` as its `[host]` lines. Returns once
+    /// it has printed its plan, which it does once every port is served.
+    pub fn start(host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        HostProcess::start_limited(None, host_table, entries)
     }
 
-    /// Like [`Host::start`], with the host's `RLIMIT_NOFILE` (soft and hard) set to `nofile`
-    /// when one is given, so a test can run it out of descriptors.
-    pub fn start_limited(nofile: Option<u64>, host_table: &str, entries: &[Entry<'_>]) -> Host {
-        for _ in 0..5 {
-            let ports: Vec<u16> = entries.iter().map(|_| free_port()).collect();
-            let mut text = format!("[host]\nshutdown_grace_secs = 2\n{host_table}\n");
-            for (port, e) in ports.iter().zip(entries) {
-                text.push_str(&format!(
-                    "[ports.{port}]\nservice = \"{}\"\nmodel = \"{}\"\n{}\n",
-                    e.service, e.model, e.extra
-                ));
-            }
-            let config = config_file(&text);
-            if let Some(host) = Host::launch(nofile, config, ports) {
-                return host;
-            }
+    /// Like [`HostProcess::start`], with the host's `RLIMIT_NOFILE` (soft and hard) set to
+    /// `nofile` when one is given, so a test can run it out of descriptors.
+    pub fn start_limited(
+        nofile: Option<u64>,
+        host_table: &str,
+        entries: &[Entry<'_>],
+    ) -> HostProcess {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let (file, path) = stderr.keep().unwrap();
+        let mut host = HostProcess::start_with(nofile, host_table, entries, Stdio::from(file));
+        host.stderr = Some(path);
+        host
+    }
+
+    /// Like [`HostProcess::start_limited`], with the host's stderr going to `stderr`.
+    pub fn start_with(
+        nofile: Option<u64>,
+        host_table: &str,
+        entries: &[Entry<'_>],
+        stderr: Stdio,
+    ) -> HostProcess {
+        let listeners: Vec<TcpListener> = entries
+            .iter()
+            .map(|_| porthost::sockets::bind(([127, 0, 0, 1], 0).into()).unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let grace = if host_table.contains("shutdown_grace_secs") {
+            ""
+        } else {
+            "shutdown_grace_secs = 2\n"
+        };
+        let mut text = format!("[host]\n{grace}{host_table}\n");
+        for (port, e) in ports.iter().zip(entries) {
+            text.push_str(&port_entry(*port, e));
         }
-        panic!("could not start porthost on free ports five times");
-    }
-
-    /// Starts `porthost run` on a config; `None` if it exited (a port was taken meanwhile).
-    fn launch(nofile: Option<u64>, config: ConfigFile, ports: Vec<u16>) -> Option<Host> {
-        let stderr = config.dir.path().join("stderr.log");
+        let config = config_file(&text);
         let mut command = match nofile {
             None => porthost(),
             Some(n) => {
@@ -134,31 +149,46 @@ impl Host {
                 sh
             }
         };
-        let mut child = command
+        let mappings = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| FdMapping {
+                parent_fd: OwnedFd::from(listener),
+                child_fd: 3 + i as i32,
+            })
+            .collect();
+        command
+            .fd_mappings(mappings)
+            .expect("distinct descriptors")
+            .env("LISTEN_FDS", ports.len().to_string())
             .arg("run")
             .arg("--config")
             .arg(&config.path)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(stderr);
+        let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         for _ in 0..=ports.len() {
             line.clear();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let _ = child.wait();
-                return None;
+                panic!("porthost run exited before serving");
             }
         }
-        // Keep draining stdout so the host never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Some(Host {
+        // The plan is all it prints: nothing more can fill the pipe.
+        HostProcess {
             child: Some(child),
             ports,
-            config,
-            stderr,
-        })
+            _config: config,
+            stderr: None,
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Closes the reading end of the host's stdout, as a `| tee` that was killed does.
+    pub fn close_stdout(&mut self) {
+        self.stdout.take();
     }
 
     pub fn addr(&self, index: usize) -> SocketAddr {
@@ -170,7 +200,10 @@ impl Host {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.stderr
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// Sends a signal to the host.
@@ -194,20 +227,17 @@ impl Host {
         }
     }
 
-    /// Replaces the config file and tells the host to reload it.
-    pub fn rewrite(&self, text: &str) {
-        std::fs::write(&self.config.path, text).unwrap();
-        self.signal(nix::sys::signal::Signal::SIGHUP);
-    }
-
-    /// The forker's pid, once process-per-client has started it.
+    /// The fork server's pid, once process-per-client has started it.
     pub fn forker(&self) -> Option<u32> {
         children_of(self.pid()).into_iter().next()
     }
 }
 
-impl Drop for Host {
+impl Drop for HostProcess {
     fn drop(&mut self) {
+        if let Some(path) = self.stderr.take() {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(mut child) = self.child.take() {
             let descendants = descendants_of(child.id());
             let _ = child.kill();
@@ -390,9 +420,4 @@ pub fn alive(pid: u32) -> bool {
 /// Open descriptors of a process, from `/proc`.
 pub fn fds(pid: u32) -> usize {
     procfs::open_fds(pid)
-}
-
-/// A memory figure of a process in KiB (`VmRSS`, `VmHWM`), from `/proc/<pid>/status`.
-pub fn memory_kib(pid: u32, field: &str) -> u64 {
-    procfs::status_kib(pid, field).unwrap_or(0)
 }

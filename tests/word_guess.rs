@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::util::{Client, Host, config_file, entry, run, text};
+use crate::util::{Client, TestHost, config_file, entry, run, text};
 
 const GAME_MODELS: [&str; 2] = ["thread-per-client", "async"];
 
-fn game_host(model: &str, options: &str) -> Host {
+fn game_host(model: &str, options: &str) -> TestHost {
     let extra = format!("options = {{ {options} }}");
-    Host::start("", &[entry("word-guess", model, &extra)])
+    TestHost::start("", &[entry("word-guess", model, &extra)])
 }
 
 /// Reads the next lines and checks them one by one.
@@ -20,7 +20,7 @@ fn expect(client: &mut Client, lines: &[&str]) {
 }
 
 /// Connects and joins under `name`, consuming the welcome line.
-fn join(host: &Host, name: &str) -> Client {
+fn join(host: &TestHost, name: &str) -> Client {
     let mut client = Client::connect(host.addr(0));
     expect(&mut client, &["Welcome to word-guess! Send your name."]);
     client.send(format!("{name}\n").as_bytes());
@@ -28,7 +28,7 @@ fn join(host: &Host, name: &str) -> Client {
 }
 
 /// Ann and Bob join a two-player game of `abba`; both have read up to Ann's `/turn`.
-fn ann_and_bob(host: &Host) -> (Client, Client) {
+fn ann_and_bob(host: &TestHost) -> (Client, Client) {
     let mut ann = join(host, "Ann");
     expect(
         &mut ann,
@@ -330,7 +330,7 @@ fn two_games_run_at_once_on_one_port() {
 
 #[test]
 fn one_player_games_run_under_sequential() {
-    let host = Host::start(
+    let host = TestHost::start(
         "",
         &[entry(
             "word-guess",

@@ -31,7 +31,7 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
 use load::Sample;
-use porthost::models::Model;
+use porthost::config::Model;
 use report::Report;
 use server::{Server, Subject};
 

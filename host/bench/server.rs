@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::baseline;
-use porthost::models::Model;
+use porthost::config::Model;
 
 /// The Python `socketserver.ForkingTCPServer` the process-per-client model is compared with:
 /// the lecture's own kind of server, kept in the repository as a script.

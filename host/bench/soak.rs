@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use porthost::config::{Config, PortEntry};
-use porthost::models::Model;
+use porthost::config::Model;
 use porthost::procfs;
 
 use crate::load;

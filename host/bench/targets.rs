@@ -4,7 +4,7 @@
 use super::report::{Entry, Report, median};
 use super::server::Subject;
 use super::{BenchArgs, CHURN_WORKERS, Job, Load, baseline};
-use porthost::models::Model;
+use porthost::config::Model;
 
 /// Client counts at which the async and thread models are held against their baselines.
 const COMPARED_AT: [usize; 2] = [10, 100];

@@ -4,7 +4,7 @@
 
 pub mod table;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,12 +12,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LoadError};
-use crate::models::process_per_client::forker;
+use crate::logging;
+use crate::models::process_per_client::{ForkerCommand, fork_server};
 use crate::registry;
-use crate::supervisor::{Host, bind_all};
+use crate::sockets::Sockets;
+use crate::supervisor::Supervisor;
 
 /// The command line of a porthost binary: one of its commands, or `run` when none is given.
 #[derive(Debug, Parser)]
@@ -104,8 +105,8 @@ pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
         Some(Command::Run(args)) => serve(&args.config),
         Some(Command::Check(args)) => {
             let config = load(&args.config)?;
-            print!("{}", table::plan(&config.ports));
-            println!("{}: ok", args.config.display());
+            let plan = table::plan(config.ports.iter().map(|p| (p, None)));
+            logging::print(&format!("{plan}{}: ok\n", args.config.display()));
             Ok(())
         }
         Some(Command::Services) => {
@@ -120,7 +121,7 @@ pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print!("{}", table::render(&rows));
+            logging::print(&table::render(&rows));
             Ok(())
         }
         Some(Command::Client(ClientCommand::Palindrome { addr })) => {
@@ -130,19 +131,10 @@ pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
             crate::client::word_guess::run(&addr, name)
         }
         Some(Command::Forker) => {
-            init_logging();
-            forker::main()
+            logging::init();
+            fork_server::main()
         }
     }
-}
-
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Loads a config, saying clearly when the file is not there.
@@ -170,8 +162,10 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 /// `porthost run`: serve until SIGINT or SIGTERM, then drain.
 fn serve(path: &Path) -> anyhow::Result<()> {
-    init_logging();
+    logging::init();
     let config = load(path)?;
+    // Before any thread starts: it reads and clears the environment.
+    let sockets = Sockets::from_systemd().context("socket activation")?;
     raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,16 +176,17 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
-        let bound = bind_all(&config.ports)
-            .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was bound", config.path.display()))?;
-        print!("{}", table::plan(&config.ports));
+        let shown = config.path.display().to_string();
+        let mut host = Supervisor::start(config, sockets, ForkerCommand::this_binary()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        logging::print(&table::plan(host.ports().map(|(p, o)| (p, Some(o)))));
         info!(
             pid = std::process::id(),
-            config = %config.path.display(),
+            config = %shown,
             "serving {} port(s)",
-            config.ports.len()
+            host.ports().count()
         );
-        let mut host = Host::start(bound, config.shutdown_grace).await?;
         let name = loop {
             tokio::select! {
                 _ = terminate.recv() => break "SIGTERM",

@@ -2,24 +2,35 @@
 //! service listing.
 
 use crate::config::PortPlan;
+use crate::sockets::Origin;
 
-/// A plan as a table, for `porthost check` and the start of `porthost run`.
-pub fn plan(ports: &[PortPlan]) -> String {
-    let mut rows = vec![
-        ["PORT", "ADDRESS", "SERVICE", "MODEL", "MAX CONN"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
-    for plan in ports {
+/// A plan as a table: for `porthost check`, and with where each socket came from for the
+/// start of `porthost run`.
+pub fn plan<'a>(ports: impl IntoIterator<Item = (&'a PortPlan, Option<&'a Origin>)>) -> String {
+    let mut header = ["PORT", "ADDRESS", "SERVICE", "MODEL", "MAX CONN"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut rows = Vec::new();
+    let mut sockets = false;
+    for (plan, origin) in ports {
         let e = &plan.entry;
-        rows.push(vec![
+        let mut row = vec![
             e.port().to_string(),
             e.addr.ip().to_string(),
             e.service.clone(),
             e.model.to_string(),
             e.max_connections.to_string(),
-        ]);
+        ];
+        if let Some(origin) = origin {
+            sockets = true;
+            row.push(origin.describe());
+        }
+        rows.push(row);
     }
+    if sockets {
+        header.push("SOCKET".to_owned());
+    }
+    rows.insert(0, header);
     render(&rows)
 }
 

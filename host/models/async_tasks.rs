@@ -2,20 +2,26 @@
 //! thread count stays flat however many clients connect; an idle client costs a task and its
 //! buffers, a few KiB.
 
-use std::sync::Arc;
+use async_trait::async_trait;
+use tracing::Instrument;
 
-use porthost_services::Conn;
-use tracing::{Instrument, Span};
+use super::Runner;
+use crate::connection::{self, Accepted};
 
-use crate::listener::{Admission, PortCtx};
+#[derive(Debug)]
+pub struct AsyncTasks;
 
-pub(crate) fn spawn(ctx: &Arc<PortCtx>, conn: Conn, admission: Admission, span: Span) {
-    let ctx = ctx.clone();
-    ctx.tracker.clone().spawn(
-        async move {
-            super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close)).await;
-            ctx.ended(admission);
-        }
-        .instrument(span),
-    );
+#[async_trait]
+impl Runner for AsyncTasks {
+    async fn dispatch(&self, conn: Accepted) {
+        let port = conn.port().clone();
+        let (conn, admission, span) = super::split(conn);
+        port.tracker.clone().spawn(
+            async move {
+                connection::serve(&*port.plan.service, conn, Some(&port.close)).await;
+                drop(admission);
+            }
+            .instrument(span),
+        );
+    }
 }

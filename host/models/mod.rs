@@ -1,158 +1,82 @@
-//! The four concurrency models. They differ only in who runs a connection's handler once the
-//! accept loop in [`crate::listener`] has accepted it:
+//! The four concurrency models, each one implementation of [`Runner`]: who serves a
+//! connection once the accept loop ([`crate::listener`]) has admitted it.
 //!
-//! | model                | who runs the handler                          | file                    |
+//! | model                | who serves the connection                     | file                    |
 //! |----------------------|-----------------------------------------------|-------------------------|
 //! | `sequential`         | the accept loop itself, one client at a time  | [`sequential`]          |
 //! | `thread-per-client`  | a new OS thread per connection                | [`thread_per_client`]   |
 //! | `process-per-client` | a new OS process per connection               | [`process_per_client`]  |
 //! | `async`              | a tokio task on the shared runtime            | [`async_tasks`]         |
+//!
+//! The supervisor builds one runner per port ([`runner`]); the listener only calls
+//! [`Runner::prepare`] and [`Runner::dispatch`], and the runner hands the connection to
+//! [`crate::connection::serve`], which calls the service.
 
 pub mod async_tasks;
 pub mod process_per_client;
 pub mod sequential;
 pub mod thread_per_client;
 
-use std::fmt;
-use std::str::FromStr;
+use std::sync::Arc;
 
-use porthost_services::{Conn, Needs, Service};
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use async_trait::async_trait;
 
-/// How a port runs its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Model {
-    Sequential,
-    ThreadPerClient,
-    ProcessPerClient,
-    Async,
+use crate::config::Model;
+use crate::connection::Accepted;
+use crate::port::Port;
+use process_per_client::ForkerHandle;
+
+/// How one port's connections are served.
+#[async_trait]
+pub trait Runner: Send + Sync + std::fmt::Debug {
+    /// Gets ready for the next connection before it is accepted. An error makes the accept
+    /// loop back off while the client waits in the listen backlog, instead of accepting a
+    /// connection that could only be dropped.
+    fn prepare(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves an admitted connection: hands it to whoever serves it and returns, or (for
+    /// `sequential`) serves it and returns when it has ended. A failure ends only this
+    /// connection: it is logged here and the admission is dropped.
+    async fn dispatch(&self, conn: Accepted);
+
+    /// Called once the port has stopped and its connections have drained.
+    async fn finish(&self) {}
 }
 
-impl Model {
-    pub const ALL: [Model; 4] = [
-        Model::Sequential,
-        Model::ThreadPerClient,
-        Model::ProcessPerClient,
-        Model::Async,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Sequential => "sequential",
-            Model::ThreadPerClient => "thread-per-client",
-            Model::ProcessPerClient => "process-per-client",
-            Model::Async => "async",
+/// The runner for a port's model. Process-per-client ports register with the forker here.
+pub async fn runner(
+    port: &Arc<Port>,
+    forker: &Arc<ForkerHandle>,
+) -> std::io::Result<Arc<dyn Runner>> {
+    Ok(match port.plan.entry.model {
+        Model::Sequential => Arc::new(sequential::Sequential),
+        Model::ThreadPerClient => Arc::new(thread_per_client::ThreadPerClient::default()),
+        Model::ProcessPerClient => {
+            Arc::new(process_per_client::ProcessPerClient::register(&port.plan, forker).await?)
         }
-    }
-
-    /// Connections served at once when the config does not say. Sequential is 1 by
-    /// definition; the others are sized for a classroom-to-benchmark load on a small machine:
-    /// threads and processes cost a stack or an address space each, tasks a few KiB.
-    pub fn default_max_connections(self) -> usize {
-        match self {
-            Model::Sequential => 1,
-            Model::ThreadPerClient => 1024,
-            Model::ProcessPerClient => 256,
-            Model::Async => 10_000,
-        }
-    }
-
-    /// Whether this model can give a service what it needs, and if not, why.
-    pub fn check(self, service: &str, needs: Needs) -> Result<(), String> {
-        match self {
-            Model::ProcessPerClient if needs.shared_state => Err(format!(
-                "{service} cannot run under process-per-client: its clients share in-memory \
-                 state, and separate processes do not share memory (the reason the lecture's \
-                 game uses ThreadingTCPServer); use thread-per-client or async"
-            )),
-            Model::Sequential if needs.clients_at_once > 1 => Err(format!(
-                "{service} cannot run under sequential as configured: it needs {} clients \
-                 connected at once and sequential serves one at a time; use thread-per-client \
-                 or async",
-                needs.clients_at_once
-            )),
-            _ => Ok(()),
-        }
-    }
+        Model::Async => Arc::new(async_tasks::AsyncTasks),
+    })
 }
 
-impl fmt::Display for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.name())
-    }
-}
-
-impl FromStr for Model {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Model::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Model::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown model {s:?}; expected one of: {}", names.join(", "))
-            })
-    }
-}
-
-/// Runs one connection to its end, or until `close` says the host is closing connections (a
-/// process-per-client child has none: the host signals it instead). Every model ends up here;
-/// it is the only place a handler is called.
-pub(crate) async fn serve_conn(
-    service: &dyn Service,
-    conn: Conn,
-    close: Option<&CancellationToken>,
-) {
-    debug!("connected");
-    let Some(close) = close else {
-        return ended(service.serve(conn).await);
-    };
-    // A token of the connection's own: the port's token would be polled on every wakeup of
-    // every connection, all of them taking one lock.
-    let close = close.child_token();
-    tokio::select! {
-        biased;
-        result = service.serve(conn) => ended(result),
-        () = close.cancelled() => debug!("closed by the host"),
-    }
-}
-
-fn ended(result: std::io::Result<()>) {
-    match result {
-        Ok(()) => debug!("disconnected"),
-        Err(e) => debug!("connection ended: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for model in Model::ALL {
-            assert_eq!(model.name().parse::<Model>(), Ok(model));
-        }
-        let err = "asynk".parse::<Model>().unwrap_err();
-        assert!(err.contains("sequential, thread-per-client, process-per-client, async"));
-    }
-
-    #[test]
-    fn needs_rule_out_models() {
-        let shared = Needs {
-            shared_state: true,
-            clients_at_once: 2,
-        };
-        assert!(Model::ProcessPerClient.check("game", shared).is_err());
-        assert!(Model::Sequential.check("game", shared).is_err());
-        assert!(Model::Async.check("game", shared).is_ok());
-        assert!(Model::ThreadPerClient.check("game", shared).is_ok());
-        let solo = Needs {
-            shared_state: true,
-            clients_at_once: 1,
-        };
-        assert!(Model::Sequential.check("game", solo).is_ok());
-    }
+/// The connection as a service sees it, and what stays with the host: the admission and the
+/// span.
+fn split(conn: Accepted) -> (porthost_services::Conn, crate::port::Admission, tracing::Span) {
+    let limits = conn.port().plan.entry.limits;
+    let Accepted {
+        stream,
+        peer,
+        admission,
+        span,
+    } = conn;
+    (
+        porthost_services::Conn {
+            stream,
+            peer,
+            limits,
+        },
+        admission,
+        span,
+    )
 }

@@ -2,14 +2,23 @@
 //! only when the current one has left, like the lecture's `socketserver.TCPServer`. Waiting
 //! clients sit in the listen backlog.
 
-use porthost_services::Conn;
-use tracing::{Instrument, Span};
+use async_trait::async_trait;
+use tracing::Instrument;
 
-use crate::listener::{Admission, PortCtx};
+use super::Runner;
+use crate::connection::{self, Accepted};
 
-pub(crate) async fn run(ctx: &PortCtx, conn: Conn, admission: Admission, span: Span) {
-    super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close))
-        .instrument(span)
-        .await;
-    ctx.ended(admission);
+#[derive(Debug)]
+pub struct Sequential;
+
+#[async_trait]
+impl Runner for Sequential {
+    async fn dispatch(&self, conn: Accepted) {
+        let port = conn.port().clone();
+        let (conn, admission, span) = super::split(conn);
+        connection::serve(&*port.plan.service, conn, Some(&port.close))
+            .instrument(span)
+            .await;
+        drop(admission);
+    }
 }

@@ -2,33 +2,32 @@
 //! `ThreadingTCPServer`. The handler is async, so each thread drives it on a runtime of its own
 //! (current-thread: no extra workers); with N clients connected the host has N more threads.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 
+use async_trait::async_trait;
 use porthost_services::Conn;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
-use tracing::{Instrument, Span, warn};
+use tracing::{Instrument, warn};
 
-use crate::listener::{Admission, PortCtx};
+use super::Runner;
+use crate::connection::{self, Accepted};
 
 /// The handler's state lives in its future, on the heap; a thread needs little stack of its own.
 const STACK_SIZE: usize = 256 * 1024;
 
-/// A connection's runtime, which the accept loop builds before accepting the connection: it
-/// needs descriptors of its own (an epoll instance and its wakers), and a connection accepted
-/// when none are left could only be dropped. Built first, running out is the accept loop's to
-/// back off from while the client waits in the backlog.
-#[derive(Debug)]
-pub(crate) struct ConnRuntime(Option<Runtime>);
-
-impl ConnRuntime {
-    pub(crate) fn build() -> std::io::Result<ConnRuntime> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(ConnRuntime(Some(runtime)))
-    }
+#[derive(Debug, Default)]
+pub struct ThreadPerClient {
+    /// The next connection's runtime, built before it is accepted.
+    next: Mutex<Option<ConnRuntime>>,
 }
+
+/// A connection's runtime, built before the connection is accepted: it needs descriptors of
+/// its own (an epoll instance and its wakers), and a connection accepted when none are left
+/// could only be dropped. Built first, running out is the accept loop's to back off from while
+/// the client waits in the backlog.
+#[derive(Debug)]
+struct ConnRuntime(Option<Runtime>);
 
 impl Drop for ConnRuntime {
     /// One never handed to a thread is dropped on the host's runtime (the accept loop ended,
@@ -41,57 +40,80 @@ impl Drop for ConnRuntime {
     }
 }
 
-pub(crate) fn spawn(
-    ctx: &Arc<PortCtx>,
-    conn: Conn,
-    admission: Admission,
-    span: Span,
-    mut runtime: ConnRuntime,
-) {
-    let Conn {
-        stream,
-        peer,
-        limits,
-    } = conn;
-    // Leave the host's reactor: the connection's own runtime will register it again.
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(e) => {
-            warn!(parent: &span, "cannot move the connection to a thread: {e}");
-            return;
+impl ThreadPerClient {
+    fn take_runtime(&self) -> Option<ConnRuntime> {
+        self.next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[async_trait]
+impl Runner for ThreadPerClient {
+    fn prepare(&self) -> std::io::Result<()> {
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if next.is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            *next = Some(ConnRuntime(Some(runtime)));
         }
-    };
-    let thread_ctx = ctx.clone();
-    let token = ctx.tracker.token();
-    let spawned = std::thread::Builder::new()
-        .name(format!("porthost-{}", ctx.port()))
-        .stack_size(STACK_SIZE)
-        .spawn(move || {
-            let _token = token;
-            let ctx = thread_ctx;
-            let runtime = runtime.0.take().expect("built by the accept loop");
-            runtime.block_on(
-                async {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => {
-                            let conn = Conn {
-                                stream,
-                                peer,
-                                limits,
-                            };
-                            super::serve_conn(&*ctx.plan.service, conn, Some(&ctx.close)).await;
+        Ok(())
+    }
+
+    async fn dispatch(&self, conn: Accepted) {
+        let Some(mut runtime) = self.take_runtime() else {
+            warn!(parent: &conn.span, "no runtime was prepared for the connection; closing it");
+            return;
+        };
+        let port = conn.port().clone();
+        let (Conn { stream, peer, limits }, admission, span) = super::split(conn);
+        // Leave the host's reactor: the connection's own runtime will register it again.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(parent: &span, "cannot move the connection to a thread: {e}");
+                return;
+            }
+        };
+        let log = tracing::dispatcher::get_default(Clone::clone);
+        let thread_port = port.clone();
+        let token = port.tracker.token();
+        let spawned = std::thread::Builder::new()
+            .name(format!("porthost-{}", port.port()))
+            .stack_size(STACK_SIZE)
+            .spawn(move || {
+                let _token = token;
+                let _admission = admission;
+                let _log = tracing::dispatcher::set_default(&log);
+                let runtime = runtime.0.take().expect("built in prepare");
+                runtime.block_on(
+                    async {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                let conn = Conn {
+                                    stream,
+                                    peer,
+                                    limits,
+                                };
+                                let service = &*thread_port.plan.service;
+                                connection::serve(service, conn, Some(&thread_port.close)).await;
+                            }
+                            Err(e) => warn!("cannot register the connection: {e}"),
                         }
-                        Err(e) => warn!("cannot register the connection: {e}"),
                     }
-                }
-                .instrument(span),
+                    .instrument(span),
+                );
+            });
+        if let Err(e) = spawned {
+            warn!(
+                port = port.port(),
+                "cannot start a thread for {peer}: {e}; closing it"
             );
-            ctx.ended(admission);
-        });
-    if let Err(e) = spawned {
-        warn!(
-            port = ctx.port(),
-            "cannot start a thread for {peer}: {e}; closing it"
-        );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! What a service is handed for each client: the connection and the port's limits.
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -19,7 +21,7 @@ pub struct Conn {
 
 /// The per-port limits every service must honour; the host enforces the rest (connection
 /// counts) before the service sees the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Longest line a client may send, terminator excluded. Buffers never grow past it.
     pub max_line_bytes: usize,
@@ -38,9 +40,11 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The deadline for the client's next line, counted from now.
+    /// The deadline for the client's next line, counted from now. A timeout too far away to
+    /// be an instant is no timeout (the config bounds it far below that anyway).
     pub fn deadline(&self) -> Option<Instant> {
-        self.idle_timeout.map(|idle| Instant::now() + idle)
+        self.idle_timeout
+            .and_then(|idle| Instant::now().checked_add(idle))
     }
 
     /// The reply to a line longer than [`Limits::max_line_bytes`].
@@ -111,4 +115,18 @@ pub async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S)
         }
     })
     .await;
+}
+
+/// Polls `future`, catching a panic in any poll of it: what `std::panic::catch_unwind` is for
+/// a closure. The future is dropped (and with it whatever it owned) when it panics.
+pub async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
+    .await
 }

@@ -22,5 +22,5 @@ mod service;
 pub mod palindrome;
 pub mod word_guess;
 
-pub use conn::{Conn, Limits, close_gracefully, until, write_reply};
+pub use conn::{Conn, Limits, catch_unwind, close_gracefully, until, write_reply};
 pub use service::{Needs, Options, Registration, Service, find, registered};

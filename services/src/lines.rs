@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::{Conn, Limits, Needs, Service, close_gracefully, write_reply};
+use crate::{Conn, Limits, Needs, Service, catch_unwind, close_gracefully, write_reply};
 
 /// The first buffer is small so idle connections stay cheap; it doubles up to the line limit.
 const INITIAL_BUFFER: usize = 512;
@@ -254,9 +254,12 @@ async fn timer(at: Option<Instant>) {
 impl<S: LineService> Service for LineServer<S> {
     async fn serve(&self, mut conn: Conn) -> std::io::Result<()> {
         let mut handler = self.0.connect(&conn);
-        let result = drive(&mut handler, &mut conn).await;
+        // Like `socketserver`'s `try: handle() finally: finish()`: the session's end is
+        // reported even when a hook panics (a game must learn that its player has gone), and
+        // the panic goes on to the host, which ends this connection only.
+        let result = catch_unwind(drive(&mut handler, &mut conn)).await;
         handler.finish();
-        result
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn needs(&self) -> Needs {

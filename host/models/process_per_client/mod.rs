@@ -1,85 +1,162 @@
 //! `process-per-client`: a new OS process per connection, running the same service code, like
 //! the lecture's `ForkingTCPServer`.
 //!
-//! The host never forks itself (it is multi-threaded; see [`forker`]). It starts one helper,
-//! `porthost forker`, and hands it each accepted socket; the helper forks a child that serves
-//! the connection on a runtime of its own and exits. With N clients connected there are N
-//! children under the forker. A child that crashes or is killed ends only its own connection:
-//! the forker reaps it and reports how it ended, and the host logs that.
+//! The host never forks itself (it is multi-threaded; see [`fork_server`]). It starts one
+//! helper, the fork server (`porthost forker`), and hands it each accepted socket; the helper
+//! forks a child that serves the connection and exits. With N clients connected there are N
+//! children under the fork server. A child that crashes, panics or is killed ends only its own
+//! connection: the fork server reaps it and reports how it ended, and the host logs that.
+//!
+//! - [`ProcessPerClient`]: the port's runner.
+//! - [`ForkerHandle`]: the host's side of the fork server: starts it, sends it connections,
+//!   routes each child's end back to its connection.
+//! - [`fork_server`]: the helper program itself. [`wire`]: what the two say to each other.
 
-pub mod forker;
+pub mod fork_server;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-use porthost_services::Conn;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
-use crate::listener::{Admission, PortCtx};
+use super::Runner;
+use crate::config::PortPlan;
+use crate::connection::Accepted;
 use wire::{ChildSpec, FromForker, ToForker};
 
 /// How long a child may take to end after SIGTERM before it gets SIGKILL.
 const KILL_AFTER: Duration = Duration::from_millis(500);
 
-/// Hands the connection to a child process and tracks it until the child has been reaped.
-pub(crate) async fn spawn(ctx: &Arc<PortCtx>, conn: Conn, admission: Admission, span: Span) {
-    let (forker, port_id) = ctx
-        .forker
-        .clone()
-        .expect("process-per-client ports are started with a forker");
-    let fd = match conn.stream.into_std() {
-        Ok(stream) => OwnedFd::from(stream),
-        Err(e) => {
-            warn!(parent: &span, "cannot hand the connection over: {e}");
-            return;
-        }
-    };
-    let child = match forker.start(port_id, fd).instrument(span.clone()).await {
-        Ok(child) => child,
-        Err(e) => {
-            warn!(parent: &span, "cannot start a process for the connection: {e}");
-            return;
-        }
-    };
-    let ctx = ctx.clone();
-    ctx.tracker.clone().spawn(
-        async move {
-            child.wait(&ctx.close).await;
-            ctx.ended(admission);
-        }
-        .instrument(span),
-    );
+/// The runner of a process-per-client port: its id at the fork server, where its service was
+/// built once and every child inherits it.
+#[derive(Debug)]
+pub struct ProcessPerClient {
+    forker: Arc<ForkerHandle>,
+    port_id: u64,
 }
 
-/// The host's side of the forker: starts it on first use (and again if it ever dies), and
+impl ProcessPerClient {
+    pub async fn register(
+        plan: &PortPlan,
+        forker: &Arc<ForkerHandle>,
+    ) -> std::io::Result<ProcessPerClient> {
+        let e = &plan.entry;
+        let spec = ChildSpec {
+            port: e.port(),
+            service: e.service.clone(),
+            options: e.options.clone(),
+            base_dir: e.base_dir.clone(),
+            limits: e.limits,
+        };
+        Ok(ProcessPerClient {
+            forker: forker.clone(),
+            port_id: forker.register(spec).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl Runner for ProcessPerClient {
+    /// Hands the connection to a child process and tracks it until the child has been reaped.
+    async fn dispatch(&self, conn: Accepted) {
+        let Accepted {
+            stream,
+            admission,
+            span,
+            ..
+        } = conn;
+        let fd = match stream.into_std() {
+            Ok(stream) => OwnedFd::from(stream),
+            Err(e) => {
+                warn!(parent: &span, "cannot hand the connection over: {e}");
+                return;
+            }
+        };
+        let child = match self
+            .forker
+            .start(self.port_id, fd)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(child) => child,
+            Err(e) => {
+                warn!(parent: &span, "cannot start a process for the connection: {e}");
+                return;
+            }
+        };
+        let port = admission.port().clone();
+        port.tracker.clone().spawn(
+            async move {
+                let _admission = admission;
+                child.wait(&port.close).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn finish(&self) {
+        self.forker.forget(self.port_id).await;
+    }
+}
+
+/// How the host starts its fork server: a program that runs [`fork_server::main`] with the
+/// host's end of the channel as its stdin. Normally this very binary (`porthost forker`), which
+/// has the same services registered; tests name their own binary, which registers services of
+/// its own.
+#[derive(Debug, Clone)]
+pub struct ForkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    /// Where the fork server and its children log; the host's stderr when `None`.
+    pub stderr: Option<PathBuf>,
+}
+
+impl ForkerCommand {
+    /// `<this binary> forker`.
+    pub fn this_binary() -> std::io::Result<ForkerCommand> {
+        Ok(ForkerCommand {
+            program: std::env::current_exe()?,
+            args: vec!["forker".into()],
+            env: Vec::new(),
+            stderr: None,
+        })
+    }
+}
+
+/// The host's side of the fork server: starts it on first use (and again if it ever dies), and
 /// routes each child's end back to the task waiting for that connection.
 #[derive(Debug)]
-pub struct Forker {
+pub struct ForkerHandle {
+    command: ForkerCommand,
     state: tokio::sync::Mutex<State>,
     next_id: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    live: Option<Arc<Live>>,
-    /// Every registered port, replayed to a forker that had to be restarted.
+    running: Option<Arc<ForkerProcess>>,
+    /// Every registered port, replayed to a fork server that had to be restarted.
     ports: HashMap<u64, ChildSpec>,
 }
 
-/// One running forker process.
+/// One running fork server process.
 #[derive(Debug)]
-struct Live {
+struct ForkerProcess {
     /// A `SOCK_SEQPACKET` socket (see [`wire`]).
     chan: UnixStream,
     /// Who waits for which connection's child.
@@ -101,15 +178,16 @@ struct Exit {
 
 /// A connection being served by a child.
 #[derive(Debug)]
-struct Child {
+struct ConnChild {
     conn: u64,
-    live: Arc<Live>,
+    forker: Arc<ForkerProcess>,
     exit: oneshot::Receiver<Exit>,
 }
 
-impl Forker {
-    pub fn new() -> Arc<Forker> {
-        Arc::new(Forker {
+impl ForkerHandle {
+    pub fn new(command: ForkerCommand) -> Arc<ForkerHandle> {
+        Arc::new(ForkerHandle {
+            command,
             state: tokio::sync::Mutex::default(),
             next_id: AtomicU64::new(1),
         })
@@ -120,8 +198,8 @@ impl Forker {
         let port_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().await;
         state.ports.insert(port_id, spec.clone());
-        if let Some(live) = state.live.as_ref().filter(|l| !l.gone.is_cancelled()) {
-            live.send(&ToForker::Port { port_id, spec }, None).await?;
+        if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
+            running.send(&ToForker::Port { port_id, spec }, None).await?;
         }
         Ok(port_id)
     }
@@ -130,56 +208,63 @@ impl Forker {
     pub async fn forget(&self, port_id: u64) {
         let mut state = self.state.lock().await;
         state.ports.remove(&port_id);
-        if let Some(live) = &state.live {
-            let _ = live.send(&ToForker::Forget { port_id }, None).await;
+        if let Some(running) = &state.running {
+            let _ = running.send(&ToForker::Forget { port_id }, None).await;
         }
     }
 
-    async fn start(&self, port_id: u64, fd: OwnedFd) -> std::io::Result<Child> {
-        let live = self.live().await?;
+    async fn start(&self, port_id: u64, fd: OwnedFd) -> std::io::Result<ConnChild> {
+        let forker = self.running().await?;
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, exit) = oneshot::channel();
-        live.waiting.lock().expect("poisoned").insert(conn, tx);
-        let sent = live
+        lock(&forker.waiting).insert(conn, tx);
+        let sent = forker
             .send(&ToForker::Serve { conn, port_id }, Some(fd.as_fd()))
             .await;
         if let Err(e) = sent {
-            live.waiting.lock().expect("poisoned").remove(&conn);
+            lock(&forker.waiting).remove(&conn);
             return Err(e);
         }
-        Ok(Child { conn, live, exit })
+        Ok(ConnChild { conn, forker, exit })
     }
 
-    /// The running forker, started (and told every port) if there is none.
-    async fn live(&self) -> std::io::Result<Arc<Live>> {
+    /// The running fork server, started (and told every port) if there is none.
+    async fn running(&self) -> std::io::Result<Arc<ForkerProcess>> {
         let mut state = self.state.lock().await;
-        if let Some(live) = state.live.as_ref().filter(|l| !l.gone.is_cancelled()) {
-            return Ok(live.clone());
+        if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
+            return Ok(running.clone());
         }
-        let live = Live::spawn()?;
+        let forker = ForkerProcess::spawn(&self.command)?;
         for (port_id, spec) in &state.ports {
             let message = ToForker::Port {
                 port_id: *port_id,
                 spec: spec.clone(),
             };
-            live.send(&message, None).await?;
+            forker.send(&message, None).await?;
         }
-        tokio::spawn(live.clone().read_replies());
-        state.live = Some(live.clone());
-        Ok(live)
+        tokio::spawn(forker.clone().read_replies());
+        state.running = Some(forker.clone());
+        Ok(forker)
     }
 
-    /// Ends the forker: it SIGTERMs (then SIGKILLs) any child left and reaps them all.
+    /// The fork server's pid, if it is running.
+    pub async fn pid(&self) -> Option<u32> {
+        let state = self.state.lock().await;
+        let running = state.running.as_ref().filter(|f| !f.gone.is_cancelled())?;
+        lock(&running.process).as_ref().and_then(|p| p.id())
+    }
+
+    /// Ends the fork server: it SIGTERMs (then SIGKILLs) any child left and reaps them all.
     pub async fn shutdown(&self) {
-        let Some(live) = self.state.lock().await.live.take() else {
+        let Some(forker) = self.state.lock().await.running.take() else {
             return;
         };
-        live.ending.store(true, Ordering::Relaxed);
+        forker.ending.store(true, Ordering::Relaxed);
         let _ = nix::sys::socket::shutdown(
-            std::os::fd::AsRawFd::as_raw_fd(&live.chan),
+            std::os::fd::AsRawFd::as_raw_fd(&forker.chan),
             nix::sys::socket::Shutdown::Both,
         );
-        let process = live.process.lock().expect("poisoned").take();
+        let process = lock(&forker.process).take();
         if let Some(mut process) = process {
             let ended = tokio::time::timeout(KILL_AFTER * 4, process.wait()).await;
             if ended.is_err() {
@@ -190,8 +275,13 @@ impl Forker {
     }
 }
 
-impl Live {
-    fn spawn() -> std::io::Result<Arc<Live>> {
+/// A poisoned lock only means a panic elsewhere; the table it guards is still sound.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ForkerProcess {
+    fn spawn(command: &ForkerCommand) -> std::io::Result<Arc<ForkerProcess>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -203,18 +293,37 @@ impl Live {
             &theirs,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
         )?;
-        let process = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("forker")
-            // Resolve every library symbol once, in the forker, instead of lazily in every
+        let stderr = match &command.stderr {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Stdio::inherit(),
+        };
+        let process = tokio::process::Command::new(&command.program)
+            .args(&command.args)
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            // Sockets passed by systemd are the host's, not the fork server's.
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            // Resolve every library symbol once, in the fork server, instead of lazily in every
             // child: each lazy lookup costs a child page faults on shared tables.
             .env("LD_BIND_NOW", "1")
             .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(stderr)
             // Its own process group: a Ctrl-C at the terminal reaches the host, which drains,
             // instead of killing every child at once.
             .process_group(0)
             .spawn()?;
-        info!(pid = process.id(), "started the process-per-client forker");
-        Ok(Arc::new(Live {
+        info!(
+            pid = process.id(),
+            "started the process-per-client fork server"
+        );
+        Ok(Arc::new(ForkerProcess {
             // tokio's UnixStream only registers the descriptor with the reactor here; every
             // read and write goes through `try_io` with our own sendmsg/recvmsg.
             chan: UnixStream::from_std(std::os::unix::net::UnixStream::from(ours))?,
@@ -286,17 +395,19 @@ impl Live {
                     break;
                 }
             };
-            if let Some(tx) = self.waiting.lock().expect("poisoned").remove(&conn) {
+            if let Some(tx) = lock(&self.waiting).remove(&conn) {
                 let _ = tx.send(exit);
             }
         }
         // First, so that the next connection starts a new forker instead of writing to this one.
         self.gone.cancel();
-        self.waiting.lock().expect("poisoned").clear();
+        lock(&self.waiting).clear();
         if !self.ending.load(Ordering::Relaxed) {
-            warn!("the process-per-client forker went away; the next connection starts a new one");
+            warn!(
+                "the process-per-client fork server went away; the next connection starts a new one"
+            );
             // Reap it now rather than when it is replaced: no zombie in between.
-            let process = self.process.lock().expect("poisoned").take();
+            let process = lock(&self.process).take();
             if let Some(mut process) = process {
                 let _ = tokio::time::timeout(KILL_AFTER * 4, process.wait()).await;
             }
@@ -316,17 +427,19 @@ impl Live {
     }
 }
 
-impl Child {
+impl ConnChild {
     /// Waits for the child to end; when `close` fires first, sends SIGTERM, then SIGKILL.
     async fn wait(mut self, close: &CancellationToken) {
+        let mut signalled = false;
         let exit = tokio::select! {
             exit = &mut self.exit => exit,
             () = close.cancelled() => {
-                self.live.signal(self.conn, Signal::SIGTERM).await;
+                signalled = true;
+                self.forker.signal(self.conn, Signal::SIGTERM).await;
                 match tokio::time::timeout(KILL_AFTER, &mut self.exit).await {
                     Ok(exit) => exit,
                     Err(_) => {
-                        self.live.signal(self.conn, Signal::SIGKILL).await;
+                        self.forker.signal(self.conn, Signal::SIGKILL).await;
                         self.exit.await
                     }
                 }
@@ -342,11 +455,16 @@ impl Child {
                 pid: Some(pid),
                 status,
                 ..
-            }) => info!(pid, "child {status}"),
+            }) if signalled => info!(pid, "child {status}"),
+            Ok(Exit {
+                pid: Some(pid),
+                status,
+                ..
+            }) => warn!(pid, "child {status}"),
             Ok(Exit {
                 pid: None, status, ..
             }) => warn!("no child for the connection: {status}"),
-            Err(_) => warn!("the forker went away; the connection's child was lost"),
+            Err(_) => warn!("the fork server went away; the connection's child was lost"),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use porthost_services::Limits;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +22,7 @@ pub struct ChildSpec {
     pub service: String,
     pub options: toml::Table,
     pub base_dir: PathBuf,
-    pub max_line_bytes: usize,
-    /// 0 when there is no idle timeout.
-    pub idle_timeout_secs: u64,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,8 +130,10 @@ mod tests {
             service: "palindrome-v1".into(),
             options: toml::toml! { strict = true },
             base_dir: "config".into(),
-            max_line_bytes: 100,
-            idle_timeout_secs: 0,
+            limits: Limits {
+                max_line_bytes: 100,
+                idle_timeout: Some(std::time::Duration::from_secs(7)),
+            },
         };
         send(a.as_fd(), &ToForker::Port { port_id: 1, spec }, None).unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
@@ -149,7 +150,7 @@ mod tests {
         let mut buf = vec![0; MAX_MESSAGE];
         let (first, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();
         assert!(
-            matches!(first, ToForker::Port { port_id: 1, spec } if spec.options["strict"].as_bool() == Some(true))
+            matches!(first, ToForker::Port { port_id: 1, spec } if spec.options["strict"].as_bool() == Some(true) && spec.limits.idle_timeout == Some(std::time::Duration::from_secs(7)))
         );
         assert!(fds.is_empty());
         let (second, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();

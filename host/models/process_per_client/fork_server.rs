@@ -1,5 +1,5 @@
-//! The forker: a single-threaded helper process (`porthost forker`, started by the host) that
-//! forks one child per connection.
+//! The fork server: a single-threaded helper process (`porthost forker`, started by the host)
+//! that forks one child per connection.
 //!
 //! The host is multi-threaded, and `fork()` in a multi-threaded process copies only the calling
 //! thread, leaving locks held by the others locked forever in the child. The forker never starts
@@ -19,21 +19,28 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use porthost_services::{Conn, Limits, Options, Service};
+use porthost_services::{Conn, Options, Service};
 use tracing::{Instrument, info_span, warn};
 
 use super::wire::{self, ChildSpec, FromForker, ToForker};
-use crate::models::Model;
+use crate::config::Model;
+use crate::connection::{self, End};
 
 /// How long the forker waits for children to end after SIGTERM when the host goes away.
 const TERM_GRACE: Duration = Duration::from_millis(500);
+
+/// How often the fork server looks for ended children without being told. SIGCHLD wakes it at
+/// once when the signal reaches it; in a fork server that runs beside other threads (a test
+/// binary's harness), the signal can go to a thread that ignores it instead.
+const REAP_TICK: u16 = 100;
 
 struct Port {
     spec: ChildSpec,
     service: Arc<dyn Service>,
 }
 
-struct Forker {
+/// The fork server's state: its channel to the host, the ports it can serve, its children.
+struct ForkServer {
     /// The host's end of the conversation, handed over as our stdin.
     chan: OwnedFd,
     /// SIGCHLD as a readable descriptor, so one `poll` waits for the host and for children.
@@ -42,7 +49,7 @@ struct Forker {
     children: HashMap<Pid, u64>,
 }
 
-/// Runs the forker until the host closes its end, then ends the remaining children.
+/// Runs the fork server until the host closes its end, then ends the remaining children.
 pub fn main() -> anyhow::Result<()> {
     let chan = std::io::stdin()
         .as_fd()
@@ -54,7 +61,7 @@ pub fn main() -> anyhow::Result<()> {
     mask.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
     let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    let mut forker = Forker {
+    let mut forker = ForkServer {
         chan,
         sigchld,
         ports: HashMap::new(),
@@ -67,7 +74,12 @@ pub fn main() -> anyhow::Result<()> {
                 PollFd::new(forker.chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(forker.sigchld.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = if forker.children.is_empty() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::from(REAP_TICK)
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),
@@ -76,6 +88,8 @@ pub fn main() -> anyhow::Result<()> {
         };
         if child_ended {
             while forker.sigchld.read_signal()?.is_some() {}
+        }
+        if !forker.children.is_empty() {
             forker.reap();
         }
         if host_ready {
@@ -91,7 +105,7 @@ pub fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Forker {
+impl ForkServer {
     fn handle(&mut self, message: ToForker, mut fds: Vec<OwnedFd>) {
         match message {
             ToForker::Port { port_id, spec } => {
@@ -201,6 +215,9 @@ impl Forker {
     }
 }
 
+/// The exit code of a child whose service panicked, the same a Rust program's panic gives.
+const PANICKED: i32 = 101;
+
 /// The child's whole life: serve the one connection on a runtime of its own, return the exit
 /// code.
 fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
@@ -223,11 +240,7 @@ fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
         }
     };
     let spec = &port.spec;
-    let limits = Limits {
-        max_line_bytes: spec.max_line_bytes,
-        idle_timeout: (spec.idle_timeout_secs > 0)
-            .then(|| Duration::from_secs(spec.idle_timeout_secs)),
-    };
+    let limits = spec.limits;
     runtime.block_on(async {
         let stream = std::net::TcpStream::from(fd);
         let stream = match stream
@@ -257,9 +270,12 @@ fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
             peer,
             limits,
         };
-        crate::models::serve_conn(&*port.service, conn, None)
+        match connection::serve(&*port.service, conn, None)
             .instrument(span)
-            .await;
-        0
+            .await
+        {
+            End::Panicked => PANICKED,
+            _ => 0,
+        }
     })
 }

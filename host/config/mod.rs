@@ -5,7 +5,17 @@
 //! each model against what its service needs. Every problem is collected, not just the first,
 //! and each names the file, line, column and port entry, because the person reading it is
 //! editing that file.
+//!
+//! Every number has a range ([`bounds`]), checked here with its line: wide enough for any real
+//! use, narrow enough that no arithmetic the host does on it can overflow.
 
+pub mod bounds;
+mod model;
+pub mod suggest;
+
+pub use model::Model;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
@@ -18,32 +28,33 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::models::Model;
 use crate::registry;
+use bounds::Bound;
 
-/// The `[host]` table.
+/// The `[host]` table. Values are kept as written, with their place in the file, and checked
+/// in [`host_defaults`], so that a wrong type reads like any other mistake.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
-    bind: Option<Spanned<String>>,
-    shutdown_grace_secs: Option<u64>,
-    max_line_bytes: Option<Spanned<u64>>,
-    idle_timeout_secs: Option<u64>,
-    max_connections_per_ip: Option<Spanned<u64>>,
+    bind: Option<Spanned<toml::Value>>,
+    shutdown_grace_secs: Option<Spanned<toml::Value>>,
+    max_line_bytes: Option<Spanned<toml::Value>>,
+    idle_timeout_secs: Option<Spanned<toml::Value>>,
+    max_connections_per_ip: Option<Spanned<toml::Value>>,
 }
 
 /// One `[ports.N]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPort {
-    service: Spanned<String>,
-    model: Spanned<String>,
-    bind: Option<Spanned<String>>,
-    max_connections: Option<Spanned<u64>>,
-    max_connections_per_ip: Option<Spanned<u64>>,
-    max_line_bytes: Option<Spanned<u64>>,
-    idle_timeout_secs: Option<u64>,
-    options: Option<Spanned<toml::Table>>,
+    service: Spanned<toml::Value>,
+    model: Spanned<toml::Value>,
+    bind: Option<Spanned<toml::Value>>,
+    max_connections: Option<Spanned<toml::Value>>,
+    max_connections_per_ip: Option<Spanned<toml::Value>>,
+    max_line_bytes: Option<Spanned<toml::Value>>,
+    idle_timeout_secs: Option<Spanned<toml::Value>>,
+    options: Option<Spanned<toml::Value>>,
 }
 
 /// A validated configuration, ready to bind.
@@ -162,6 +173,66 @@ impl Collector<'_> {
         let span = error.span().unwrap_or(fallback);
         self.push(span, Some(entry), error.message());
     }
+
+    /// A whole number within its [`Bound`], or `None` (with the error collected) when the
+    /// value is of another type or out of range.
+    fn number(
+        &mut self,
+        value: Option<&Spanned<toml::Value>>,
+        bound: &Bound,
+        entry: Option<&str>,
+    ) -> Option<u64> {
+        let value = value?;
+        bound
+            .check(value.get_ref())
+            .map_err(|reason| self.push(value.span(), entry, reason))
+            .ok()
+    }
+
+    /// A string, or `None` with an error saying what the key should hold.
+    fn text<'v>(
+        &mut self,
+        value: &'v Spanned<toml::Value>,
+        key: &str,
+        what: &str,
+        entry: Option<&str>,
+    ) -> Option<&'v str> {
+        match value.get_ref() {
+            toml::Value::String(text) => Some(text),
+            other => {
+                self.push(
+                    value.span(),
+                    entry,
+                    format!("{key} must be a string, {what}, not {}", bounds::describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn ip(
+        &mut self,
+        value: Option<&Spanned<toml::Value>>,
+        entry: Option<&str>,
+    ) -> Option<Option<IpAddr>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let text = self.text(value, "bind", "an IP address", entry)?;
+        match text.parse() {
+            Ok(ip) => Some(Some(ip)),
+            Err(_) => {
+                self.push(
+                    value.span(),
+                    entry,
+                    format!(
+                        "bind = {text:?} is not an IP address (e.g. \"127.0.0.1\", \"::1\", \"0.0.0.0\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -239,8 +310,25 @@ impl Config {
                 let span = value.span();
                 match value.into_inner() {
                     DeValue::Table(table) => {
+                        // Where each port number was first defined: `[ports.7100]` and
+                        // `[ports.07100]` are one port.
+                        let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
                         for (key, value) in table {
-                            if let Some(plan) = port_plan(&key, value, &defaults, &mut c) {
+                            let Some(port) = port_number(&key, &mut c) else {
+                                continue;
+                            };
+                            let line = line_column(c.text, key.span().start).0;
+                            if let Some(first) = seen.insert(port, line) {
+                                c.push(
+                                    key.span(),
+                                    Some(&format!("[ports.{}]", key.get_ref())),
+                                    format!(
+                                        "port {port} is defined twice: here and at line {first}"
+                                    ),
+                                );
+                                continue;
+                            }
+                            if let Some(plan) = port_plan(&key, port, value, &defaults, &mut c) {
                                 ports.push(plan);
                             }
                         }
@@ -274,7 +362,7 @@ impl Config {
         ports.sort_by_key(|p: &PortPlan| p.entry.port());
         Ok(Config {
             path: path.to_path_buf(),
-            shutdown_grace: Duration::from_secs(host.shutdown_grace_secs.unwrap_or(5)),
+            shutdown_grace: defaults.shutdown_grace,
             ports,
         })
     }
@@ -283,6 +371,7 @@ impl Config {
 /// Values from `[host]` that every port inherits unless it says otherwise.
 struct Defaults {
     bind: IpAddr,
+    shutdown_grace: Duration,
     limits: Limits,
     max_connections_per_ip: Option<usize>,
     base_dir: PathBuf,
@@ -290,32 +379,36 @@ struct Defaults {
 
 fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
     let entry = Some("[host]");
-    let bind = host
-        .bind
-        .as_ref()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |b| {
-            parse_ip(b).unwrap_or_else(|reason| {
-                c.push(b.span(), entry, reason);
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            })
-        });
+    let bind = c
+        .ip(host.bind.as_ref(), entry)
+        .flatten()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let base = Limits::default();
-    let limits = Limits {
-        max_line_bytes: line_limit(host.max_line_bytes.as_ref(), entry, c)
-            .unwrap_or(base.max_line_bytes),
-        idle_timeout: host
-            .idle_timeout_secs
-            .map_or(base.idle_timeout, idle_timeout),
-    };
+    let limits = limits(
+        host.max_line_bytes.as_ref(),
+        host.idle_timeout_secs.as_ref(),
+        base,
+        entry,
+        c,
+    );
+    let shutdown_grace = c
+        .number(
+            host.shutdown_grace_secs.as_ref(),
+            &bounds::SHUTDOWN_GRACE_SECS,
+            entry,
+        )
+        .map_or(Duration::from_secs(5), Duration::from_secs);
     Defaults {
         bind,
+        shutdown_grace,
         limits,
-        max_connections_per_ip: positive(
-            host.max_connections_per_ip.as_ref(),
-            "max_connections_per_ip",
-            entry,
-            c,
-        ),
+        max_connections_per_ip: c
+            .number(
+                host.max_connections_per_ip.as_ref(),
+                &bounds::MAX_CONNECTIONS_PER_IP,
+                entry,
+            )
+            .map(bounds::to_usize),
         base_dir: c
             .path
             .parent()
@@ -325,81 +418,54 @@ fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
     }
 }
 
-/// The largest line limit accepted: a line is buffered whole, so this bounds memory per client.
-const MAX_LINE_LIMIT: u64 = 16 * 1024 * 1024;
-
-fn line_limit(
-    value: Option<&Spanned<u64>>,
+/// The limits of a port or of `[host]`: what the entry says, else `inherited`.
+fn limits(
+    max_line_bytes: Option<&Spanned<toml::Value>>,
+    idle_timeout_secs: Option<&Spanned<toml::Value>>,
+    inherited: Limits,
     entry: Option<&str>,
     c: &mut Collector<'_>,
-) -> Option<usize> {
-    let value = value?;
-    if (1..=MAX_LINE_LIMIT).contains(value.get_ref()) {
-        Some(*value.get_ref() as usize)
-    } else {
-        c.push(
-            value.span(),
-            entry,
-            format!(
-                "max_line_bytes must be between 1 and {MAX_LINE_LIMIT}, not {}",
-                value.get_ref()
-            ),
-        );
-        None
+) -> Limits {
+    Limits {
+        max_line_bytes: c
+            .number(max_line_bytes, &bounds::MAX_LINE_BYTES, entry)
+            .map_or(inherited.max_line_bytes, bounds::to_usize),
+        // `0` turns the idle timeout off.
+        idle_timeout: c
+            .number(idle_timeout_secs, &bounds::IDLE_TIMEOUT_SECS, entry)
+            .map_or(inherited.idle_timeout, |secs| {
+                (secs > 0).then(|| Duration::from_secs(secs))
+            }),
     }
 }
 
-fn positive(
-    value: Option<&Spanned<u64>>,
-    key: &str,
-    entry: Option<&str>,
-    c: &mut Collector<'_>,
-) -> Option<usize> {
-    let value = value?;
-    if *value.get_ref() >= 1 {
-        Some(*value.get_ref() as usize)
-    } else {
-        c.push(value.span(), entry, format!("{key} must be at least 1"));
-        None
+/// The port number of a `[ports.N]` key.
+fn port_number(key: &Spanned<std::borrow::Cow<'_, str>>, c: &mut Collector<'_>) -> Option<u16> {
+    match key.get_ref().parse::<u16>() {
+        Ok(port) if port >= 1 => Some(port),
+        _ => {
+            c.push(
+                key.span(),
+                Some(&format!("[ports.{}]", key.get_ref())),
+                format!(
+                    "port {:?} is not a number between 1 and 65535",
+                    key.get_ref()
+                ),
+            );
+            None
+        }
     }
-}
-
-/// `0` turns the idle timeout off.
-fn idle_timeout(secs: u64) -> Option<Duration> {
-    (secs > 0).then(|| Duration::from_secs(secs))
-}
-
-fn parse_ip(value: &Spanned<String>) -> Result<IpAddr, String> {
-    value.get_ref().parse().map_err(|_| {
-        format!(
-            "bind = {:?} is not an IP address (e.g. \"127.0.0.1\", \"::1\", \"0.0.0.0\")",
-            value.get_ref()
-        )
-    })
 }
 
 fn port_plan(
     key: &Spanned<std::borrow::Cow<'_, str>>,
+    port: u16,
     value: Spanned<DeValue<'_>>,
     defaults: &Defaults,
     c: &mut Collector<'_>,
 ) -> Option<PortPlan> {
     let entry_name = format!("[ports.{}]", key.get_ref());
     let entry = Some(entry_name.as_str());
-    let port = match key.get_ref().parse::<u16>() {
-        Ok(port) if port >= 1 => port,
-        _ => {
-            c.push(
-                key.span(),
-                entry,
-                format!(
-                    "port {:?} is not a number between 1 and 65535",
-                    key.get_ref()
-                ),
-            );
-            return None;
-        }
-    };
     let entry_span = value.span();
     let line = line_column(c.text, key.span().start).0;
     let raw = match RawPort::deserialize(ValueDeserializer::from(value)) {
@@ -411,41 +477,59 @@ fn port_plan(
     };
 
     let errors_before = c.errors.len();
-    let registration = registry::find(raw.service.get_ref())
-        .map_err(|reason| c.push(raw.service.span(), entry, reason))
-        .ok();
-    let model = raw
-        .model
-        .get_ref()
-        .parse::<Model>()
-        .map_err(|reason| c.push(raw.model.span(), entry, reason))
-        .ok();
-    let bind = raw.bind.as_ref().map_or(Ok(defaults.bind), parse_ip);
-    let bind = bind
-        .map_err(|reason| {
-            c.push(
-                raw.bind.as_ref().map_or(entry_span.clone(), Spanned::span),
-                entry,
-                reason,
-            )
-        })
-        .ok();
-    let limits = Limits {
-        max_line_bytes: line_limit(raw.max_line_bytes.as_ref(), entry, c)
-            .unwrap_or(defaults.limits.max_line_bytes),
-        idle_timeout: raw
-            .idle_timeout_secs
-            .map_or(defaults.limits.idle_timeout, idle_timeout),
-    };
-    let max_connections = positive(raw.max_connections.as_ref(), "max_connections", entry, c);
-    let max_connections_per_ip = positive(
-        raw.max_connections_per_ip.as_ref(),
-        "max_connections_per_ip",
+    let registration = c
+        .text(&raw.service, "service", "the name of a registered service", entry)
+        .and_then(|name| {
+            registry::find(name)
+                .map_err(|reason| c.push(raw.service.span(), entry, reason))
+                .ok()
+        });
+    let model = c
+        .text(&raw.model, "model", "the name of a concurrency model", entry)
+        .and_then(|name| {
+            name.parse::<Model>()
+                .map_err(|reason| c.push(raw.model.span(), entry, reason))
+                .ok()
+        });
+    let bind = c.ip(raw.bind.as_ref(), entry);
+    let limits = limits(
+        raw.max_line_bytes.as_ref(),
+        raw.idle_timeout_secs.as_ref(),
+        defaults.limits,
         entry,
         c,
-    )
-    .or(defaults.max_connections_per_ip);
-    let (registration, model, bind) = (registration?, model?, bind?);
+    );
+    let max_connections = c
+        .number(raw.max_connections.as_ref(), &bounds::MAX_CONNECTIONS, entry)
+        .map(bounds::to_usize);
+    let max_connections_per_ip = c
+        .number(
+            raw.max_connections_per_ip.as_ref(),
+            &bounds::MAX_CONNECTIONS_PER_IP,
+            entry,
+        )
+        .map(bounds::to_usize)
+        .or(defaults.max_connections_per_ip);
+    let options = match &raw.options {
+        None => Some((toml::Table::new(), entry_span.clone())),
+        Some(value) => match value.get_ref() {
+            toml::Value::Table(table) => Some((table.clone(), value.span())),
+            other => {
+                c.push(
+                    value.span(),
+                    entry,
+                    format!(
+                        "options must be a table of the service's options, e.g. \
+                         options = {{ strict = true }}, not {}",
+                        bounds::describe(other)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let (registration, model, bind, (options, options_span)) =
+        (registration?, model?, bind?, options?);
 
     let max_connections = match (model, max_connections) {
         (Model::Sequential, Some(n)) if n != 1 => {
@@ -464,15 +548,8 @@ fn port_plan(
         (model, None) => model.default_max_connections(),
     };
 
-    let (options, options_span) = match raw.options {
-        Some(options) => {
-            let span = options.span();
-            (options.into_inner(), span)
-        }
-        None => (toml::Table::new(), entry_span.clone()),
-    };
     let entry_value = PortEntry {
-        addr: SocketAddr::new(bind, port),
+        addr: SocketAddr::new(bind.unwrap_or(defaults.bind), port),
         service: registration.name.to_owned(),
         model,
         limits,
@@ -618,7 +695,10 @@ options = { strict = true }
         assert!(errs[1].contains(":4:8: [ports.99999]: port"));
         assert!(errs[2].contains(":7:8: [ports.x]: port"));
         assert!(
-            errs[3].contains(":13:19: [ports.7]: invalid type: string \"many\""),
+            errs[3].contains(
+                ":13:19: [ports.7]: max_connections must be a whole number of connections from 1 \
+                 to 1000000, not the string \"many\""
+            ),
             "{errs:#?}"
         );
         assert!(
@@ -723,7 +803,7 @@ options = { strict = true }
         fn a_mutated_config_is_accepted_or_rejected_with_lines(
             edits in prop::collection::vec(edit(), 1..4),
         ) {
-            let mut bytes = include_bytes!("../config/services.toml").to_vec();
+            let mut bytes = include_bytes!("../../config/services.toml").to_vec();
             for edit in &edits {
                 apply(&mut bytes, edit);
             }

@@ -1,0 +1,213 @@
+//! Listening sockets: bound here, or passed in already bound, by systemd's socket activation
+//! (`LISTEN_FDS`) or by a test that bound port 0. A port takes a passed socket named after its
+//! number (`FileDescriptorName=7001`) or bound to its address, and binds its own otherwise.
+
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+use crate::config::PortPlan;
+
+/// Pending connections the kernel queues per port; above `max_connections` clients wait here.
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket, bound or passed in, before it is served.
+#[derive(Debug)]
+pub struct Listening {
+    pub listener: std::net::TcpListener,
+    /// Where it came from, for the plan and for error messages.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by the host itself.
+    Bound,
+    /// Passed by systemd (or a test) as descriptor `fd`, named `name` if it had a name.
+    Passed { fd: i32, name: Option<String> },
+}
+
+impl Origin {
+    /// How the plan shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Bound => "bound".to_owned(),
+            Origin::Passed { fd, name: Some(name) } => format!("passed (fd {fd}, {name})"),
+            Origin::Passed { fd, name: None } => format!("passed (fd {fd})"),
+        }
+    }
+}
+
+/// Sockets passed in and not yet claimed by a port.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    passed: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    listener: std::net::TcpListener,
+    fd: i32,
+    name: Option<String>,
+    /// Sockets from systemd stay here when claimed (a port gets a duplicate descriptor), so
+    /// that a reload can hand them to a port again: systemd keeps them open for the host's
+    /// whole life. Sockets from tests are handed over for good.
+    keep: bool,
+    claimed: bool,
+}
+
+impl Sockets {
+    /// The sockets systemd passed (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), if any. Call
+    /// it before starting any thread: it reads and clears the environment.
+    pub fn from_systemd() -> std::io::Result<Sockets> {
+        let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+            .map(|names| names.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut sockets = Sockets::default();
+        for i in 0..fds.len() {
+            let fd = 3 + i as i32;
+            let listener = fds
+                .take_tcp_listener(i)
+                .map_err(|e| {
+                    std::io::Error::other(format!("socket passed as fd {fd} is not usable: {e}"))
+                })?
+                .ok_or_else(|| std::io::Error::other(format!("fd {fd} was passed twice")))?;
+            // systemd names sockets without FileDescriptorName= after their unit.
+            let name = names
+                .get(i)
+                .filter(|n| !n.is_empty() && !n.ends_with(".socket"))
+                .cloned();
+            sockets.passed.push(Entry {
+                listener,
+                fd,
+                name,
+                keep: true,
+                claimed: false,
+            });
+        }
+        Ok(sockets)
+    }
+
+    /// Hands over a socket a port will claim by its address (a test's port-0 listener).
+    pub fn provide(&mut self, listener: std::net::TcpListener) {
+        use std::os::fd::AsRawFd;
+        let fd = listener.as_raw_fd();
+        self.passed.push(Entry {
+            listener,
+            fd,
+            name: None,
+            keep: false,
+            claimed: false,
+        });
+    }
+
+    /// The passed socket for `port` at `addr`: named after the port, or bound to its address.
+    fn claim(&mut self, port: u16, addr: SocketAddr) -> std::io::Result<Option<Listening>> {
+        let wanted = port.to_string();
+        let Some(i) = self.passed.iter().position(|e| {
+            !e.claimed
+                && (e.name.as_deref() == Some(wanted.as_str())
+                    || e.listener.local_addr().ok() == Some(addr))
+        }) else {
+            return Ok(None);
+        };
+        let entry = &mut self.passed[i];
+        let origin = Origin::Passed {
+            fd: entry.fd,
+            name: entry.name.clone(),
+        };
+        let listener = if entry.keep {
+            entry.claimed = true;
+            entry.listener.try_clone()?
+        } else {
+            self.passed.remove(i).listener
+        };
+        Ok(Some(Listening { listener, origin }))
+    }
+
+    /// Makes a kept socket claimable again once its port has gone (a reload removed it).
+    pub fn release(&mut self, port: u16, addr: SocketAddr) {
+        let wanted = port.to_string();
+        if let Some(entry) = self.passed.iter_mut().find(|e| {
+            e.claimed
+                && (e.name.as_deref() == Some(wanted.as_str())
+                    || e.listener.local_addr().ok() == Some(addr))
+        }) {
+            entry.claimed = false;
+        }
+    }
+
+    /// Passed sockets no port claimed, described for an error message.
+    pub fn unclaimed(&self) -> Vec<String> {
+        self.passed
+            .iter()
+            .filter(|e| !e.claimed)
+            .map(|e| {
+                let addr = e
+                    .listener
+                    .local_addr()
+                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+                match &e.name {
+                    Some(name) => format!("fd {} ({name:?}, {addr})", e.fd),
+                    None => format!("fd {} ({addr})", e.fd),
+                }
+            })
+            .collect()
+    }
+
+    /// The socket for a port: a passed one if there is one for it, else bound now.
+    pub fn listen(&mut self, plan: &PortPlan) -> Result<Listening, BindError> {
+        let addr = plan.entry.addr;
+        match self.claim(plan.entry.port(), addr) {
+            Ok(Some(listening)) => Ok(listening),
+            Ok(None) => bind(addr)
+                .map(|listener| Listening {
+                    listener,
+                    origin: Origin::Bound,
+                })
+                .map_err(|e| BindError::new(plan, e)),
+            Err(e) => Err(BindError::new(plan, e)),
+        }
+    }
+}
+
+/// A listening socket with `SO_REUSEADDR`, so a restarted host can bind while old
+/// connections sit in TIME_WAIT.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG as i32)?;
+    Ok(socket.into())
+}
+
+/// A std listener made ready for the runtime.
+pub fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// Why a port could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {addr} for [ports.{port}] ({service}, line {line}): {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub port: u16,
+    pub service: String,
+    pub line: usize,
+    pub source: std::io::Error,
+}
+
+impl BindError {
+    pub fn new(plan: &PortPlan, source: std::io::Error) -> Self {
+        BindError {
+            addr: plan.entry.addr,
+            port: plan.entry.port(),
+            service: plan.entry.service.clone(),
+            line: plan.line,
+            source,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Serving services inside a test process, the way `porthost run` would, on loopback
+//! listeners bound to port 0: what the host's own tests use, and what a service author's tests
+//! can use (the `uppercase` example's do). Enabled by the `testing` feature.
+//!
+//! ```ignore
+//! let host = TestHost::start("", &[entry("palindrome-v3", "thread-per-client", "")]);
+//! // talk to host.addr(0) ...
+//! ```
+//!
+//! A test binary that serves `process-per-client` ports must contain
+//! [`forker_entry_point!`](crate::forker_entry_point): the host starts that binary again as its
+//! fork server, so that the children run the services this binary registers.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::runtime::Runtime;
+
+use crate::config::Config;
+use crate::models::process_per_client::{ForkerCommand, fork_server};
+use crate::sockets::Sockets;
+use crate::supervisor::Supervisor;
+
+/// Set in the environment of a test binary started as a fork server.
+const FORKER_ENV: &str = "PORTHOST_TEST_FORKER";
+
+/// The name of the test that [`forker_entry_point!`](crate::forker_entry_point) defines.
+const FORKER_TEST: &str = "forker_entry_point";
+
+/// Defines the (ignored) test through which the host starts this test binary as its fork
+/// server. Put it once at the top level of the test crate.
+#[macro_export]
+macro_rules! forker_entry_point {
+    () => {
+        /// Not a test: the host under test starts this binary again, running only this, as its
+        /// process-per-client fork server (see `porthost::testing`).
+        #[test]
+        #[ignore = "the fork server's entry point, started by the host under test"]
+        fn forker_entry_point() {
+            $crate::testing::run_forker_if_asked();
+        }
+    };
+}
+
+/// Runs the fork server and exits, when this process was started as one; returns otherwise.
+pub fn run_forker_if_asked() {
+    if std::env::var_os(FORKER_ENV).is_none() {
+        return;
+    }
+    crate::logging::init();
+    let code = match fork_server::main() {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("the fork server failed: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The fork server a host in this test binary uses: this binary, running only
+/// `forker_entry_point`, logging to `log`.
+pub fn forker_command(log: &Path) -> ForkerCommand {
+    ForkerCommand {
+        program: std::env::current_exe().expect("the test binary's path"),
+        args: [FORKER_TEST, "--exact", "--ignored", "--nocapture", "-q"]
+            .map(Into::into)
+            .to_vec(),
+        env: vec![(FORKER_ENV.into(), "1".into())],
+        stderr: Some(log.to_path_buf()),
+    }
+}
+
+/// One `[ports.N]` entry: the service, the model and any extra lines.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub service: &'a str,
+    pub model: &'a str,
+    pub extra: &'a str,
+}
+
+pub fn entry<'a>(service: &'a str, model: &'a str, extra: &'a str) -> Entry<'a> {
+    Entry {
+        service,
+        model,
+        extra,
+    }
+}
+
+/// A host served in this process on its own runtime, with its log captured. Dropping it
+/// drains it.
+#[derive(Debug)]
+pub struct TestHost {
+    runtime: Option<Runtime>,
+    supervisor: Mutex<Option<Supervisor>>,
+    pub ports: Vec<u16>,
+    /// Where the config file is (relative `words_file` paths resolve here).
+    pub dir: PathBuf,
+    log: Log,
+}
+
+impl TestHost {
+    /// Serves `entries` on ports bound to 127.0.0.1:0, with `host_table` as the `[host]` lines
+    /// (`shutdown_grace_secs = 2` unless it says otherwise). Panics if the config is invalid.
+    pub fn start(host_table: &str, entries: &[Entry<'_>]) -> TestHost {
+        TestHost::try_start(host_table, entries).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`TestHost::start`], returning why the host did not start.
+    pub fn try_start(host_table: &str, entries: &[Entry<'_>]) -> Result<TestHost, String> {
+        let listeners: Vec<std::net::TcpListener> = entries
+            .iter()
+            .map(|_| crate::sockets::bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0"))
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("bound").port())
+            .collect();
+        let grace = if host_table.contains("shutdown_grace_secs") {
+            ""
+        } else {
+            "shutdown_grace_secs = 2\n"
+        };
+        let mut text = format!("[host]\n{grace}{host_table}\n");
+        for (port, e) in ports.iter().zip(entries) {
+            text.push_str(&port_entry(*port, e));
+        }
+        let dir = scratch_dir();
+        let path = dir.join("services.toml");
+        std::fs::write(&path, &text).expect("write the config");
+        let config = Config::parse(&text, &path).map_err(|e| e.to_string())?;
+        let log = Log::default();
+        let runtime = runtime(&log);
+        let mut sockets = Sockets::default();
+        for listener in listeners {
+            sockets.provide(listener);
+        }
+        let forker = forker_command(&dir.join("forker.log"));
+        let supervisor = runtime
+            .block_on(Supervisor::start(config, sockets, forker))
+            .map_err(|e| e.to_string())?;
+        Ok(TestHost {
+            runtime: Some(runtime),
+            supervisor: Mutex::new(Some(supervisor)),
+            ports,
+            dir,
+            log,
+        })
+    }
+
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
+    }
+
+    /// Everything the host and its fork server logged so far.
+    pub fn log(&self) -> String {
+        let forker = std::fs::read_to_string(self.dir.join("forker.log")).unwrap_or_default();
+        self.log.text() + &forker
+    }
+
+    /// Reloads the host with new config text, as SIGHUP does; `provide` are listeners (bound
+    /// to port 0) for ports the new config adds. An invalid config is logged and changes
+    /// nothing, as in the real host.
+    pub fn reload(&self, text: &str, provide: Vec<std::net::TcpListener>) {
+        let path = self.dir.join("services.toml");
+        std::fs::write(&path, text).expect("write the config");
+        let mut supervisor = self.supervisor();
+        let supervisor = supervisor.as_mut().expect("not drained");
+        for listener in provide {
+            supervisor.provide(listener);
+        }
+        let _log = tracing::dispatcher::set_default(&self.log.dispatch);
+        match Config::load(&path) {
+            Ok(config) => self.runtime().block_on(supervisor.reload(config)),
+            Err(e) => tracing::error!(
+                "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// The pid of the fork server, once a process-per-client connection has started it.
+    pub fn forker(&self) -> Option<u32> {
+        let supervisor = self.supervisor();
+        self.runtime()
+            .block_on(supervisor.as_ref()?.forker_pid())
+    }
+
+    /// Drains the host as SIGTERM does; returns when it has.
+    pub fn drain(&self) {
+        if let Some(supervisor) = self.supervisor().take() {
+            self.runtime().block_on(supervisor.drain());
+        }
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("present until drop")
+    }
+
+    fn supervisor(&self) -> MutexGuard<'_, Option<Supervisor>> {
+        self.supervisor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.drain();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `[ports.N]` table.
+pub fn port_entry(port: u16, e: &Entry<'_>) -> String {
+    format!(
+        "[ports.{port}]\nservice = \"{}\"\nmodel = \"{}\"\n{}\n",
+        e.service, e.model, e.extra
+    )
+}
+
+/// A fresh directory for one host's config and fork-server log.
+fn scratch_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "porthost-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// A runtime whose threads log to `log`, and with panics logged (the test's own panics still
+/// reach the test harness: the hook only adds a log line).
+fn runtime(log: &Log) -> Runtime {
+    crate::logging::install_test_panic_hook();
+    let dispatch = log.dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&dispatch);
+            THREAD_LOG.with(|slot| *slot.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| THREAD_LOG.with(|slot| slot.borrow_mut().take()).map_or((), drop))
+        .build()
+        .expect("a runtime")
+}
+
+thread_local! {
+    /// Keeps a runtime thread's log dispatcher in place for the thread's life.
+    static THREAD_LOG: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A captured log: a `tracing` dispatcher writing into memory.
+#[derive(Clone)]
+struct Log {
+    text: Arc<Mutex<Vec<u8>>>,
+    dispatch: tracing::Dispatch,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").finish_non_exhaustive()
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let writer = Buffer(text.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        Log {
+            text,
+            dispatch: tracing::Dispatch::new(subscriber),
+        }
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_owned()
+    }
+}
+
+#[derive(Clone)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
