@@ -87,7 +87,12 @@ mod tests {
     /// model, the way the `porthost` binary would, and talks to it over TCP.
     #[test]
     fn serves_under_every_model() {
-        let models = ["sequential", "thread-per-client", "process-per-client", "async"];
+        let models = [
+            "sequential",
+            "thread-per-client",
+            "process-per-client",
+            "async",
+        ];
         let entries: Vec<_> = models
             .iter()
             .map(|m| entry("uppercase", m, "options = { prefix = \"> \" }"))

@@ -83,7 +83,9 @@ pub fn log_end(end: &End) {
         End::Failed(e) => debug!("connection ended: {e}"),
         End::Closed => debug!("closed by the host"),
         // The panic hook has logged the message and where it happened.
-        End::Panicked => error!("the service panicked; this connection is closed, the port goes on"),
+        End::Panicked => {
+            error!("the service panicked; this connection is closed, the port goes on")
+        }
     }
 }
 

@@ -33,7 +33,10 @@ impl Origin {
     pub fn describe(&self) -> String {
         match self {
             Origin::Bound => "bound".to_owned(),
-            Origin::Passed { fd, name: Some(name) } => format!("passed (fd {fd}, {name})"),
+            Origin::Passed {
+                fd,
+                name: Some(name),
+            } => format!("passed (fd {fd}, {name})"),
             Origin::Passed { fd, name: None } => format!("passed (fd {fd})"),
         }
     }

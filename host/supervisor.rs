@@ -322,9 +322,10 @@ fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
 pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
-        Err(payload) => payload
-            .downcast::<&'static str>()
-            .map_or_else(|_| "a panic without a message".to_owned(), |s| (*s).to_owned()),
+        Err(payload) => payload.downcast::<&'static str>().map_or_else(
+            |_| "a panic without a message".to_owned(),
+            |s| (*s).to_owned(),
+        ),
     }
 }
 

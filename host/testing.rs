@@ -2,7 +2,7 @@
 //! listeners bound to port 0: what the host's own tests use, and what a service author's tests
 //! can use (the `uppercase` example's do). Enabled by the `testing` feature.
 //!
-//! ```ignore
+//! ```text
 //! let host = TestHost::start("", &[entry("palindrome-v3", "thread-per-client", "")]);
 //! // talk to host.addr(0) ...
 //! ```
@@ -184,8 +184,7 @@ impl TestHost {
     /// The pid of the fork server, once a process-per-client connection has started it.
     pub fn forker(&self) -> Option<u32> {
         let supervisor = self.supervisor();
-        self.runtime()
-            .block_on(supervisor.as_ref()?.forker_pid())
+        self.runtime().block_on(supervisor.as_ref()?.forker_pid())
     }
 
     /// Drains the host as SIGTERM does; returns when it has.
@@ -200,7 +199,9 @@ impl TestHost {
     }
 
     fn supervisor(&self) -> MutexGuard<'_, Option<Supervisor>> {
-        self.supervisor.lock().unwrap_or_else(PoisonError::into_inner)
+        self.supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -247,7 +248,11 @@ fn runtime(log: &Log) -> Runtime {
             let guard = tracing::dispatcher::set_default(&dispatch);
             THREAD_LOG.with(|slot| *slot.borrow_mut() = Some(guard));
         })
-        .on_thread_stop(|| THREAD_LOG.with(|slot| slot.borrow_mut().take()).map_or((), drop))
+        .on_thread_stop(|| {
+            THREAD_LOG
+                .with(|slot| slot.borrow_mut().take())
+                .map_or((), drop)
+        })
         .build()
         .expect("a runtime")
 }

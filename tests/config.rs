@@ -181,7 +181,7 @@ fn a_port_in_use_fails_the_start_naming_port_and_service() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     // The other port's socket is passed in, as systemd does: it is claimed, not bound.
-    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed = porthost::sockets::bind(([127, 0, 0, 1], 0).into()).unwrap();
     let passed_port = passed.local_addr().unwrap().port();
     let file = config_file(&format!(
         "[ports.{passed_port}]\nservice = \"palindrome-v1\"\nmodel = \"async\"\n\n\

@@ -12,8 +12,8 @@ use std::time::Duration;
 use porthost::services::palindrome::verdict;
 
 use crate::util::{
-    Client, HostProcess, PATIENCE, TestHost, children_of, combos, entry, eventually, fds,
-    threads, zombies_of,
+    Client, HostProcess, PATIENCE, TestHost, children_of, combos, entry, eventually, fds, threads,
+    zombies_of,
 };
 
 /// One host serving every palindrome version under every model, shared by a test's threads.

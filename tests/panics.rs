@@ -42,10 +42,7 @@ inventory::submit! {
 
 #[test]
 fn a_panicking_connection_closes_and_the_port_goes_on_under_every_model() {
-    let entries: Vec<_> = MODELS
-        .iter()
-        .map(|m| entry("test-panics", m, ""))
-        .collect();
+    let entries: Vec<_> = MODELS.iter().map(|m| entry("test-panics", m, "")).collect();
     let host = TestHost::start("", &entries);
     for (i, model) in MODELS.iter().enumerate() {
         // Connected before the panic, on the models that serve more than one client at once.
@@ -59,7 +56,10 @@ fn a_panicking_connection_closes_and_the_port_goes_on_under_every_model() {
             assert_eq!(victim.ask("hello"), "ok", "{model}");
         }
         victim.send(b"panic\n");
-        assert!(victim.is_closed(), "{model}: the panicking connection is closed");
+        assert!(
+            victim.is_closed(),
+            "{model}: the panicking connection is closed"
+        );
         if let Some(client) = &mut bystander {
             assert_eq!(client.ask("still there?"), "ok", "{model}: the bystander");
         }

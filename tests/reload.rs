@@ -39,7 +39,7 @@ fn ports_are_added_removed_changed_or_left_alone() {
         ],
     );
     let (kept, changed, removed) = (host.ports[0], host.ports[1], host.ports[2]);
-    let added_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let added_socket = porthost::sockets::bind(([127, 0, 0, 1], 0).into()).unwrap();
     let added = added_socket.local_addr().unwrap().port();
     let mut on_kept = Client::connect(host.addr(0));
     let mut on_changed = Client::connect(host.addr(1));
@@ -114,10 +114,7 @@ fn a_port_whose_address_changes_is_rebound() {
     let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
     let port = host.ports[0];
     host.reload(
-        &port_entry(
-            port,
-            &entry("palindrome-v3", "async", "bind = \"0.0.0.0\""),
-        ),
+        &port_entry(port, &entry("palindrome-v3", "async", "bind = \"0.0.0.0\"")),
         Vec::new(),
     );
     assert!(

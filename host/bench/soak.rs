@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use porthost::config::{Config, PortEntry};
 use porthost::config::Model;
+use porthost::config::{Config, PortEntry};
 use porthost::procfs;
 
 use crate::load;

@@ -203,7 +203,10 @@ impl Collector<'_> {
                 self.push(
                     value.span(),
                     entry,
-                    format!("{key} must be a string, {what}, not {}", bounds::describe(other)),
+                    format!(
+                        "{key} must be a string, {what}, not {}",
+                        bounds::describe(other)
+                    ),
                 );
                 None
             }
@@ -478,14 +481,24 @@ fn port_plan(
 
     let errors_before = c.errors.len();
     let registration = c
-        .text(&raw.service, "service", "the name of a registered service", entry)
+        .text(
+            &raw.service,
+            "service",
+            "the name of a registered service",
+            entry,
+        )
         .and_then(|name| {
             registry::find(name)
                 .map_err(|reason| c.push(raw.service.span(), entry, reason))
                 .ok()
         });
     let model = c
-        .text(&raw.model, "model", "the name of a concurrency model", entry)
+        .text(
+            &raw.model,
+            "model",
+            "the name of a concurrency model",
+            entry,
+        )
         .and_then(|name| {
             name.parse::<Model>()
                 .map_err(|reason| c.push(raw.model.span(), entry, reason))
@@ -500,7 +513,11 @@ fn port_plan(
         c,
     );
     let max_connections = c
-        .number(raw.max_connections.as_ref(), &bounds::MAX_CONNECTIONS, entry)
+        .number(
+            raw.max_connections.as_ref(),
+            &bounds::MAX_CONNECTIONS,
+            entry,
+        )
         .map(bounds::to_usize);
     let max_connections_per_ip = c
         .number(

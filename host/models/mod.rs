@@ -62,7 +62,13 @@ pub async fn runner(
 
 /// The connection as a service sees it, and what stays with the host: the admission and the
 /// span.
-fn split(conn: Accepted) -> (porthost_services::Conn, crate::port::Admission, tracing::Span) {
+fn split(
+    conn: Accepted,
+) -> (
+    porthost_services::Conn,
+    crate::port::Admission,
+    tracing::Span,
+) {
     let limits = conn.port().plan.entry.limits;
     let Accepted {
         stream,

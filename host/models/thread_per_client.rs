@@ -71,7 +71,15 @@ impl Runner for ThreadPerClient {
             return;
         };
         let port = conn.port().clone();
-        let (Conn { stream, peer, limits }, admission, span) = super::split(conn);
+        let (
+            Conn {
+                stream,
+                peer,
+                limits,
+            },
+            admission,
+            span,
+        ) = super::split(conn);
         // Leave the host's reactor: the connection's own runtime will register it again.
         let stream = match stream.into_std() {
             Ok(stream) => stream,

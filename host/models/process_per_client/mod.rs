@@ -199,7 +199,9 @@ impl ForkerHandle {
         let mut state = self.state.lock().await;
         state.ports.insert(port_id, spec.clone());
         if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
-            running.send(&ToForker::Port { port_id, spec }, None).await?;
+            running
+                .send(&ToForker::Port { port_id, spec }, None)
+                .await?;
         }
         Ok(port_id)
     }
@@ -277,7 +279,9 @@ impl ForkerHandle {
 
 /// A poisoned lock only means a panic elsewhere; the table it guards is still sound.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ForkerProcess {
