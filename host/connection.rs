@@ -94,29 +94,3 @@ pub async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(refusal.reply())).await;
     close_gracefully(&mut stream).await;
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panic_in_a_poll_is_caught_and_the_future_dropped() {
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for Flag {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Flag(dropped.clone());
-        let result = catch_unwind(async move {
-            let _flag = flag;
-            tokio::task::yield_now().await;
-            panic!("in the second poll");
-        })
-        .await;
-        assert!(result.is_err());
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(catch_unwind(async { 7 }).await.unwrap(), 7);
-    }
-}

@@ -14,6 +14,7 @@ mod config;
 mod faults;
 mod limits;
 mod models;
+mod numbers;
 mod palindrome;
 mod panics;
 mod reload;

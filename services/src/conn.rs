@@ -130,3 +130,31 @@ pub async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_panic_in_a_poll_is_caught_and_the_future_dropped() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let result = catch_unwind(async move {
+            let _flag = flag;
+            tokio::task::yield_now().await;
+            panic!("in the second poll");
+        })
+        .await;
+        assert!(result.is_err());
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(catch_unwind(async { 7 }).await.unwrap(), 7);
+    }
+}
