@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
-use porthost::services::{Conn, Options, Registration, Service};
+use porthost::services::{Options, Registration, Service};
 use serde::Deserialize;
 
 /// The service's options, from `options = { ... }` in the port's entry.
@@ -34,7 +34,7 @@ struct Handler {
 impl LineService for Uppercase {
     type Handler = Handler;
 
-    fn connect(&self, _conn: &Conn) -> Handler {
+    fn connect(&self, _peer: std::net::SocketAddr) -> Handler {
         Handler {
             prefix: self.prefix.clone(),
         }

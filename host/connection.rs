@@ -1,19 +1,21 @@
 //! One accepted client on its way to its service, and the one place a service is called.
 //!
-//! Every model ends up in [`serve`] (a process-per-client child too), so this is where a
-//! connection's end is logged, where the host's "close now" reaches it, and where a panic in
-//! service code is caught: it ends that connection and nothing else.
+//! Every model ends up here: `async` in [`serve`], the others in [`serve_blocking`], on the
+//! thread or in the process that owns the connection. This is where a connection's end is
+//! logged, where the host's "close now" reaches it, and where a panic in service code is
+//! caught: it ends that connection and nothing else.
 
 use std::any::Any;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use porthost_services::{Conn, Service, catch_unwind, close_gracefully};
+use porthost_services::{BlockingConn, Conn, Service, catch_unwind, close_gracefully};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{Span, debug, error};
+use tracing::{Span, debug, error, warn};
 
 use crate::port::{Admission, Port, Refusal};
 
@@ -32,6 +34,42 @@ impl Accepted {
     pub fn port(&self) -> &Arc<Port> {
         self.admission.port()
     }
+
+    /// The connection as a service's async form gets it, and what stays with the host.
+    pub fn into_conn(self) -> (Conn, Admission, Span) {
+        let limits = self.port().plan.entry.limits;
+        let conn = Conn {
+            stream: self.stream,
+            peer: self.peer,
+            limits,
+        };
+        (conn, self.admission, self.span)
+    }
+
+    /// The connection as a blocking socket, for a thread or a process of its own; the port
+    /// keeps a second handle on it to wake it when it closes its connections.
+    pub fn into_blocking(self) -> std::io::Result<(BlockingConn, Admission, Span)> {
+        let limits = self.port().plan.entry.limits;
+        let Accepted {
+            stream,
+            peer,
+            admission,
+            span,
+        } = self;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        match stream.try_clone() {
+            Ok(closer) => admission.set_closer(closer),
+            // Out of descriptors: served all the same, only a drain cannot cut it short.
+            Err(e) => warn!(parent: &span, "cannot keep a handle to close the connection: {e}"),
+        }
+        let conn = BlockingConn {
+            stream,
+            peer,
+            limits,
+        };
+        Ok((conn, admission, span))
+    }
 }
 
 /// How a connection ended.
@@ -47,11 +85,17 @@ pub enum End {
     Panicked,
 }
 
-/// Runs the service on one connection to its end, or until `close` says the host is closing
-/// connections (a process-per-client child has none: the host signals it instead).
+/// Runs the service's async form on one connection to its end, or until `close` says the host
+/// is closing connections.
 pub async fn serve(service: &dyn Service, conn: Conn, close: Option<&CancellationToken>) -> End {
     debug!("connected");
-    let end = match close {
+    let end = serve_async(service, conn, close).await;
+    log_end(&end);
+    end
+}
+
+async fn serve_async(service: &dyn Service, conn: Conn, close: Option<&CancellationToken>) -> End {
+    match close {
         None => outcome(catch_unwind(service.serve(conn)).await),
         Some(close) => {
             // A token of the connection's own: the port's token would be polled on every
@@ -63,9 +107,60 @@ pub async fn serve(service: &dyn Service, conn: Conn, close: Option<&Cancellatio
                 () = close.cancelled() => End::Closed,
             }
         }
+    }
+}
+
+/// Runs the service on one connection with blocking I/O on the calling thread: its blocking
+/// form, or, for a service that has only the async form, that form on a runtime of this
+/// thread's own. The host closes such a connection by shutting its socket down.
+pub fn serve_blocking(service: &dyn Service, conn: BlockingConn) -> End {
+    debug!("connected");
+    let end = match service.blocking() {
+        Some(blocking) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| blocking.serve_blocking(conn))) {
+                Ok(result) => outcome(Ok(result)),
+                Err(panic) => outcome(Err(panic)),
+            }
+        }
+        None => serve_async_here(service, conn),
     };
     log_end(&end);
     end
+}
+
+/// The async form on a current-thread runtime built for this connection.
+fn serve_async_here(service: &dyn Service, conn: BlockingConn) -> End {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return End::Failed(e),
+    };
+    runtime.block_on(async {
+        let BlockingConn {
+            stream,
+            peer,
+            limits,
+        } = conn;
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => return End::Failed(e),
+        };
+        serve_async(
+            service,
+            Conn {
+                stream,
+                peer,
+                limits,
+            },
+            None,
+        )
+        .await
+    })
 }
 
 fn outcome(result: Result<std::io::Result<()>, Box<dyn Any + Send>>) -> End {

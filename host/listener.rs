@@ -31,12 +31,6 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
         let Some(slot) = port.slot().await else {
             return;
         };
-        if let Err(e) = runner.prepare() {
-            if !back_off(&port, &mut backoff, "preparing for a connection", &e).await {
-                return;
-            }
-            continue;
-        }
         let Some(listener) = port.listener() else {
             return;
         };
@@ -57,7 +51,7 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
             () = port.ending() => return,
         };
         drop(listener);
-        let admission = match port.admit(slot, peer.ip()) {
+        let admission = match port.admit(slot, peer) {
             Ok(admission) => admission,
             Err(refusal) => {
                 port.tracker.spawn(connection::refuse(stream, refusal));

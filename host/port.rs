@@ -3,8 +3,9 @@
 //! while it is served.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,14 +35,34 @@ pub struct Port {
     /// `max_connections` permits. The accept loop takes one before it accepts, so clients
     /// above the limit wait in the listen backlog.
     slots: Arc<Semaphore>,
-    /// Open connections per client address, for `max_connections_per_ip`.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The connections open on this port, and how many each client address has.
+    table: Mutex<Table>,
     /// Read once from the service: whether the port retires after its first client.
     single_session: bool,
     /// Makes the next turn of the accept loop panic, so that tests can check that the
     /// supervisor restarts a loop that died.
     #[cfg(test)]
     pub(crate) fail_next_accept: std::sync::atomic::AtomicBool,
+}
+
+/// What the port knows of its open connections.
+#[derive(Debug, Default)]
+struct Table {
+    open: HashMap<u64, Open>,
+    next_id: u64,
+    /// Open connections per client address, for `max_connections_per_ip`.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One connection open on the port.
+#[derive(Debug)]
+struct Open {
+    peer: SocketAddr,
+    since: Instant,
+    /// A second handle on a blocking connection's socket, for waking it when the host closes
+    /// the port's connections: `shutdown(2)` ends a read or write blocked on the socket. Async
+    /// connections are closed by their token instead, and children by a signal.
+    closer: Option<std::net::TcpStream>,
 }
 
 /// Why a client is turned away before any service code runs: the line it gets, then a close.
@@ -70,7 +91,7 @@ impl Port {
             retired: CancellationToken::new(),
             tracker: TaskTracker::new(),
             listener: Mutex::new(Some(listener)),
-            per_ip: Mutex::default(),
+            table: Mutex::default(),
             single_session,
             #[cfg(test)]
             fail_next_accept: std::sync::atomic::AtomicBool::new(false),
@@ -114,17 +135,18 @@ impl Port {
         }
     }
 
-    /// Admits a client from `ip` into the slot it was accepted in, or says why not.
+    /// Admits a client from `peer` into the slot it was accepted in, or says why not.
     pub fn admit(
         self: &Arc<Self>,
         slot: OwnedSemaphorePermit,
-        ip: IpAddr,
+        peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
+        let mut table = lock(&self.table);
+        let ip = peer.ip();
         let counted = match self.plan.entry.max_connections_per_ip {
             None => None,
             Some(limit) => {
-                let mut open = lock(&self.per_ip);
-                let count = open.entry(ip).or_default();
+                let count = table.per_ip.entry(ip).or_default();
                 if *count >= limit {
                     return Err(Refusal::TooManyFromAddress);
                 }
@@ -132,11 +154,41 @@ impl Port {
                 Some(ip)
             }
         };
+        let id = table.next_id;
+        table.next_id += 1;
+        table.open.insert(
+            id,
+            Open {
+                peer,
+                since: Instant::now(),
+                closer: None,
+            },
+        );
         Ok(Admission {
             port: self.clone(),
+            id,
             _slot: slot,
             counted,
         })
+    }
+
+    /// Wakes every blocking connection of the port for good (`shutdown(2)` on its socket), once
+    /// [`Port::close`] is cancelled: what cancelling does for async connections.
+    pub fn shut_down_open(&self) {
+        for open in lock(&self.table).open.values() {
+            if let Some(closer) = &open.closer {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// The connections open now: peer and when each was admitted.
+    pub fn open_connections(&self) -> Vec<(SocketAddr, Instant)> {
+        lock(&self.table)
+            .open
+            .values()
+            .map(|o| (o.peer, o.since))
+            .collect()
     }
 }
 
@@ -151,6 +203,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Admission {
     port: Arc<Port>,
+    /// The connection's entry in the port's table.
+    id: u64,
     _slot: OwnedSemaphorePermit,
     /// The address counted against `max_connections_per_ip`, if there is a limit.
     counted: Option<IpAddr>,
@@ -160,16 +214,31 @@ impl Admission {
     pub fn port(&self) -> &Arc<Port> {
         &self.port
     }
+
+    /// Keeps a second handle on a blocking connection's socket, so that closing the port's
+    /// connections can wake it; closes it at once if that has already happened.
+    pub fn set_closer(&self, closer: std::net::TcpStream) {
+        let mut table = lock(&self.port.table);
+        if self.port.close.is_cancelled() {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(open) = table.open.get_mut(&self.id) {
+            open.closer = Some(closer);
+        }
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(ip) = self.counted {
-            let mut open = lock(&self.port.per_ip);
-            if let Some(count) = open.get_mut(&ip) {
+        {
+            let mut table = lock(&self.port.table);
+            table.open.remove(&self.id);
+            if let Some(ip) = self.counted
+                && let Some(count) = table.per_ip.get_mut(&ip)
+            {
                 *count -= 1;
                 if *count == 0 {
-                    open.remove(&ip);
+                    table.per_ip.remove(&ip);
                 }
             }
         }
@@ -207,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn per_address_counts_are_given_back_on_drop() {
         let port = port("max_connections = 10\nmax_connections_per_ip = 2").await;
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let admit = |ip| {
             let port = port.clone();
             async move {
@@ -218,11 +287,13 @@ mod tests {
         let a = admit(ip).await.unwrap();
         let b = admit(ip).await.unwrap();
         assert_eq!(admit(ip).await.unwrap_err(), Refusal::TooManyFromAddress);
-        let other = admit("127.0.0.2".parse().unwrap()).await.unwrap();
+        let other = admit("127.0.0.2:1000".parse().unwrap()).await.unwrap();
+        assert_eq!(port.open_connections().len(), 3);
         drop(a);
         let c = admit(ip).await.unwrap();
         drop((b, c, other));
-        assert!(lock(&port.per_ip).is_empty());
+        assert!(lock(&port.table).per_ip.is_empty());
+        assert!(port.open_connections().is_empty());
         assert_eq!(port.slots.available_permits(), 10);
     }
 
@@ -230,8 +301,8 @@ mod tests {
     async fn without_a_limit_nothing_is_counted() {
         let port = port("").await;
         let slot = port.slot().await.unwrap();
-        let admission = port.admit(slot, "::1".parse().unwrap()).unwrap();
-        assert!(lock(&port.per_ip).is_empty());
+        let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
+        assert!(lock(&port.table).per_ip.is_empty());
         drop(admission);
     }
 
@@ -239,7 +310,7 @@ mod tests {
     async fn a_single_session_port_retires_when_its_first_admission_drops() {
         let port = port("options = { once = true }").await;
         let slot = port.slot().await.unwrap();
-        let admission = port.admit(slot, "::1".parse().unwrap()).unwrap();
+        let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
         assert!(!port.is_ending());
         drop(admission);
         assert!(port.is_ending());

@@ -375,6 +375,7 @@ async fn drain_ports(ports: &[Arc<Port>], grace: Duration) {
     info!("grace period of {grace:?} is over; closing the connections still open");
     for port in ports {
         port.close.cancel();
+        port.shut_down_open();
     }
     let _ = tokio::time::timeout(CLOSE_TIME, all_done()).await;
 }

@@ -138,9 +138,11 @@ impl TestHost {
             sockets.provide(listener);
         }
         let forker = forker_command(&dir.join("forker.log"));
-        let supervisor = runtime
-            .block_on(Supervisor::start(config, sockets, forker))
-            .map_err(|e| e.to_string())?;
+        // Threads the host starts (a sequential port's) log where the thread starting them does.
+        let supervisor = tracing::dispatcher::with_default(&log.dispatch, || {
+            runtime.block_on(Supervisor::start(config, sockets, forker))
+        })
+        .map_err(|e| e.to_string())?;
         Ok(TestHost {
             runtime: Some(runtime),
             supervisor: Mutex::new(Some(supervisor)),
@@ -173,7 +175,12 @@ impl TestHost {
         }
         let _log = tracing::dispatcher::set_default(&self.log.dispatch);
         match Config::load(&path) {
-            Ok(config) => self.runtime().block_on(supervisor.reload(config)),
+            Ok(config) => {
+                let runtime = self.runtime();
+                tracing::dispatcher::with_default(&self.log.dispatch, || {
+                    runtime.block_on(supervisor.reload(config))
+                });
+            }
             Err(e) => tracing::error!(
                 "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
                 path.display()
@@ -190,7 +197,10 @@ impl TestHost {
     /// Drains the host as SIGTERM does; returns when it has.
     pub fn drain(&self) {
         if let Some(supervisor) = self.supervisor().take() {
-            self.runtime().block_on(supervisor.drain());
+            let runtime = self.runtime();
+            tracing::dispatcher::with_default(&self.log.dispatch, || {
+                runtime.block_on(supervisor.drain())
+            });
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
-use porthost::services::{Conn, Options, Registration, Service};
+use porthost::services::{Options, Registration, Service};
 
 use crate::util::{Client, MODELS, TestHost, entry, eventually};
 
@@ -19,7 +19,7 @@ struct Handler;
 impl LineService for Panicky {
     type Handler = Handler;
 
-    fn connect(&self, _conn: &Conn) -> Handler {
+    fn connect(&self, _peer: std::net::SocketAddr) -> Handler {
         Handler
     }
 }

@@ -15,7 +15,7 @@ pub struct AsyncTasks;
 impl Runner for AsyncTasks {
     async fn dispatch(&self, conn: Accepted) {
         let port = conn.port().clone();
-        let (conn, admission, span) = super::split(conn);
+        let (conn, admission, span) = conn.into_conn();
         port.tracker.clone().spawn(
             async move {
                 connection::serve(&*port.plan.service, conn, Some(&port.close)).await;

@@ -1,6 +1,12 @@
-//! What a service is handed for each client: the connection and the port's limits.
+//! What a service is handed for each client: the connection and the port's limits, in the two
+//! forms a service can be written in. [`Conn`] is a tokio socket for the async form;
+//! [`BlockingConn`] is a `std::net` socket for the blocking form, which the models that give a
+//! connection a thread or a process of its own run, like the lecture's `socketserver` servers.
+//! Each has its helpers here, side by side: a deadline on reads, a bounded write, a graceful
+//! close.
 
 use std::any::Any;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -11,10 +17,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
-/// One accepted client.
+/// One accepted client, for a service's async form.
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub limits: Limits,
+}
+
+/// One accepted client, for a service's blocking form: a blocking `std::net` socket whose
+/// writes already give up after the idle timeout (`SO_SNDTIMEO`), so a client that stopped
+/// reading cannot pin the connection for ever.
+#[derive(Debug)]
+pub struct BlockingConn {
+    pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub limits: Limits,
 }
@@ -45,6 +61,12 @@ impl Limits {
     pub fn deadline(&self) -> Option<Instant> {
         self.idle_timeout
             .and_then(|idle| Instant::now().checked_add(idle))
+    }
+
+    /// [`Limits::deadline`] for blocking code, which keeps time with `std`.
+    pub fn blocking_deadline(&self) -> Option<std::time::Instant> {
+        self.idle_timeout
+            .and_then(|idle| std::time::Instant::now().checked_add(idle))
     }
 
     /// The reply to a line longer than [`Limits::max_line_bytes`].
@@ -129,6 +151,130 @@ pub async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any
         }
     })
     .await
+}
+
+/// Reads from a blocking socket, each read waiting at most until a deadline.
+///
+/// The deadline is the socket's `SO_RCVTIMEO`, changed only when it must be: a session that
+/// reads a whole line per read, the usual case, sets it once, so a request costs a `read(2)`
+/// and a `write(2)` and nothing else. A read that reaches the deadline is a
+/// [`std::io::ErrorKind::TimedOut`] error.
+#[derive(Debug)]
+pub struct DeadlineReader<'a> {
+    stream: &'a std::net::TcpStream,
+    deadline: Option<std::time::Instant>,
+    /// The `SO_RCVTIMEO` now set; `None` waits for ever.
+    timeout: Option<Duration>,
+}
+
+/// How much later than its deadline a read may give up, rather than changing the socket's
+/// timeout for every read: the deadline of a fresh line is a few microseconds short of the
+/// timeout already set for the line before.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+
+impl<'a> DeadlineReader<'a> {
+    /// A reader of `stream`, whose read timeout it now owns.
+    pub fn new(stream: &'a std::net::TcpStream) -> Self {
+        DeadlineReader {
+            stream,
+            deadline: None,
+            timeout: stream.read_timeout().unwrap_or(None),
+        }
+    }
+
+    /// Reads from now on give up at `deadline`; `None` waits for ever.
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+    }
+
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    /// Sets `SO_RCVTIMEO` for a read that must end at the deadline, unless what is set already
+    /// ends it within [`DEADLINE_SLACK`] after it.
+    fn arm(&mut self) -> std::io::Result<()> {
+        let wanted = match self.deadline {
+            None => None,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                Some(left)
+            }
+        };
+        let fits = match (self.timeout, wanted) {
+            (None, None) => true,
+            (Some(set), Some(left)) => set >= left && set - left <= DEADLINE_SLACK,
+            _ => false,
+        };
+        if !fits {
+            self.stream.set_read_timeout(wanted)?;
+            self.timeout = wanted;
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            self.arm()?;
+            let mut stream = self.stream;
+            match stream.read(buf) {
+                // The socket timeout fired: at the deadline, or a little early after slack.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if self
+                        .deadline
+                        .is_some_and(|d| std::time::Instant::now() >= d)
+                    {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Gets a blocking connection ready to serve: replies give up after the idle timeout.
+pub fn prepare_blocking(conn: &BlockingConn) -> std::io::Result<()> {
+    conn.stream.set_nonblocking(false)?;
+    conn.stream.set_write_timeout(conn.limits.idle_timeout)
+}
+
+/// Writes `bytes` in one `write(2)` when it fits in the socket buffer, as it almost always
+/// does. A write that times out (`SO_SNDTIMEO`, the idle timeout) is an error.
+pub fn write_reply_blocking(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stream = stream;
+    stream.write_all(bytes).map_err(|e| {
+        if e.kind() == ErrorKind::WouldBlock {
+            ErrorKind::TimedOut.into()
+        } else {
+            e
+        }
+    })
+}
+
+/// [`close_gracefully`] for a blocking socket: FIN, then discard input until the client
+/// closes too, for at most [`LINGER`], so that replies already written are not reset away.
+pub fn close_gracefully_blocking(stream: &std::net::TcpStream) {
+    use std::io::Read;
+    if stream.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut reader = DeadlineReader::new(stream);
+    reader.set_deadline(Some(deadline));
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = reader.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The contract between the host and a service: the [`Service`] trait, what a service
-//! [`Needs`] from the host, and the [`Registration`] that puts it in the registry.
+//! The contract between the host and a service: the [`Service`] trait (and its blocking form,
+//! [`BlockingService`]), what a service [`Needs`] from the host, and the [`Registration`] that
+//! puts it in the registry.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,18 +8,29 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use crate::Conn;
+use crate::{BlockingConn, Conn};
 
 /// One service instance serves every connection of the port it was built for.
 ///
-/// The host decides *who* runs [`Service::serve`] (the accept loop itself, a thread, a child
-/// process or a tokio task); the service only sees one connection at a time and must not
+/// The host decides *who* serves a connection (the port's one thread, a thread of its own, a
+/// child process or a tokio task); the service only sees one connection at a time and must not
 /// assume anything about the others. That is what lets one service run under all four models.
+///
+/// A service comes in up to two forms. [`Service::serve`], the async form, is required: the
+/// `async` model runs it, and every model can. [`Service::blocking`] is the same protocol
+/// written with blocking I/O: `sequential`, `thread-per-client` and `process-per-client` run
+/// it when it is there, like the lecture's `socketserver` servers, and otherwise run the async
+/// form on a small runtime of the connection's own.
 #[async_trait]
 pub trait Service: Send + Sync + 'static {
     /// Serves one connection until the client leaves, the service ends the session, or a
     /// limit in `conn.limits` is hit. An error ends only this connection.
     async fn serve(&self, conn: Conn) -> std::io::Result<()>;
+
+    /// The blocking form of this service, if it has one.
+    fn blocking(&self) -> Option<&dyn BlockingService> {
+        None
+    }
 
     /// What this instance, as configured by its options, needs from the host. The host rejects
     /// models that cannot give it, before binding any port.
@@ -31,6 +43,14 @@ pub trait Service: Send + Sync + 'static {
     fn single_session(&self) -> bool {
         false
     }
+}
+
+/// A service written with blocking I/O: it serves one connection on the calling thread, which
+/// is the connection's own (or the sequential port's), with plain `read(2)` and `write(2)`.
+pub trait BlockingService: Send + Sync {
+    /// Serves one connection, like [`Service::serve`]. Reads must honour the idle timeout
+    /// (see [`crate::DeadlineReader`]); writes already time out after it.
+    fn serve_blocking(&self, conn: BlockingConn) -> std::io::Result<()>;
 }
 
 /// Requirements a service places on the concurrency model that runs it.

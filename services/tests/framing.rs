@@ -1,13 +1,14 @@
 //! Property tests of line framing: any byte stream, cut into any pieces, is framed and answered
-//! exactly as when it arrives whole, by the [`LineReader`] itself and by each palindrome
-//! version over a real TCP connection (where the three must also agree: one protocol).
+//! exactly as when it arrives whole, by the line readers themselves (async and blocking) and by
+//! each palindrome version over a real TCP connection, in both its forms (where the three
+//! versions and the two forms must all agree: one protocol).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use porthost_services::lines::{Frame, LineReader};
-use porthost_services::{Conn, Limits, Options};
+use porthost_services::lines::{BlockingLineReader, Frame, LineReader};
+use porthost_services::{BlockingConn, Conn, Limits, Options};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -133,6 +134,81 @@ async fn frames<R: AsyncRead + Unpin>(mut reader: LineReader<R>) -> Frames {
     }
 }
 
+/// Every frame the blocking reader finds in the pieces, sent one write each over loopback TCP.
+fn blocking_frames(max: usize, pieces: Vec<Vec<u8>>) -> Frames {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nodelay(true).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for piece in pieces {
+            // The reader may have stopped at a line too long: what it left unread is not ours.
+            if client.write_all(&piece).is_err() {
+                return;
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        // Stay until the reader is done, so closing cannot reset what it has not read.
+        let _ = std::io::copy(&mut client, &mut std::io::sink());
+    });
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = BlockingLineReader::new(&stream, limits(max));
+    let mut out = Vec::new();
+    loop {
+        match reader.next_line().unwrap() {
+            Frame::Line(line) => out.push(Ok(line.to_vec())),
+            Frame::TooLong => {
+                out.push(Err("too long"));
+                break;
+            }
+            Frame::Idle => unreachable!("no idle timeout"),
+            Frame::Eof => break,
+        }
+    }
+    drop(stream);
+    writer.join().unwrap();
+    out
+}
+
+/// [`exchange`] with the service's blocking form, served on a thread of its own.
+fn exchange_blocking(service: &str, max: usize, pieces: &[Vec<u8>]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let registration = porthost_services::find(service).unwrap();
+    let service = (registration.build)(&Options::default()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, peer) = listener.accept().unwrap();
+        let blocking = service
+            .blocking()
+            .expect("every palindrome has a blocking form");
+        let conn = BlockingConn {
+            stream,
+            peer,
+            limits: limits(max),
+        };
+        // An I/O error ends only this connection; what the client received is what counts.
+        let _ = blocking.serve_blocking(conn);
+    });
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_nodelay(true).unwrap();
+    let mut read_half = client.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut replies = Vec::new();
+        let _ = read_half.read_to_end(&mut replies);
+        replies
+    });
+    for piece in pieces {
+        if client.write_all(piece).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let replies = reader.join().unwrap();
+    server.join().unwrap();
+    replies
+}
+
 /// Serves one connection with `service`, sends it the pieces one write each (the server gets a
 /// turn after each), half-closes, and returns all the server sent until it closed.
 async fn exchange(service: &str, max: usize, pieces: &[Vec<u8>]) -> Vec<u8> {
@@ -181,7 +257,18 @@ proptest! {
 }
 
 proptest! {
-    // Each case is six TCP sessions; a modest count keeps the suite fast.
+    // Each case is a TCP session.
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_blocking_line_reader_frames_like_the_async_one((max, input, cuts) in case()) {
+        let blocking = blocking_frames(max, pieces(&input, cuts));
+        prop_assert_eq!(blocking, expected_frames(&input, max));
+    }
+}
+
+proptest! {
+    // Each case is nine TCP sessions; a modest count keeps the suite fast.
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
@@ -201,6 +288,15 @@ proptest! {
                 String::from_utf8_lossy(cut),
                 String::from_utf8_lossy(whole),
                 "{} in {} pieces",
+                service,
+                pieces.len()
+            );
+            // The blocking form answers every stream as the async form does.
+            let blocking = exchange_blocking(service, max, &pieces);
+            prop_assert_eq!(
+                String::from_utf8_lossy(&blocking),
+                String::from_utf8_lossy(whole),
+                "{} blocking, in {} pieces",
                 service,
                 pieces.len()
             );

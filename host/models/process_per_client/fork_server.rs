@@ -19,8 +19,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use porthost_services::{Conn, Options, Service};
-use tracing::{Instrument, info_span, warn};
+use porthost_services::{BlockingConn, Options, Service};
+use tracing::{info_span, warn};
 
 use super::wire::{self, ChildSpec, FromForker, ToForker};
 use crate::config::Model;
@@ -218,64 +218,36 @@ impl ForkServer {
 /// The exit code of a child whose service panicked, the same a Rust program's panic gives.
 const PANICKED: i32 = 101;
 
-/// The child's whole life: serve the one connection on a runtime of its own, return the exit
-/// code.
+/// The child's whole life: serve the one connection with blocking I/O (or, for a service with
+/// only an async form, on a runtime of its own), return the exit code.
 fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    // A child must not outlive the forker: that would be a connection nobody can drain.
+    // A child must not outlive the fork server: that would be a connection nobody can drain.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            warn!(
-                port = port.spec.port,
-                "cannot start the child's runtime: {e}"
-            );
-            return 1;
-        }
-    };
     let spec = &port.spec;
-    let limits = spec.limits;
-    runtime.block_on(async {
-        let stream = std::net::TcpStream::from(fd);
-        let stream = match stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(stream))
-        {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!(port = spec.port, "cannot use the connection: {e}");
-                return 1;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            // The client left before the child started.
-            return 0;
-        };
-        let span = info_span!(
-            "conn",
-            port = spec.port,
-            service = %spec.service,
-            model = %Model::ProcessPerClient,
-            %peer,
-            pid = std::process::id()
-        );
-        let conn = Conn {
-            stream,
-            peer,
-            limits,
-        };
-        match connection::serve(&*port.service, conn, None)
-            .instrument(span)
-            .await
-        {
-            End::Panicked => PANICKED,
-            _ => 0,
-        }
-    })
+    let stream = std::net::TcpStream::from(fd);
+    let Ok(peer) = stream.peer_addr() else {
+        // The client left before the child started.
+        return 0;
+    };
+    let span = info_span!(
+        "conn",
+        port = spec.port,
+        service = %spec.service,
+        model = %Model::ProcessPerClient,
+        %peer,
+        pid = std::process::id()
+    );
+    let _span = span.enter();
+    let conn = BlockingConn {
+        stream,
+        peer,
+        limits: spec.limits,
+    };
+    match connection::serve_blocking(&*port.service, conn) {
+        End::Panicked => PANICKED,
+        _ => 0,
+    }
 }

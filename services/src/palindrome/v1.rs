@@ -2,8 +2,14 @@
 //! `conn.sendall(...)`. Raw reads into a fixed buffer and its own framing: a line may arrive in
 //! many reads and many lines in one read. The answers to the lines of one read go out in one
 //! write. Option `once` reproduces the lecture's lifetime: the port closes after one client.
+//!
+//! The session is written twice, side by side: blocking, as the lecture writes it (the form
+//! `sequential`, `thread-per-client` and `process-per-client` run), and async (the form
+//! `async` runs). The framing ([`Framer`]) is the same; only the waiting differs.
 
 use std::sync::Arc;
+
+use std::io::Read;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -11,7 +17,11 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::conn::until;
-use crate::{Conn, Limits, Options, Registration, Service, close_gracefully, write_reply};
+use crate::{
+    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, Options, Registration, Service,
+    close_gracefully, close_gracefully_blocking, prepare_blocking, write_reply,
+    write_reply_blocking,
+};
 
 /// The lecture's `recv` size.
 const CHUNK: usize = 1024;
@@ -103,15 +113,68 @@ fn answer(line: &[u8], max: usize, strict: bool, replies: &mut Vec<u8>) -> Outco
     Outcome::Continue
 }
 
+impl PalindromeV1 {
+    fn framer(&self, limits: &Limits) -> Framer {
+        Framer {
+            partial: Vec::new(),
+            max: limits.max_line_bytes,
+            strict: self.strict,
+        }
+    }
+}
+
+/// The blocking form: `data = conn.recv(1024)`, answer, `conn.sendall(answers)`.
+impl BlockingService for PalindromeV1 {
+    fn serve_blocking(&self, conn: BlockingConn) -> std::io::Result<()> {
+        prepare_blocking(&conn)?;
+        let limits = conn.limits;
+        let mut framer = self.framer(&limits);
+        let mut chunk = [0u8; CHUNK];
+        let mut replies = Vec::with_capacity(64);
+        // Each `recv` waits at most until the line being read is due: from the last complete
+        // line, so a client that trickles bytes is idle too.
+        let mut conn_reader = DeadlineReader::new(&conn.stream);
+        loop {
+            if conn_reader.deadline().is_none() {
+                conn_reader.set_deadline(limits.blocking_deadline());
+            }
+            let outcome = match conn_reader.read(&mut chunk) {
+                Ok(0) => framer.finish(&mut replies),
+                Ok(n) => {
+                    if chunk[..n].contains(&b'\n') {
+                        conn_reader.set_deadline(None);
+                    }
+                    framer.feed(&chunk[..n], &mut replies)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    write_reply_blocking(&conn.stream, limits.idle_reply().as_bytes())?;
+                    close_gracefully_blocking(&conn.stream);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if outcome == Outcome::TooLong {
+                replies.extend_from_slice(limits.too_long_reply().as_bytes());
+            }
+            if !replies.is_empty() {
+                write_reply_blocking(&conn.stream, &replies)?;
+                replies.clear();
+            }
+            if outcome != Outcome::Continue {
+                // See the async form on why the close lingers.
+                close_gracefully_blocking(&conn.stream);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The async form: the same session, each read raced against the line's deadline.
 #[async_trait]
 impl Service for PalindromeV1 {
     async fn serve(&self, mut conn: Conn) -> std::io::Result<()> {
         let limits: Limits = conn.limits;
-        let mut framer = Framer {
-            partial: Vec::new(),
-            max: limits.max_line_bytes,
-            strict: self.strict,
-        };
+        let mut framer = self.framer(&limits);
         let mut chunk = [0u8; CHUNK];
         let mut replies = Vec::with_capacity(64);
         // The deadline for the line being read: it runs from the last complete line.
@@ -154,6 +217,10 @@ impl Service for PalindromeV1 {
             }
         }
         Ok(())
+    }
+
+    fn blocking(&self) -> Option<&dyn BlockingService> {
+        Some(self)
     }
 
     fn single_session(&self) -> bool {

@@ -1,14 +1,23 @@
 //! Palindrome server, version 2: file-like objects, like the lecture's `conn.makefile`. A
 //! buffered reader and a buffered writer over the two halves of the stream, `read_until` a
 //! newline and `write` + `flush` the answer.
+//!
+//! Written twice, side by side: blocking, as the lecture writes it (`rfile.readline()`,
+//! `wfile.write(...)`; the form `sequential`, `thread-per-client` and `process-per-client`
+//! run), and async (the form `async` runs). [`check`] is the part they share: what a line read
+//! means.
 
+use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::conn::until;
-use crate::{Conn, Options, Registration, Service, close_gracefully};
+use crate::{
+    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, Options, Registration, Service,
+    close_gracefully, close_gracefully_blocking, prepare_blocking,
+};
 
 #[derive(Debug)]
 struct PalindromeV2 {
@@ -26,43 +35,98 @@ enum End {
     Refuse(String),
 }
 
+/// What one `read_until` of a line means: the answer to send, or how the session ends. `n` is
+/// what the read returned; `line` loses its terminator.
+fn check(
+    line: &mut Vec<u8>,
+    read: std::io::Result<usize>,
+    limits: &Limits,
+    strict: bool,
+) -> std::io::Result<Result<&'static [u8], End>> {
+    let n = match read {
+        Ok(0) => return Ok(Err(End::Eof)),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Ok(Err(End::Refuse(limits.idle_reply())));
+        }
+        Err(e) => return Err(e),
+    };
+    let complete = line.last() == Some(&b'\n');
+    if complete {
+        line.pop();
+    }
+    // A last line cut by EOF is a line too, with or without its `\r`.
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.len() > limits.max_line_bytes || (!complete && n as u64 == budget(limits)) {
+        return Ok(Err(End::Refuse(limits.too_long_reply())));
+    }
+    if line.is_empty() {
+        return Ok(Err(End::Done));
+    }
+    Ok(Ok(super::verdict(&String::from_utf8_lossy(line), strict)))
+}
+
+/// At most the limit plus "\r\n" per line: `take` keeps a line from growing past that.
+fn budget(limits: &Limits) -> u64 {
+    limits.max_line_bytes as u64 + 2
+}
+
+/// The blocking form: `rfile = conn.makefile("rb")`, `wfile = conn.makefile("wb")`, then
+/// `line = rfile.readline()` and `wfile.write(answer)`, `wfile.flush()`.
+impl BlockingService for PalindromeV2 {
+    fn serve_blocking(&self, conn: BlockingConn) -> std::io::Result<()> {
+        prepare_blocking(&conn)?;
+        let limits = conn.limits;
+        let mut rfile = std::io::BufReader::with_capacity(4096, DeadlineReader::new(&conn.stream));
+        let mut wfile = std::io::BufWriter::with_capacity(256, &conn.stream);
+        let mut line = Vec::new();
+        let end = loop {
+            line.clear();
+            // The whole line is due within the idle timeout, however many reads it takes.
+            rfile.get_mut().set_deadline(limits.blocking_deadline());
+            let read = (&mut rfile)
+                .take(budget(&limits))
+                .read_until(b'\n', &mut line);
+            match check(&mut line, read, &limits, self.strict)? {
+                Ok(answer) => {
+                    wfile.write_all(answer)?;
+                    wfile.flush()?;
+                }
+                Err(end) => break end,
+            }
+        };
+        match end {
+            End::Eof => {}
+            End::Done => close_gracefully_blocking(&conn.stream),
+            End::Refuse(message) => {
+                wfile.write_all(message.as_bytes())?;
+                wfile.flush()?;
+                close_gracefully_blocking(&conn.stream);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The async form: the same session over tokio's buffered halves.
 #[async_trait]
 impl Service for PalindromeV2 {
     async fn serve(&self, mut conn: Conn) -> std::io::Result<()> {
         let limits = conn.limits;
-        let max = limits.max_line_bytes;
         let (read_half, write_half) = conn.stream.split();
         let mut rfile = BufReader::with_capacity(4096, read_half);
         let mut wfile = BufWriter::with_capacity(256, write_half);
         let mut line = Vec::new();
         let end = loop {
             line.clear();
-            // At most the limit plus "\r\n": `take` keeps `line` from growing past that.
-            let budget = max as u64 + 2;
-            let mut bounded = (&mut rfile).take(budget);
-            let n = match until(limits.deadline(), bounded.read_until(b'\n', &mut line)).await {
-                Ok(0) => break End::Eof,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    break End::Refuse(limits.idle_reply());
-                }
-                Err(e) => return Err(e),
+            let mut bounded = (&mut rfile).take(budget(&limits));
+            let read = until(limits.deadline(), bounded.read_until(b'\n', &mut line)).await;
+            let answer = match check(&mut line, read, &limits, self.strict)? {
+                Ok(answer) => answer,
+                Err(end) => break end,
             };
-            let complete = line.last() == Some(&b'\n');
-            if complete {
-                line.pop();
-            }
-            // A last line cut by EOF is a line too, with or without its `\r`.
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.len() > max || (!complete && n as u64 == budget) {
-                break End::Refuse(limits.too_long_reply());
-            }
-            if line.is_empty() {
-                break End::Done;
-            }
-            let answer = super::verdict(&String::from_utf8_lossy(&line), self.strict);
             until(limits.deadline(), async {
                 wfile.write_all(answer).await?;
                 wfile.flush().await
@@ -82,6 +146,10 @@ impl Service for PalindromeV2 {
             }
         }
         Ok(())
+    }
+
+    fn blocking(&self) -> Option<&dyn BlockingService> {
+        Some(self)
     }
 }
 

@@ -2,10 +2,11 @@
 //! `RequestHandler(StreamRequestHandler)` served by `socketserver.TCPServer`. The framing,
 //! limits and writes are the host's; this file is only the protocol.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::lines::{Flow, LineHandler, LineServer, LineService};
-use crate::{Conn, Options, Registration, Service};
+use crate::{Options, Registration, Service};
 
 #[derive(Debug)]
 struct PalindromeV3 {
@@ -20,7 +21,7 @@ struct Handler {
 impl LineService for PalindromeV3 {
     type Handler = Handler;
 
-    fn connect(&self, _conn: &Conn) -> Handler {
+    fn connect(&self, _peer: SocketAddr) -> Handler {
         Handler {
             strict: self.strict,
         }

@@ -84,7 +84,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::lines::{Flow, Inbox, LineHandler, LineServer, LineService};
-use crate::{Conn, Needs, Options, Registration, Service};
+use crate::{Needs, Options, Registration, Service};
 use game::{PlayerId, Word};
 use hall::Hall;
 
@@ -204,7 +204,13 @@ impl LineService for WordGuess {
         }
     }
 
-    fn connect(&self, _conn: &Conn) -> Handler {
+    /// Players wait on their socket and on each other at once: the async form, under every
+    /// model (see the module doc).
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn connect(&self, _peer: std::net::SocketAddr) -> Handler {
         let (outbox, inbox) = mpsc::channel(QUEUE);
         Handler {
             hall: Arc::clone(&self.hall),

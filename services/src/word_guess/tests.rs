@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use super::*;
-use crate::Limits;
+use crate::{Conn, Limits};
 
 /// Long enough for a loaded machine, short enough that a stuck test fails soon.
 const WAIT: Duration = Duration::from_secs(10);
