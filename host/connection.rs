@@ -88,7 +88,7 @@ pub enum End {
 /// Runs the service's async form on one connection to its end, or until `close` says the host
 /// is closing connections.
 pub async fn serve(service: &dyn Service, conn: Conn, close: Option<&CancellationToken>) -> End {
-    debug!("connected");
+    log_start();
     let end = serve_async(service, conn, close).await;
     log_end(&end);
     end
@@ -114,7 +114,7 @@ async fn serve_async(service: &dyn Service, conn: Conn, close: Option<&Cancellat
 /// form, or, for a service that has only the async form, that form on a runtime of this
 /// thread's own. The host closes such a connection by shutting its socket down.
 pub fn serve_blocking(service: &dyn Service, conn: BlockingConn) -> End {
-    debug!("connected");
+    log_start();
     let end = match service.blocking() {
         Some(blocking) => {
             match std::panic::catch_unwind(AssertUnwindSafe(|| blocking.serve_blocking(conn))) {
@@ -169,6 +169,11 @@ fn outcome(result: Result<std::io::Result<()>, Box<dyn Any + Send>>) -> End {
         Ok(Err(e)) => End::Failed(e),
         Err(_) => End::Panicked,
     }
+}
+
+/// Logs that a connection starts, inside its span.
+pub fn log_start() {
+    debug!("connected");
 }
 
 /// Logs how a connection ended, inside its span.

@@ -116,6 +116,7 @@ impl ForkServer {
                     });
                 match built {
                     Ok(service) => {
+                        warm_up(&spec);
                         self.ports.insert(port_id, Port { spec, service });
                     }
                     Err(e) => warn!(port = spec.port, "cannot build {}: {e}", spec.service),
@@ -215,6 +216,29 @@ impl ForkServer {
     }
 }
 
+/// A child's span: what every line it logs says about its connection.
+fn child_span(spec: &ChildSpec, peer: std::net::SocketAddr) -> tracing::Span {
+    info_span!(
+        "conn",
+        port = spec.port,
+        service = %spec.service,
+        model = %Model::ProcessPerClient,
+        %peer,
+        pid = std::process::id()
+    )
+}
+
+/// Runs, once in the fork server, the logging every child does, so that what `tracing` sets
+/// up on first use (its callsite registry, thread-locals) is set up before the fork and shared
+/// by every child, instead of being written again, page by page, in each.
+fn warm_up(spec: &ChildSpec) {
+    let span = child_span(spec, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let _entered = span.enter();
+    connection::log_start();
+    connection::log_end(&End::Done);
+    connection::log_end(&End::Failed(std::io::ErrorKind::ConnectionReset.into()));
+}
+
 /// The exit code of a child whose service panicked, the same a Rust program's panic gives.
 const PANICKED: i32 = 101;
 
@@ -232,14 +256,7 @@ fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
         // The client left before the child started.
         return 0;
     };
-    let span = info_span!(
-        "conn",
-        port = spec.port,
-        service = %spec.service,
-        model = %Model::ProcessPerClient,
-        %peer,
-        pid = std::process::id()
-    );
+    let span = child_span(spec, peer);
     let _span = span.enter();
     let conn = BlockingConn {
         stream,
