@@ -42,6 +42,7 @@ impl Accepted {
             stream: self.stream,
             peer: self.peer,
             limits,
+            meter: self.admission.meter(),
         };
         (conn, self.admission, self.span)
     }
@@ -67,6 +68,7 @@ impl Accepted {
             stream,
             peer,
             limits,
+            meter: admission.meter(),
         };
         Ok((conn, admission, span))
     }
@@ -142,6 +144,7 @@ fn serve_async_here(service: &dyn Service, conn: BlockingConn) -> End {
             stream,
             peer,
             limits,
+            meter,
         } = conn;
         let stream = match stream
             .set_nonblocking(true)
@@ -156,6 +159,7 @@ fn serve_async_here(service: &dyn Service, conn: BlockingConn) -> End {
                 stream,
                 peer,
                 limits,
+                meter,
             },
             None,
         )

@@ -5,6 +5,7 @@
 //! A connection flows one way: [`supervisor`] → [`listener`] → [`models`] → [`connection`] →
 //! the service.
 //!
+//! - [`admin`]: the admin endpoint: live page, Prometheus metrics, state, load runs.
 //! - [`config`]: `services.toml`, raw then validated, with errors that point at lines; the
 //!   [`config::Model`] names.
 //! - [`registry`]: finding services in the `inventory` registry.
@@ -16,19 +17,24 @@
 //! - [`connection`]: an accepted connection, and the one place a service is called.
 //! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
+//! - [`events`]: the live view's feed of what just happened, bounded under any load.
 //! - [`logging`]: logs and printing that can never take the host down.
+//! - [`metrics`]: what the host counts, and the Prometheus text of it.
 //! - [`cli`]: the `porthost` command line.
 //! - `testing` (feature `testing`): serving services inside a test process.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod events;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod models;
 pub mod port;
 pub mod procfs;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tracing::{info_span, warn};
 
 use crate::connection::{self, Accepted};
+use crate::events::Kind;
 use crate::models::Runner;
 use crate::port::Port;
 
@@ -54,6 +55,10 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
         let admission = match port.admit(slot, peer) {
             Ok(admission) => admission,
             Err(refusal) => {
+                port.stats.refused(refusal);
+                port.events.push(Some(port.port()), Kind::Refused, || {
+                    format!("{peer} refused: {}", refusal.name().replace('_', " "))
+                });
                 port.tracker.spawn(connection::refuse(stream, refusal));
                 continue;
             }

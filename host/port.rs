@@ -7,6 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use porthost_services::Meter;
+use porthost_services::meter::{Totals, Traffic};
+
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,8 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::PortPlan;
+use crate::events::{Events, Kind};
+use crate::metrics::PortStats;
 
 /// One configured port while it runs.
 #[derive(Debug)]
@@ -37,6 +42,10 @@ pub struct Port {
     slots: Arc<Semaphore>,
     /// The connections open on this port, and how many each client address has.
     table: Mutex<Table>,
+    /// What the port counts: connections accepted and refused, threads, children, sessions.
+    pub stats: PortStats,
+    /// The live view's feed, shared by every port.
+    pub events: Arc<Events>,
     /// Read once from the service: whether the port retires after its first client.
     single_session: bool,
     /// Makes the next turn of the accept loop panic, so that tests can check that the
@@ -59,6 +68,10 @@ struct Table {
 struct Open {
     peer: SocketAddr,
     since: Instant,
+    /// What it has served so far; its service counts into it.
+    traffic: Arc<Traffic>,
+    /// The child process serving it, under process-per-client.
+    pid: Option<u32>,
     /// A second handle on a blocking connection's socket, for waking it when the host closes
     /// the port's connections: `shutdown(2)` ends a read or write blocked on the socket. Async
     /// connections are closed by their token instead, and children by a signal.
@@ -69,19 +82,39 @@ struct Open {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Its address already has `max_connections_per_ip` connections open.
-    TooManyFromAddress,
+    TooManyFromAddress = 0,
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 1] = [Refusal::TooManyFromAddress];
+
     pub fn reply(self) -> &'static [u8] {
         match self {
             Refusal::TooManyFromAddress => b"ERR too many connections from your address\n",
         }
     }
+
+    /// The `reason` label of the refused-connections metric.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::TooManyFromAddress => "per_address_limit",
+        }
+    }
+}
+
+/// A connection open on a port, as the live view lists it.
+#[derive(Debug, Clone)]
+pub struct OpenConnection {
+    /// Its entry in the port's table: the same connection in every listing.
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub since: Instant,
+    pub traffic: Totals,
+    pub pid: Option<u32>,
 }
 
 impl Port {
-    pub fn new(plan: PortPlan, listener: Arc<TcpListener>) -> Arc<Port> {
+    pub fn new(plan: PortPlan, listener: Arc<TcpListener>, events: Arc<Events>) -> Arc<Port> {
         let single_session = plan.service.single_session();
         Arc::new(Port {
             slots: Arc::new(Semaphore::new(plan.entry.max_connections)),
@@ -92,6 +125,8 @@ impl Port {
             tracker: TaskTracker::new(),
             listener: Mutex::new(Some(listener)),
             table: Mutex::default(),
+            stats: PortStats::default(),
+            events,
             single_session,
             #[cfg(test)]
             fail_next_accept: std::sync::atomic::AtomicBool::new(false),
@@ -156,17 +191,29 @@ impl Port {
         };
         let id = table.next_id;
         table.next_id += 1;
+        let traffic = Arc::new(Traffic::default());
+        let since = Instant::now();
         table.open.insert(
             id,
             Open {
                 peer,
-                since: Instant::now(),
+                since,
+                traffic: traffic.clone(),
+                pid: None,
                 closer: None,
             },
         );
+        self.stats
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.events.push(Some(self.port()), Kind::Connected, || {
+            format!("{peer} connected")
+        });
         Ok(Admission {
             port: self.clone(),
             id,
+            since,
+            traffic,
             _slot: slot,
             counted,
         })
@@ -182,13 +229,72 @@ impl Port {
         }
     }
 
-    /// The connections open now: peer and when each was admitted.
-    pub fn open_connections(&self) -> Vec<(SocketAddr, Instant)> {
+    /// The connections open now, oldest first, at most `limit` of them, and how many there are.
+    pub fn open_connections(&self, limit: usize) -> (Vec<OpenConnection>, usize) {
+        let table = lock(&self.table);
+        let mut open: Vec<(&u64, &Open)> = table.open.iter().collect();
+        open.sort_by_key(|(id, _)| **id);
+        let listed = open
+            .iter()
+            .take(limit)
+            .map(|(id, o)| OpenConnection {
+                id: **id,
+                peer: o.peer,
+                since: o.since,
+                traffic: o.traffic.totals(),
+                pid: o.pid,
+            })
+            .collect();
+        (listed, open.len())
+    }
+
+    /// Records the child process serving connection `id`.
+    pub fn set_pid(&self, id: u64, pid: u32) {
+        if let Some(open) = lock(&self.table).open.get_mut(&id) {
+            open.pid = Some(pid);
+        }
+    }
+
+    /// What the port is doing: `accepting`, `draining` (stopped, connections finishing) or
+    /// `retired` (a single-session port after its client).
+    pub fn state(&self) -> &'static str {
+        if self.stop.is_cancelled() {
+            "draining"
+        } else if self.retired.is_cancelled() {
+            "retired"
+        } else {
+            "accepting"
+        }
+    }
+
+    /// The child processes serving the port's connections now.
+    pub fn child_pids(&self) -> Vec<u32> {
         lock(&self.table)
             .open
             .values()
-            .map(|o| (o.peer, o.since))
+            .filter_map(|o| o.pid)
             .collect()
+    }
+
+    pub fn open_count(&self) -> usize {
+        lock(&self.table).open.len()
+    }
+
+    /// Everything this port has served: its closed connections' traffic and its open ones'.
+    pub fn traffic(&self) -> Totals {
+        let mut totals = self.stats.closed_traffic();
+        for open in lock(&self.table).open.values() {
+            totals.add(&open.traffic.totals());
+        }
+        totals
+    }
+
+    /// How many clients wait in the listen backlog, if the port still listens.
+    pub fn waiting(&self) -> Option<u64> {
+        let listener = self.listener()?;
+        crate::sockets::accept_queue(&*listener)
+            .ok()
+            .map(|(queued, _)| u64::from(queued))
     }
 }
 
@@ -205,6 +311,8 @@ pub struct Admission {
     port: Arc<Port>,
     /// The connection's entry in the port's table.
     id: u64,
+    since: Instant,
+    traffic: Arc<Traffic>,
     _slot: OwnedSemaphorePermit,
     /// The address counted against `max_connections_per_ip`, if there is a limit.
     counted: Option<IpAddr>,
@@ -213,6 +321,21 @@ pub struct Admission {
 impl Admission {
     pub fn port(&self) -> &Arc<Port> {
         &self.port
+    }
+
+    /// Where the connection's service counts what it serves.
+    pub fn meter(&self) -> Meter {
+        Meter::new(self.traffic.clone())
+    }
+
+    /// The connection's traffic counts, for a child's reports to land in.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
+    }
+
+    /// The connection's entry in its port's table.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Keeps a second handle on a blocking connection's socket, so that closing the port's
@@ -232,7 +355,23 @@ impl Drop for Admission {
     fn drop(&mut self) {
         {
             let mut table = lock(&self.port.table);
-            table.open.remove(&self.id);
+            let removed = table.open.remove(&self.id);
+            // Under the table's lock, so that a scrape never sees the traffic twice or not at all.
+            let (lasted, traffic) = (self.since.elapsed(), self.traffic.totals());
+            self.port.stats.ended(lasted, &traffic);
+            if let Some(open) = &removed {
+                self.port
+                    .events
+                    .push(Some(self.port.port()), Kind::Left, || {
+                        format!(
+                            "{} left after {:.1} s, {} line{}",
+                            open.peer,
+                            lasted.as_secs_f64(),
+                            traffic.lines,
+                            if traffic.lines == 1 { "" } else { "s" }
+                        )
+                    });
+            }
             if let Some(ip) = self.counted
                 && let Some(count) = table.per_ip.get_mut(&ip)
             {
@@ -270,7 +409,7 @@ mod tests {
             .unwrap()
             .ports
             .remove(0);
-        Port::new(plan, Arc::new(listener))
+        Port::new(plan, Arc::new(listener), Arc::default())
     }
 
     #[tokio::test]
@@ -288,12 +427,13 @@ mod tests {
         let b = admit(ip).await.unwrap();
         assert_eq!(admit(ip).await.unwrap_err(), Refusal::TooManyFromAddress);
         let other = admit("127.0.0.2:1000".parse().unwrap()).await.unwrap();
-        assert_eq!(port.open_connections().len(), 3);
+        assert_eq!(port.open_count(), 3);
         drop(a);
         let c = admit(ip).await.unwrap();
         drop((b, c, other));
         assert!(lock(&port.table).per_ip.is_empty());
-        assert!(port.open_connections().is_empty());
+        assert_eq!(port.open_count(), 0);
+        assert_eq!(port.stats.counts().accepted, 4);
         assert_eq!(port.slots.available_permits(), 10);
     }
 

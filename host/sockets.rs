@@ -186,6 +186,37 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// How many connections wait in a listening socket's accept queue (completed by the kernel,
+/// not yet accepted), and how many it may hold: `tcpi_unacked` and `tcpi_sacked` of
+/// `TCP_INFO`, which for a listening socket mean exactly that.
+#[allow(unsafe_code)]
+pub fn accept_queue(listener: &impl std::os::fd::AsRawFd) -> std::io::Result<(u32, u32)> {
+    use nix::libc;
+    // `struct tcp_info` starts with eight one-byte fields, then `u32`s: rto, ato, snd_mss,
+    // rcv_mss, unacked, sacked. Only that far is read.
+    let mut info = [0u8; 32];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `getsockopt` writes at most `len` bytes into `info`, which is that long, and
+    // sets `len` to what it wrote; the descriptor is borrowed for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if (len as usize) < info.len() {
+        return Err(std::io::Error::other("TCP_INFO too short"));
+    }
+    let field = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().expect("4 bytes"));
+    Ok((field(24), field(28)))
+}
+
 /// A std listener made ready for the runtime.
 pub fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
     listener.set_nonblocking(true)?;
@@ -212,5 +243,24 @@ impl BindError {
             line: plan.line,
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_queue_counts_connections_not_yet_accepted() {
+        let listener = bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(accept_queue(&listener).unwrap(), (0, BACKLOG));
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(accept_queue(&listener).unwrap().0, 3);
+        let _served = listener.accept().unwrap();
+        assert_eq!(accept_queue(&listener).unwrap().0, 2);
+        drop(clients);
     }
 }

@@ -7,6 +7,7 @@
 //! CLI, tests); [`Supervisor`] is the same in steps, for a caller that also reloads.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,12 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::config::{Config, PortEntry, PortPlan};
+use crate::admin::Admin;
+use crate::admin::drive::LoadCommand;
+use crate::config::{AdminPlan, Config, PortEntry, PortPlan};
+use crate::events::{Events, Kind};
 use crate::listener::accept_loop;
+use crate::metrics::HostStats;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
 use crate::port::Port;
@@ -44,6 +49,8 @@ pub enum StartError {
     Unclaimed(Vec<String>),
     #[error("cannot start serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot start the admin endpoint ([host] admin): {0}")]
+    Admin(std::io::Error),
 }
 
 /// Serves `config` on `sockets` (binding the ports no socket was passed for) until `shutdown`
@@ -51,19 +58,75 @@ pub enum StartError {
 pub async fn run(
     config: Config,
     sockets: Sockets,
-    forker: ForkerCommand,
+    programs: Programs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let supervisor = Supervisor::start(config, sockets, forker).await?;
+    let supervisor = Supervisor::start(config, sockets, programs).await?;
     shutdown.await;
     supervisor.drain().await;
     Ok(())
+}
+
+/// The programs a host starts: its process-per-client fork server, and the load generator
+/// the live page can drive its ports with.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub forker: ForkerCommand,
+    pub load: LoadCommand,
+}
+
+impl Programs {
+    /// This very binary, for both.
+    pub fn this_binary() -> std::io::Result<Programs> {
+        Ok(Programs {
+            forker: ForkerCommand::this_binary()?,
+            load: LoadCommand::this_binary()?,
+        })
+    }
+}
+
+/// What the admin endpoint reads of a running host: every port that has connections (served,
+/// or draining after a reload), and what the host itself counts.
+#[derive(Debug, Default)]
+pub struct Observed {
+    ports: std::sync::Mutex<Vec<Arc<Port>>>,
+    pub stats: HostStats,
+    pub events: Arc<Events>,
+}
+
+impl Observed {
+    /// Every port served or draining, in port order.
+    pub fn ports(&self) -> Vec<Arc<Port>> {
+        let mut ports = self.lock().clone();
+        ports.sort_by_key(|p| p.port());
+        ports
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Port>>> {
+        self.ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, port: &Arc<Port>) {
+        self.lock().push(port.clone());
+    }
+
+    /// A port has drained: what it counted is kept, and it is no longer listed.
+    fn drained(&self, port: &Arc<Port>) {
+        let mut ports = self.lock();
+        self.stats.retired.keep(port);
+        ports.retain(|p| !Arc::ptr_eq(p, port));
+    }
 }
 
 /// The ports being served.
 #[derive(Debug)]
 pub struct Supervisor {
     ports: BTreeMap<u16, Served>,
+    observed: Arc<Observed>,
+    admin: Option<Admin>,
+    load: LoadCommand,
     forker: Arc<ForkerHandle>,
     /// Sockets passed in: systemd's stay here for reloads; a test's wait for their port.
     sockets: Sockets,
@@ -85,7 +148,7 @@ impl Supervisor {
     pub async fn start(
         config: Config,
         mut sockets: Sockets,
-        forker: ForkerCommand,
+        programs: Programs,
     ) -> Result<Supervisor, StartError> {
         let listening = config
             .ports
@@ -98,7 +161,10 @@ impl Supervisor {
         }
         let mut supervisor = Supervisor {
             ports: BTreeMap::new(),
-            forker: ForkerHandle::new(forker),
+            observed: Arc::default(),
+            admin: None,
+            load: programs.load,
+            forker: ForkerHandle::new(programs.forker),
             sockets,
             grace: config.shutdown_grace,
             draining: TaskTracker::new(),
@@ -107,12 +173,45 @@ impl Supervisor {
             let listener = Arc::new(sockets::into_tokio(listening.listener)?);
             supervisor.serve(plan, listener, listening.origin).await?;
         }
+        if let Some(plan) = config.admin {
+            let admin = Admin::start(plan, supervisor.observed.clone(), supervisor.load.clone())
+                .await
+                .map_err(StartError::Admin)?;
+            supervisor.admin = Some(admin);
+        }
         Ok(supervisor)
+    }
+
+    /// Where the admin endpoint listens, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// Starts, stops or moves the admin endpoint as a reloaded config says.
+    async fn reload_admin(&mut self, plan: Option<AdminPlan>) {
+        if self.admin.as_ref().map(|a| &a.plan) == plan.as_ref() {
+            return;
+        }
+        if let Some(admin) = self.admin.take() {
+            info!(addr = %admin.addr, "reload: admin endpoint stopped");
+            admin.stop().await;
+        }
+        if let Some(plan) = plan {
+            match Admin::start(plan, self.observed.clone(), self.load.clone()).await {
+                Ok(admin) => self.admin = Some(admin),
+                Err(e) => error!("reload: cannot start the admin endpoint: {e}"),
+            }
+        }
     }
 
     /// Every port served, in port order, with where its socket came from.
     pub fn ports(&self) -> impl Iterator<Item = (&PortPlan, &Origin)> {
         self.ports.values().map(|s| (&s.port.plan, &s.origin))
+    }
+
+    /// What the admin endpoint reads.
+    pub fn observed(&self) -> Arc<Observed> {
+        self.observed.clone()
     }
 
     /// The pid of the process-per-client fork server, once a connection has started it.
@@ -132,9 +231,10 @@ impl Supervisor {
         origin: Origin,
     ) -> std::io::Result<()> {
         let number = plan.entry.port();
-        let port = Port::new(plan, listener);
+        let port = Port::new(plan, listener, self.observed.events.clone());
         let runner = models::runner(&port, &self.forker).await?;
         watch(port.clone(), runner.clone());
+        self.observed.add(&port);
         self.ports.insert(
             number,
             Served {
@@ -144,6 +244,24 @@ impl Supervisor {
             },
         );
         Ok(())
+    }
+
+    /// Reloads from the config file at `path`, as SIGHUP does: a file that is not usable is
+    /// logged with every error in it, and nothing changes.
+    pub async fn reload_from(&mut self, path: &std::path::Path) {
+        match Config::load(path) {
+            Ok(config) => {
+                info!("SIGHUP: reloading {}", path.display());
+                self.reload(config).await;
+            }
+            Err(e) => {
+                error!(
+                    "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
+                    path.display()
+                );
+                self.observed.stats.reloaded("invalid");
+            }
+        }
     }
 
     /// Applies a new config: ports added start, ports removed drain, ports whose entry changed
@@ -162,11 +280,13 @@ impl Supervisor {
                 }
                 Err(e) => {
                     error!("reload: {e}; keeping the running configuration");
+                    self.observed.stats.reloaded("failed");
                     return;
                 }
             }
         }
         self.grace = config.shutdown_grace;
+        self.reload_admin(config.admin).await;
         let next: BTreeMap<u16, PortPlan> = config
             .ports
             .into_iter()
@@ -181,6 +301,7 @@ impl Supervisor {
         for number in removed {
             let served = self.ports.remove(&number).expect("listed above");
             info!(port = number, "reload: removed; draining its connections");
+            self.reload_event(number, "removed; draining its connections".to_owned());
             served.port.stop.cancel();
             served.port.take_listener();
             self.sockets.release(number, served.port.plan.entry.addr);
@@ -189,6 +310,10 @@ impl Supervisor {
         for (number, plan) in next {
             if let Some(listening) = fresh.remove(&number) {
                 info!(port = number, service = %plan.entry.service, model = %plan.entry.model, "reload: added");
+                self.reload_event(
+                    number,
+                    format!("added: {} under {}", plan.entry.service, plan.entry.model),
+                );
                 match sockets::into_tokio(listening.listener) {
                     Ok(listener) => {
                         self.start_or_log(plan, Arc::new(listener), listening.origin)
@@ -202,6 +327,7 @@ impl Supervisor {
             let change = describe_change(&old.plan.entry, &plan.entry);
             if change.is_empty() {
                 info!(port = number, "reload: unchanged");
+                self.reload_event(number, "unchanged".to_owned());
                 continue;
             }
             let old = self.ports.remove(&number).expect("present");
@@ -209,6 +335,7 @@ impl Supervisor {
                 port = number,
                 "reload: {change}; old connections drain, new ones get the new entry"
             );
+            self.reload_event(number, change.clone());
             old.port.stop.cancel();
             // A socket on another address is dropped here, before the new address is bound.
             let reusable = old
@@ -229,6 +356,13 @@ impl Supervisor {
             };
             self.start_or_log(plan, listener, origin).await;
         }
+        self.observed.stats.reloaded("applied");
+    }
+
+    fn reload_event(&self, port: u16, what: String) {
+        self.observed
+            .events
+            .push(Some(port), Kind::Reload, || format!("reload: {what}"));
     }
 
     async fn start_or_log(&mut self, plan: PortPlan, listener: Arc<TcpListener>, origin: Origin) {
@@ -263,9 +397,11 @@ impl Supervisor {
     /// Drains a port that stopped accepting, in the background.
     fn retire(&self, served: Served) {
         let grace = self.grace;
+        let observed = self.observed.clone();
         self.draining.spawn(async move {
             drain_ports(std::slice::from_ref(&served.port), grace).await;
             served.runner.finish().await;
+            observed.drained(&served.port);
             info!(port = served.port.port(), "old connections drained");
         });
     }
@@ -286,6 +422,9 @@ impl Supervisor {
         self.draining.close();
         self.draining.wait().await;
         self.forker.shutdown().await;
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
     }
 }
 
@@ -384,7 +523,6 @@ async fn drain_ports(ports: &[Arc<Port>], grace: Duration) {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
-    use std::net::SocketAddr;
     use std::path::Path;
 
     /// Captures what the host logs, for checking it.
@@ -438,7 +576,7 @@ mod tests {
         let config = Config::parse(&text, Path::new("t.toml")).unwrap();
         let mut sockets = Sockets::default();
         sockets.provide(listener);
-        let supervisor = Supervisor::start(config, sockets, ForkerCommand::this_binary().unwrap())
+        let supervisor = Supervisor::start(config, sockets, Programs::this_binary().unwrap())
             .await
             .unwrap();
         let port = supervisor.ports.values().next().unwrap().port.clone();

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::runtime::Runtime;
 
+use crate::admin::drive::LoadCommand;
 use crate::config::Config;
 use crate::models::process_per_client::{ForkerCommand, fork_server};
 use crate::sockets::Sockets;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Programs, Supervisor};
 
 /// Set in the environment of a test binary started as a fork server.
 const FORKER_ENV: &str = "PORTHOST_TEST_FORKER";
@@ -70,6 +71,17 @@ pub fn forker_command(log: &Path) -> ForkerCommand {
             .to_vec(),
         env: vec![(FORKER_ENV.into(), "1".into())],
         stderr: Some(log.to_path_buf()),
+    }
+}
+
+/// The load generator a host in a test drives its ports with: the `porthost` binary named by
+/// `PORTHOST_BIN` (integration tests set it to theirs), else this one.
+fn load_command() -> LoadCommand {
+    LoadCommand {
+        program: std::env::var_os("PORTHOST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::current_exe().expect("the test binary's path")),
+        args: vec!["bench".to_owned()],
     }
 }
 
@@ -137,10 +149,13 @@ impl TestHost {
         for listener in listeners {
             sockets.provide(listener);
         }
-        let forker = forker_command(&dir.join("forker.log"));
+        let programs = Programs {
+            forker: forker_command(&dir.join("forker.log")),
+            load: load_command(),
+        };
         // Threads the host starts (a sequential port's) log where the thread starting them does.
         let supervisor = tracing::dispatcher::with_default(&log.dispatch, || {
-            runtime.block_on(Supervisor::start(config, sockets, forker))
+            runtime.block_on(Supervisor::start(config, sockets, programs))
         })
         .map_err(|e| e.to_string())?;
         Ok(TestHost {
@@ -173,19 +188,15 @@ impl TestHost {
         for listener in provide {
             supervisor.provide(listener);
         }
-        let _log = tracing::dispatcher::set_default(&self.log.dispatch);
-        match Config::load(&path) {
-            Ok(config) => {
-                let runtime = self.runtime();
-                tracing::dispatcher::with_default(&self.log.dispatch, || {
-                    runtime.block_on(supervisor.reload(config))
-                });
-            }
-            Err(e) => tracing::error!(
-                "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
-                path.display()
-            ),
-        }
+        let runtime = self.runtime();
+        tracing::dispatcher::with_default(&self.log.dispatch, || {
+            runtime.block_on(supervisor.reload_from(&path))
+        });
+    }
+
+    /// Where the admin endpoint listens, when `[host] admin` turns it on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.supervisor().as_ref()?.admin_addr()
     }
 
     /// The pid of the fork server, once a process-per-client connection has started it.

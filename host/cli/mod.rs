@@ -11,14 +11,14 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::info;
 
 use crate::config::{Config, LoadError};
 use crate::logging;
-use crate::models::process_per_client::{ForkerCommand, fork_server};
+use crate::models::process_per_client::fork_server;
 use crate::registry;
 use crate::sockets::Sockets;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Programs, Supervisor};
 
 /// The command line of a porthost binary: one of its commands, or `run` when none is given.
 #[derive(Debug, Parser)]
@@ -177,7 +177,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let shown = config.path.display().to_string();
-        let mut host = Supervisor::start(config, sockets, ForkerCommand::this_binary()?)
+        let mut host = Supervisor::start(config, sockets, Programs::this_binary()?)
             .await
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
         logging::print(&table::plan(host.ports().map(|(p, o)| (p, Some(o)))));
@@ -191,16 +191,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
-                _ = hangup.recv() => match Config::load(path) {
-                    Ok(next) => {
-                        info!("SIGHUP: reloading {}", path.display());
-                        host.reload(next).await;
-                    }
-                    Err(e) => error!(
-                        "SIGHUP: {} is not usable; keeping the running configuration:\n{e}",
-                        path.display()
-                    ),
-                },
+                _ = hangup.recv() => host.reload_from(path).await,
             }
         };
         info!("{name}: draining");

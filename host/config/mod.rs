@@ -41,6 +41,8 @@ struct RawHost {
     max_line_bytes: Option<Spanned<toml::Value>>,
     idle_timeout_secs: Option<Spanned<toml::Value>>,
     max_connections_per_ip: Option<Spanned<toml::Value>>,
+    admin: Option<Spanned<toml::Value>>,
+    admin_token: Option<Spanned<toml::Value>>,
 }
 
 /// One `[ports.N]` table.
@@ -63,9 +65,23 @@ pub struct Config {
     pub path: PathBuf,
     /// How long connected clients may finish after a shutdown or a reload drains their port.
     pub shutdown_grace: Duration,
+    /// The admin endpoint (live page, metrics, state), when `[host] admin` turns it on.
+    pub admin: Option<AdminPlan>,
     /// Sorted by port number.
     pub ports: Vec<PortPlan>,
 }
+
+/// `[host] admin` and `admin_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPlan {
+    /// Where it listens; port 0 takes a free one.
+    pub addr: SocketAddr,
+    /// What every request must carry, when it has to (any address but loopback).
+    pub token: Option<String>,
+}
+
+/// The shortest `admin_token` accepted: a guessable token is no protection.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// One port: what the file says about it, and the service built from it.
 #[derive(Clone)]
@@ -366,15 +382,17 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             shutdown_grace: defaults.shutdown_grace,
+            admin: defaults.admin,
             ports,
         })
     }
 }
 
-/// Values from `[host]` that every port inherits unless it says otherwise.
+/// Values from `[host]` that every port inherits unless it says otherwise, and the host's own.
 struct Defaults {
     bind: IpAddr,
     shutdown_grace: Duration,
+    admin: Option<AdminPlan>,
     limits: Limits,
     max_connections_per_ip: Option<usize>,
     base_dir: PathBuf,
@@ -404,6 +422,7 @@ fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
     Defaults {
         bind,
         shutdown_grace,
+        admin: admin(host, c),
         limits,
         max_connections_per_ip: c
             .number(
@@ -419,6 +438,69 @@ fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     }
+}
+
+/// `admin` and `admin_token`: off without `admin`; on loopback, a token is optional; anywhere
+/// else it is required, so that a page that can start load generators is never open to all.
+fn admin(host: &RawHost, c: &mut Collector<'_>) -> Option<AdminPlan> {
+    let entry = Some("[host]");
+    let token = host.admin_token.as_ref().and_then(|value| {
+        let text = c.text(
+            value,
+            "admin_token",
+            "a secret every admin request must carry",
+            entry,
+        )?;
+        if text.chars().count() < MIN_TOKEN_CHARS || text.chars().any(char::is_whitespace) {
+            c.push(
+                value.span(),
+                entry,
+                format!(
+                    "admin_token must be at least {MIN_TOKEN_CHARS} characters without spaces \
+                     (e.g. the output of `openssl rand -hex 16`)"
+                ),
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    });
+    let Some(value) = &host.admin else {
+        if let Some(value) = &host.admin_token {
+            c.push(
+                value.span(),
+                entry,
+                "admin_token has no effect without admin = \"127.0.0.1:7000\" (the admin endpoint's address)",
+            );
+        }
+        return None;
+    };
+    let text = c.text(
+        value,
+        "admin",
+        "the admin endpoint's address, e.g. \"127.0.0.1:7000\"",
+        entry,
+    )?;
+    let Ok(addr) = text.parse::<SocketAddr>() else {
+        c.push(
+            value.span(),
+            entry,
+            format!("admin = {text:?} is not an address with a port (e.g. \"127.0.0.1:7000\", \"[::1]:7000\")"),
+        );
+        return None;
+    };
+    if !addr.ip().is_loopback() && token.is_none() && host.admin_token.is_none() {
+        c.push(
+            value.span(),
+            entry,
+            format!(
+                "admin = {text:?} can be reached from other machines, and the admin endpoint can \
+                 start load generators: set admin_token (every request must then carry it), or \
+                 use 127.0.0.1"
+            ),
+        );
+        return None;
+    }
+    Some(AdminPlan { addr, token })
 }
 
 /// The limits of a port or of `[host]`: what the entry says, else `inherited`.

@@ -13,6 +13,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{Span, warn};
 
 use super::Runner;
+use super::thread_per_client::ThreadCount;
 use crate::connection::{self, Accepted};
 use crate::port::{Admission, Port};
 
@@ -38,13 +39,14 @@ impl Sequential {
     pub fn start(port: &std::sync::Arc<Port>) -> std::io::Result<Sequential> {
         // One at a time: the accept loop never has more than one connection to hand over.
         let (jobs, queue) = sync_channel(1);
-        let service = port.plan.service.clone();
+        let serving = port.clone();
         let log = tracing::dispatcher::get_default(Clone::clone);
         let thread = std::thread::Builder::new()
             .name(format!("porthost-{}", port.port()))
             .spawn(move || {
+                let _counted = ThreadCount::new(&serving, "the port's clients".to_owned());
                 let _log = tracing::dispatcher::set_default(&log);
-                serve_all(&*service, queue);
+                serve_all(&*serving.plan.service, queue);
             })?;
         Ok(Sequential {
             jobs: Mutex::new(Some(jobs)),

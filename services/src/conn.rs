@@ -17,12 +17,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::Meter;
+
 /// One accepted client, for a service's async form.
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub limits: Limits,
+    /// Where the service counts what it serves (the framing helpers do it for it).
+    pub meter: Meter,
 }
 
 /// One accepted client, for a service's blocking form: a blocking `std::net` socket whose
@@ -33,6 +37,8 @@ pub struct BlockingConn {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub limits: Limits,
+    /// Where the service counts what it serves (the framing helpers do it for it).
+    pub meter: Meter,
 }
 
 /// The per-port limits every service must honour; the host enforces the rest (connection
@@ -165,6 +171,8 @@ pub struct DeadlineReader<'a> {
     deadline: Option<std::time::Instant>,
     /// The `SO_RCVTIMEO` now set; `None` waits for ever.
     timeout: Option<Duration>,
+    /// Counts the bytes read.
+    meter: Meter,
 }
 
 /// How much later than its deadline a read may give up, rather than changing the socket's
@@ -173,12 +181,13 @@ pub struct DeadlineReader<'a> {
 const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 
 impl<'a> DeadlineReader<'a> {
-    /// A reader of `stream`, whose read timeout it now owns.
-    pub fn new(stream: &'a std::net::TcpStream) -> Self {
+    /// A reader of `stream`, whose read timeout it now owns, counting what it reads.
+    pub fn new(stream: &'a std::net::TcpStream, meter: Meter) -> Self {
         DeadlineReader {
             stream,
             deadline: None,
             timeout: stream.read_timeout().unwrap_or(None),
+            meter,
         }
     }
 
@@ -233,7 +242,11 @@ impl std::io::Read for DeadlineReader<'_> {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                result => return result,
+                Ok(n) => {
+                    self.meter.received(n);
+                    return Ok(n);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -267,7 +280,8 @@ pub fn close_gracefully_blocking(stream: &std::net::TcpStream) {
         return;
     }
     let deadline = std::time::Instant::now() + LINGER;
-    let mut reader = DeadlineReader::new(stream);
+    // What a closing client still sends is discarded, not counted.
+    let mut reader = DeadlineReader::new(stream, Meter::default());
     reader.set_deadline(Some(deadline));
     let mut sink = [0u8; 4096];
     while let Ok(n) = reader.read(&mut sink) {

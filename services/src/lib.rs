@@ -9,6 +9,7 @@
 //! - [`service`](Service): the trait, [`Needs`], [`Registration`], [`Options`].
 //! - [`conn`](Conn): what a service gets per client ([`Conn`], [`BlockingConn`]), the port's
 //!   [`Limits`], reads with a deadline, graceful close, in both forms.
+//! - [`meter`]: what a connection served (bytes, lines, replies, latency), for the host.
 //! - [`lines`]: the line framing the host offers line-based services
 //!   (`socketserver.StreamRequestHandler`'s analogue), both forms, used by `palindrome-v3`.
 //! - [`palindrome`]: the lecture's palindrome servers v1, v2 and v3.
@@ -19,6 +20,7 @@
 
 mod conn;
 pub mod lines;
+pub mod meter;
 mod service;
 
 pub mod palindrome;
@@ -28,4 +30,5 @@ pub use conn::{
     BlockingConn, Conn, DeadlineReader, Limits, catch_unwind, close_gracefully,
     close_gracefully_blocking, prepare_blocking, until, write_reply, write_reply_blocking,
 };
-pub use service::{BlockingService, Needs, Options, Registration, Service, find, registered};
+pub use meter::Meter;
+pub use service::{BlockingService, Needs, Options, Registration, Service, Stat, find, registered};

@@ -43,6 +43,24 @@ pub trait Service: Send + Sync + 'static {
     fn single_session(&self) -> bool {
         false
     }
+
+    /// Figures the service keeps about itself (a game's players, say), for the host's metrics
+    /// and live view. Read about once a second and at every scrape: keep it cheap.
+    fn stats(&self) -> Vec<Stat> {
+        Vec::new()
+    }
+}
+
+/// One figure a service reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Part of the metric's name (`porthost_service_<name>`): lowercase and underscores. A
+    /// counter's name does not end in `_total`; the exposition adds that.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A count that only grows (games finished), or else a level (players now).
+    pub counter: bool,
+    pub value: u64,
 }
 
 /// A service written with blocking I/O: it serves one connection on the calling thread, which

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use porthost_services::lines::{BlockingLineReader, Frame, LineReader};
-use porthost_services::{BlockingConn, Conn, Limits, Options};
+use porthost_services::{BlockingConn, Conn, Limits, Meter, Options};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,7 +152,7 @@ fn blocking_frames(max: usize, pieces: Vec<Vec<u8>>) -> Frames {
         let _ = std::io::copy(&mut client, &mut std::io::sink());
     });
     let (stream, _) = listener.accept().unwrap();
-    let mut reader = BlockingLineReader::new(&stream, limits(max));
+    let mut reader = BlockingLineReader::new(&stream, limits(max), Meter::default());
     let mut out = Vec::new();
     loop {
         match reader.next_line().unwrap() {
@@ -186,6 +186,7 @@ fn exchange_blocking(service: &str, max: usize, pieces: &[Vec<u8>]) -> Vec<u8> {
             stream,
             peer,
             limits: limits(max),
+            meter: Meter::default(),
         };
         // An I/O error ends only this connection; what the client received is what counts.
         let _ = blocking.serve_blocking(conn);
@@ -225,6 +226,7 @@ async fn exchange(service: &str, max: usize, pieces: &[Vec<u8>]) -> Vec<u8> {
                 stream,
                 peer,
                 limits,
+                meter: Meter::default(),
             })
             .await;
     });
@@ -251,7 +253,7 @@ proptest! {
 
     #[test]
     fn the_line_reader_frames_any_pieces_like_the_obvious_split((max, input, cuts) in case()) {
-        let reader = LineReader::new(Pieces(pieces(&input, cuts).into()), limits(max));
+        let reader = LineReader::new(Pieces(pieces(&input, cuts).into()), limits(max), Meter::default());
         prop_assert_eq!(runtime().block_on(frames(reader)), expected_frames(&input, max));
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,7 +20,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use porthost_services::{BlockingConn, Options, Service};
+use porthost_services::meter::{Totals, Traffic};
+use porthost_services::{BlockingConn, Meter, Options, Service};
 use tracing::{info_span, warn};
 
 use super::wire::{self, ChildSpec, FromForker, ToForker};
@@ -124,13 +126,19 @@ impl ForkServer {
             }
             ToForker::Serve { conn, port_id } => {
                 let started = match (self.ports.get(&port_id), fds.pop()) {
-                    (Some(port), Some(fd)) => self.fork_child(port, fd).map_err(|e| e.to_string()),
+                    (Some(port), Some(fd)) => {
+                        self.fork_child(conn, port, fd).map_err(|e| e.to_string())
+                    }
                     (None, _) => Err(format!("no port {port_id} in the forker")),
                     (_, None) => Err("no connection came with the request".to_owned()),
                 };
                 match started {
                     Ok(pid) => {
                         self.children.insert(pid, conn);
+                        self.tell(&FromForker::Forked {
+                            conn,
+                            pid: pid.as_raw(),
+                        });
                     }
                     Err(reason) => self.tell(&FromForker::Failed { conn, reason }),
                 }
@@ -149,16 +157,16 @@ impl ForkServer {
 
     /// Forks a child to serve `fd`; the parent's copy of `fd` is closed when this returns.
     #[allow(unsafe_code)]
-    fn fork_child(&self, port: &Port, fd: OwnedFd) -> nix::Result<Pid> {
+    fn fork_child(&self, conn: u64, port: &Port, fd: OwnedFd) -> nix::Result<Pid> {
         // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
         // gets a consistent copy of the only thread's memory and may run any code.
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
-                // The child never returns to drop these, so closing the raw numbers is safe.
-                let _ = nix::unistd::close(self.chan.as_raw_fd());
+                // The child never returns to drop it, so closing the raw number is safe. The
+                // channel stays open: the child reports what it served over it.
                 let _ = nix::unistd::close(self.sigchld.as_raw_fd());
-                let code = serve_child(port, fd);
+                let code = serve_child(port, fd, conn, self.chan.as_fd());
                 // `_exit`, not `exit`: the forker's exit handlers (library destructors, stdio
                 // flushing) are not the child's to run, and skipping them spares every child
                 // the page faults of running them.
@@ -171,13 +179,19 @@ impl ForkServer {
     /// Reaps every child that has ended and tells the host.
     fn reap(&mut self) {
         loop {
-            let (pid, status, clean) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    (pid, format!("exited with code {code}"), code == 0)
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    (pid, format!("killed by {signal}"), false)
-                }
+            let (pid, how, status, clean) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (
+                    pid,
+                    ("code".to_owned(), code.to_string()),
+                    format!("exited with code {code}"),
+                    code == 0,
+                ),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (
+                    pid,
+                    ("signal".to_owned(), signal.as_str().to_owned()),
+                    format!("killed by {signal}"),
+                    false,
+                ),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
@@ -185,6 +199,7 @@ impl ForkServer {
                 self.tell(&FromForker::Exited {
                     conn,
                     pid: pid.as_raw(),
+                    how,
                     status,
                     clean,
                 });
@@ -242,9 +257,55 @@ fn warm_up(spec: &ChildSpec) {
 /// The exit code of a child whose service panicked, the same a Rust program's panic gives.
 const PANICKED: i32 = 101;
 
+/// How often a child reports what it has served, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// A child's reports of what it served, sent to the host over the fork server's channel (a
+/// `SOCK_SEQPACKET` socket: each report is one packet, whoever else writes to it).
+#[derive(Clone)]
+struct Reporter {
+    conn: u64,
+    chan: Arc<OwnedFd>,
+}
+
+impl Reporter {
+    fn new(conn: u64, chan: OwnedFd) -> Reporter {
+        Reporter {
+            conn,
+            chan: Arc::new(chan),
+        }
+    }
+
+    fn send(&self, totals: &Totals) {
+        let message = FromForker::Served {
+            conn: self.conn,
+            totals: *totals,
+        };
+        let _ = wire::send(self.chan.as_fd(), &message, None);
+    }
+
+    /// A meter that reports at most once per [`REPORT_EVERY`], after a reply.
+    fn meter(&self) -> Meter {
+        let reporter = self.clone();
+        let started = Instant::now();
+        let next = AtomicU64::new(0);
+        Meter::reporting(
+            Arc::new(Traffic::default()),
+            Arc::new(move |traffic: &Traffic| {
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if now >= next.load(Ordering::Relaxed) {
+                    next.store(now + REPORT_EVERY.as_millis() as u64, Ordering::Relaxed);
+                    reporter.send(&traffic.totals());
+                }
+            }),
+        )
+    }
+}
+
 /// The child's whole life: serve the one connection with blocking I/O (or, for a service with
-/// only an async form, on a runtime of its own), return the exit code.
-fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
+/// only an async form, on a runtime of its own), report what it served over `chan`, return
+/// the exit code.
+fn serve_child(port: &Port, fd: OwnedFd, conn: u64, chan: std::os::fd::BorrowedFd<'_>) -> i32 {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
@@ -258,12 +319,23 @@ fn serve_child(port: &Port, fd: OwnedFd) -> i32 {
     };
     let span = child_span(spec, peer);
     let _span = span.enter();
-    let conn = BlockingConn {
+    let reporter = match chan.try_clone_to_owned() {
+        Ok(chan) => Reporter::new(conn, chan),
+        Err(e) => {
+            warn!("cannot report what the child serves: {e}");
+            return 1;
+        }
+    };
+    let meter = reporter.meter();
+    let blocking = BlockingConn {
         stream,
         peer,
         limits: spec.limits,
+        meter: meter.clone(),
     };
-    match connection::serve_blocking(&*port.service, conn) {
+    let end = connection::serve_blocking(&*port.service, blocking);
+    reporter.send(&meter.traffic().totals());
+    match end {
         End::Panicked => PANICKED,
         _ => 0,
     }

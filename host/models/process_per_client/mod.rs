@@ -33,9 +33,13 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use porthost_services::meter::Traffic;
+
 use super::Runner;
 use crate::config::PortPlan;
 use crate::connection::Accepted;
+use crate::events::Kind;
+use crate::port::{Admission, Port};
 use wire::{ChildSpec, FromForker, ToForker};
 
 /// How long a child may take to end after SIGTERM before it gets SIGKILL.
@@ -88,7 +92,7 @@ impl Runner for ProcessPerClient {
         };
         let child = match self
             .forker
-            .start(self.port_id, fd)
+            .start(self.port_id, fd, &admission)
             .instrument(span.clone())
             .await
         {
@@ -160,7 +164,7 @@ struct ForkerProcess {
     /// A `SOCK_SEQPACKET` socket (see [`wire`]).
     chan: UnixStream,
     /// Who waits for which connection's child.
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Exit>>>,
+    waiting: Mutex<HashMap<u64, Watch>>,
     /// Cancelled when the forker has gone away (end of stream from it).
     gone: CancellationToken,
     /// Set when the host ends the forker, so that its going away is not reported as a crash.
@@ -172,8 +176,60 @@ struct ForkerProcess {
 #[derive(Debug)]
 struct Exit {
     pid: Option<i32>,
+    /// `("code", "0")`, `("signal", "SIGKILL")`; `None` when no child was started.
+    how: Option<(String, String)>,
     status: String,
     clean: bool,
+}
+
+/// What the host keeps of a connection the fork server serves: where the child's reports and
+/// its end go.
+#[derive(Debug)]
+struct Watch {
+    exit: oneshot::Sender<Exit>,
+    traffic: Arc<Traffic>,
+    port: Arc<Port>,
+    /// The connection's entry in the port's table.
+    id: u64,
+    /// Whether a child was forked (and so counts among the port's children until it ends).
+    forked: AtomicBool,
+}
+
+impl Watch {
+    fn forked(&self, pid: i32) {
+        let stats = &self.port.stats;
+        stats.forks.fetch_add(1, Ordering::Relaxed);
+        stats.children.fetch_add(1, Ordering::Relaxed);
+        self.forked.store(true, Ordering::Relaxed);
+        self.port.set_pid(self.id, pid as u32);
+        self.port
+            .events
+            .push(Some(self.port.port()), Kind::Child, || {
+                format!("child {pid} forked")
+            });
+    }
+
+    fn exited(&self, exit: &Exit) {
+        if let Some((how, value)) = &exit.how {
+            let how = if how == "signal" { "signal" } else { "code" };
+            self.port.stats.exited(how, value.clone());
+        }
+        if let Some(pid) = exit.pid {
+            self.port
+                .events
+                .push(Some(self.port.port()), Kind::Child, || {
+                    format!("child {pid} reaped: {}", exit.status)
+                });
+        }
+        self.lost();
+    }
+
+    /// The child is gone (or never was), however it ended.
+    fn lost(&self) {
+        if self.forked.swap(false, Ordering::Relaxed) {
+            self.port.stats.children.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A connection being served by a child.
@@ -215,11 +271,23 @@ impl ForkerHandle {
         }
     }
 
-    async fn start(&self, port_id: u64, fd: OwnedFd) -> std::io::Result<ConnChild> {
+    async fn start(
+        &self,
+        port_id: u64,
+        fd: OwnedFd,
+        admission: &Admission,
+    ) -> std::io::Result<ConnChild> {
         let forker = self.running().await?;
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, exit) = oneshot::channel();
-        lock(&forker.waiting).insert(conn, tx);
+        let watch = Watch {
+            exit: tx,
+            traffic: admission.traffic().clone(),
+            port: admission.port().clone(),
+            id: admission.id(),
+            forked: AtomicBool::new(false),
+        };
+        lock(&forker.waiting).insert(conn, watch);
         let sent = forker
             .send(&ToForker::Serve { conn, port_id }, Some(fd.as_fd()))
             .await;
@@ -369,10 +437,23 @@ impl ForkerProcess {
                 Err(e) => Err(e),
             };
             let (conn, exit) = match received {
+                Ok(Some((FromForker::Forked { conn, pid }, _))) => {
+                    if let Some(watch) = lock(&self.waiting).get(&conn) {
+                        watch.forked(pid);
+                    }
+                    continue;
+                }
+                Ok(Some((FromForker::Served { conn, totals }, _))) => {
+                    if let Some(watch) = lock(&self.waiting).get(&conn) {
+                        watch.traffic.store(&totals);
+                    }
+                    continue;
+                }
                 Ok(Some((
                     FromForker::Exited {
                         conn,
                         pid,
+                        how,
                         status,
                         clean,
                     },
@@ -381,6 +462,7 @@ impl ForkerProcess {
                     conn,
                     Exit {
                         pid: Some(pid),
+                        how: Some(how),
                         status,
                         clean,
                     },
@@ -389,6 +471,7 @@ impl ForkerProcess {
                     conn,
                     Exit {
                         pid: None,
+                        how: None,
                         status: reason,
                         clean: false,
                     },
@@ -399,13 +482,16 @@ impl ForkerProcess {
                     break;
                 }
             };
-            if let Some(tx) = lock(&self.waiting).remove(&conn) {
-                let _ = tx.send(exit);
+            if let Some(watch) = lock(&self.waiting).remove(&conn) {
+                watch.exited(&exit);
+                let _ = watch.exit.send(exit);
             }
         }
         // First, so that the next connection starts a new forker instead of writing to this one.
         self.gone.cancel();
-        lock(&self.waiting).clear();
+        for (_, watch) in lock(&self.waiting).drain() {
+            watch.lost();
+        }
         if !self.ending.load(Ordering::Relaxed) {
             warn!(
                 "the process-per-client fork server went away; the next connection starts a new one"
@@ -454,6 +540,7 @@ impl ConnChild {
                 pid,
                 status,
                 clean: true,
+                ..
             }) => debug!(pid, "child {status}"),
             Ok(Exit {
                 pid: Some(pid),

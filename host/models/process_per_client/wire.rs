@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use porthost_services::Limits;
+use porthost_services::meter::Totals;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -41,10 +42,17 @@ pub enum ToForker {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FromForker {
+    /// A child was forked for the connection.
+    Forked { conn: u64, pid: i32 },
+    /// What the connection's child has served so far (sent by the child itself, about once a
+    /// second and when it is done, so a child that is killed loses at most its last second).
+    Served { conn: u64, totals: Totals },
     /// The child was reaped; `status` says how it ended, `clean` when it exited with 0.
     Exited {
         conn: u64,
         pid: i32,
+        /// `("code", "0")` or `("signal", "SIGKILL")`.
+        how: (String, String),
         status: String,
         clean: bool,
     },

@@ -157,14 +157,18 @@ impl<S: LineService> BlockingService for LineServer<S> {
 /// pushed messages and timers of handlers that have them.
 pub async fn drive<H: LineHandler>(handler: &mut H, conn: &mut Conn) -> std::io::Result<()> {
     let limits = conn.limits;
+    let meter = conn.meter.clone();
     let (read_half, mut write_half) = conn.stream.split();
-    let mut reader = LineReader::new(read_half, limits);
+    let mut reader = LineReader::new(read_half, limits, meter.clone());
     let mut reply = Vec::with_capacity(64);
+    // When the line the pending reply answers was framed.
+    let mut since = None;
     let mut flow = handler.setup(&mut reply);
     let mut linger = false;
     while flow == Flow::Continue {
         if !reply.is_empty() {
             write_reply(&mut write_half, &reply, &limits).await?;
+            meter.replied(reply.len(), since.take());
             reply.clear();
         }
         let at = handler.timer();
@@ -188,11 +192,18 @@ pub async fn drive<H: LineHandler>(handler: &mut H, conn: &mut Conn) -> std::io:
                 Flow::Close
             }
             Event::Timer => handler.on_timer(&mut reply),
-            Event::Frame(frame) => answer(handler, frame?, &mut reply, &mut linger, &limits),
+            Event::Frame(frame) => {
+                let frame = frame?;
+                if let Frame::Line(_) = frame {
+                    since.get_or_insert(meter.lines(1));
+                }
+                answer(handler, frame, &mut reply, &mut linger, &limits)
+            }
         };
     }
     if !reply.is_empty() {
         write_reply(&mut write_half, &reply, &limits).await?;
+        meter.replied(reply.len(), since);
     }
     if linger {
         close_gracefully(&mut conn.stream).await;
@@ -212,23 +223,32 @@ pub fn drive_blocking<H: LineHandler>(handler: &mut H, conn: &BlockingConn) -> s
     }
     prepare_blocking(conn)?;
     let limits = conn.limits;
-    let mut reader = BlockingLineReader::new(&conn.stream, limits);
+    let meter = &conn.meter;
+    let mut reader = BlockingLineReader::new(&conn.stream, limits, meter.clone());
     let mut reply = Vec::with_capacity(64);
+    let mut since = None;
     let mut flow = handler.setup(&mut reply);
     let mut linger = false;
     while flow == Flow::Continue {
         if !reply.is_empty() {
             write_reply_blocking(&conn.stream, &reply)?;
+            meter.replied(reply.len(), since.take());
             reply.clear();
         }
         let at = handler.timer().map(Instant::into_std);
         flow = match reader.next_line_until(at)? {
             None => handler.on_timer(&mut reply),
-            Some(frame) => answer(handler, frame, &mut reply, &mut linger, &limits),
+            Some(frame) => {
+                if let Frame::Line(_) = frame {
+                    since.get_or_insert(meter.lines(1));
+                }
+                answer(handler, frame, &mut reply, &mut linger, &limits)
+            }
         };
     }
     if !reply.is_empty() {
         write_reply_blocking(&conn.stream, &reply)?;
+        meter.replied(reply.len(), since);
     }
     if linger {
         close_gracefully_blocking(&conn.stream);
@@ -290,6 +310,7 @@ mod tests {
             stream,
             peer,
             limits: Limits::default(),
+            meter: crate::Meter::default(),
         };
         let size = std::mem::size_of_val(&drive(&mut Quiet, &mut conn));
         assert!(size <= 1024, "the framing's future is {size} bytes");

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, Sleep};
 
 use super::buffer::{Found, LineBuffer};
-use crate::{DeadlineReader, Limits};
+use crate::{DeadlineReader, Limits, Meter};
 
 /// What a line reader found.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,16 +52,19 @@ pub struct LineReader<R> {
     /// One timer for the idle timeout, moved only when it fires before the current deadline:
     /// arming a fresh timer for every read would cost more than the read itself.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// Counts the bytes read.
+    meter: Meter,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
-    pub fn new(inner: R, limits: Limits) -> Self {
+    pub fn new(inner: R, limits: Limits, meter: Meter) -> Self {
         LineReader {
             inner,
             buffer: LineBuffer::new(limits.max_line_bytes),
             limits,
             deadline: None,
             idle_timer: None,
+            meter,
         }
     }
 
@@ -100,7 +103,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
             };
             match read {
-                Ok(n) => self.buffer.filled(n),
+                Ok(n) => {
+                    self.meter.received(n);
+                    self.buffer.filled(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -119,9 +125,9 @@ pub struct BlockingLineReader<'a> {
 }
 
 impl<'a> BlockingLineReader<'a> {
-    pub fn new(stream: &'a TcpStream, limits: Limits) -> Self {
+    pub fn new(stream: &'a TcpStream, limits: Limits, meter: Meter) -> Self {
         BlockingLineReader {
-            inner: DeadlineReader::new(stream),
+            inner: DeadlineReader::new(stream, meter),
             buffer: LineBuffer::new(limits.max_line_bytes),
             limits,
             deadline: None,
@@ -186,7 +192,7 @@ mod tests {
     }
 
     async fn frames(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, &'static str>> {
-        let mut reader = LineReader::new(input, limits(max));
+        let mut reader = LineReader::new(input, limits(max), Meter::default());
         let mut out = Vec::new();
         loop {
             match reader.next_line().await.unwrap() {
@@ -222,7 +228,7 @@ mod tests {
     async fn a_line_over_the_limit_is_reported_without_growing_the_buffer() {
         assert_eq!(frames(b"abcde\n", 4).await, vec![Err("too long")]);
         let huge = vec![b'x'; 1 << 20];
-        let mut reader = LineReader::new(&huge[..], limits(1000));
+        let mut reader = LineReader::new(&huge[..], limits(1000), Meter::default());
         assert_eq!(reader.next_line().await.unwrap(), Frame::TooLong);
         assert!(reader.buffer.capacity() <= 1002);
     }
@@ -246,7 +252,7 @@ mod tests {
                 tx.write_all(&[*b]).await.unwrap();
             }
         });
-        let mut reader = LineReader::new(rx, limits(10));
+        let mut reader = LineReader::new(rx, limits(10), Meter::default());
         assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"ab"));
         assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"cd"));
         writer.await.unwrap();
@@ -270,6 +276,7 @@ mod tests {
                 max_line_bytes: 100,
                 idle_timeout: Some(Duration::from_secs(5)),
             },
+            Meter::default(),
         );
         for _ in 0..6 {
             assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"x"));
@@ -291,6 +298,7 @@ mod tests {
                 max_line_bytes: 100,
                 idle_timeout: Some(Duration::from_secs(5)),
             },
+            Meter::default(),
         );
         assert_eq!(reader.next_line().await.unwrap(), Frame::Idle);
         drop(tx);
@@ -314,6 +322,7 @@ mod tests {
                 max_line_bytes: 100,
                 idle_timeout: Some(idle),
             },
+            Meter::default(),
         );
         peer.write_all(b"ab\r\ncd\n").unwrap();
         assert_eq!(reader.next_line().unwrap(), Frame::Line(b"ab"));
@@ -342,6 +351,7 @@ mod tests {
                 max_line_bytes: 100,
                 idle_timeout: Some(Duration::from_secs(30)),
             },
+            Meter::default(),
         );
         let at = std::time::Instant::now() + Duration::from_millis(50);
         assert_eq!(reader.next_line_until(Some(at)).unwrap(), None);

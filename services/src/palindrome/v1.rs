@@ -59,6 +59,8 @@ struct Framer {
     partial: Vec<u8>,
     max: usize,
     strict: bool,
+    /// Lines framed so far, for the meter.
+    lines: u64,
 }
 
 impl Framer {
@@ -68,13 +70,15 @@ impl Framer {
             let (head, rest) = (&bytes[..i], &bytes[i + 1..]);
             bytes = rest;
             let outcome = if self.partial.is_empty() {
-                answer(head, self.max, self.strict, replies)
+                self.answer(head, replies)
             } else if self.partial.len() + head.len() > self.max + 1 {
                 Outcome::TooLong
             } else {
-                self.partial.extend_from_slice(head);
-                let outcome = answer(&self.partial, self.max, self.strict, replies);
-                self.partial.clear();
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                let outcome = self.answer(&line, replies);
+                line.clear();
+                self.partial = line;
                 outcome
             };
             if outcome != Outcome::Continue {
@@ -94,23 +98,29 @@ impl Framer {
             return Outcome::Done;
         }
         let line = std::mem::take(&mut self.partial);
-        match answer(&line, self.max, self.strict, replies) {
+        match self.answer(&line, replies) {
             Outcome::Continue => Outcome::Done,
             other => other,
         }
     }
-}
 
-fn answer(line: &[u8], max: usize, strict: bool, replies: &mut Vec<u8>) -> Outcome {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.len() > max {
-        return Outcome::TooLong;
+    fn answer(&mut self, line: &[u8], replies: &mut Vec<u8>) -> Outcome {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max {
+            return Outcome::TooLong;
+        }
+        self.lines += 1;
+        if line.is_empty() {
+            return Outcome::Done;
+        }
+        replies.extend_from_slice(super::verdict(&String::from_utf8_lossy(line), self.strict));
+        Outcome::Continue
     }
-    if line.is_empty() {
-        return Outcome::Done;
+
+    /// Counts the lines framed since the last call, and says when that was.
+    fn count(&mut self, meter: &crate::Meter) -> Option<std::time::Instant> {
+        (self.lines > 0).then(|| meter.lines(std::mem::take(&mut self.lines)))
     }
-    replies.extend_from_slice(super::verdict(&String::from_utf8_lossy(line), strict));
-    Outcome::Continue
 }
 
 impl PalindromeV1 {
@@ -119,6 +129,7 @@ impl PalindromeV1 {
             partial: Vec::new(),
             max: limits.max_line_bytes,
             strict: self.strict,
+            lines: 0,
         }
     }
 }
@@ -133,7 +144,7 @@ impl BlockingService for PalindromeV1 {
         let mut replies = Vec::with_capacity(64);
         // Each `recv` waits at most until the line being read is due: from the last complete
         // line, so a client that trickles bytes is idle too.
-        let mut conn_reader = DeadlineReader::new(&conn.stream);
+        let mut conn_reader = DeadlineReader::new(&conn.stream, conn.meter.clone());
         loop {
             if conn_reader.deadline().is_none() {
                 conn_reader.set_deadline(limits.blocking_deadline());
@@ -153,11 +164,13 @@ impl BlockingService for PalindromeV1 {
                 }
                 Err(e) => return Err(e),
             };
+            let since = framer.count(&conn.meter);
             if outcome == Outcome::TooLong {
                 replies.extend_from_slice(limits.too_long_reply().as_bytes());
             }
             if !replies.is_empty() {
                 write_reply_blocking(&conn.stream, &replies)?;
+                conn.meter.replied(replies.len(), since);
                 replies.clear();
             }
             if outcome != Outcome::Continue {
@@ -186,6 +199,7 @@ impl Service for PalindromeV1 {
             let outcome = match until(deadline, conn.stream.read(&mut chunk)).await {
                 Ok(0) => framer.finish(&mut replies),
                 Ok(n) => {
+                    conn.meter.received(n);
                     if chunk[..n].contains(&b'\n') {
                         deadline = None;
                     }
@@ -198,11 +212,13 @@ impl Service for PalindromeV1 {
                 }
                 Err(e) => return Err(e),
             };
+            let since = framer.count(&conn.meter);
             if outcome == Outcome::TooLong {
                 replies.extend_from_slice(limits.too_long_reply().as_bytes());
             }
             if !replies.is_empty() {
                 write_reply(&mut conn.stream, &replies, &limits).await?;
+                conn.meter.replied(replies.len(), since);
                 replies.clear();
             }
             match outcome {
@@ -250,6 +266,7 @@ mod tests {
             partial: Vec::new(),
             max,
             strict: false,
+            lines: 0,
         }
     }
 

@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWrit
 
 use crate::conn::until;
 use crate::{
-    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, Options, Registration, Service,
-    close_gracefully, close_gracefully_blocking, prepare_blocking,
+    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, Meter, Options, Registration,
+    Service, close_gracefully, close_gracefully_blocking, prepare_blocking,
 };
 
 #[derive(Debug)]
@@ -35,14 +35,15 @@ enum End {
     Refuse(String),
 }
 
-/// What one `read_until` of a line means: the answer to send, or how the session ends. `n` is
-/// what the read returned; `line` loses its terminator.
+/// What one `read_until` of a line means: the answer to send (and when the line was framed,
+/// counted in `meter`), or how the session ends. `line` loses its terminator.
 fn check(
     line: &mut Vec<u8>,
     read: std::io::Result<usize>,
     limits: &Limits,
     strict: bool,
-) -> std::io::Result<Result<&'static [u8], End>> {
+    meter: &Meter,
+) -> std::io::Result<Result<(&'static [u8], std::time::Instant), End>> {
     let n = match read {
         Ok(0) => return Ok(Err(End::Eof)),
         Ok(n) => n,
@@ -62,10 +63,14 @@ fn check(
     if line.len() > limits.max_line_bytes || (!complete && n as u64 == budget(limits)) {
         return Ok(Err(End::Refuse(limits.too_long_reply())));
     }
+    let since = meter.lines(1);
     if line.is_empty() {
         return Ok(Err(End::Done));
     }
-    Ok(Ok(super::verdict(&String::from_utf8_lossy(line), strict)))
+    Ok(Ok((
+        super::verdict(&String::from_utf8_lossy(line), strict),
+        since,
+    )))
 }
 
 /// At most the limit plus "\r\n" per line: `take` keeps a line from growing past that.
@@ -79,7 +84,10 @@ impl BlockingService for PalindromeV2 {
     fn serve_blocking(&self, conn: BlockingConn) -> std::io::Result<()> {
         prepare_blocking(&conn)?;
         let limits = conn.limits;
-        let mut rfile = std::io::BufReader::with_capacity(4096, DeadlineReader::new(&conn.stream));
+        let mut rfile = std::io::BufReader::with_capacity(
+            4096,
+            DeadlineReader::new(&conn.stream, conn.meter.clone()),
+        );
         let mut wfile = std::io::BufWriter::with_capacity(256, &conn.stream);
         let mut line = Vec::new();
         let end = loop {
@@ -89,10 +97,11 @@ impl BlockingService for PalindromeV2 {
             let read = (&mut rfile)
                 .take(budget(&limits))
                 .read_until(b'\n', &mut line);
-            match check(&mut line, read, &limits, self.strict)? {
-                Ok(answer) => {
+            match check(&mut line, read, &limits, self.strict, &conn.meter)? {
+                Ok((answer, since)) => {
                     wfile.write_all(answer)?;
                     wfile.flush()?;
+                    conn.meter.replied(answer.len(), Some(since));
                 }
                 Err(end) => break end,
             }
@@ -123,7 +132,10 @@ impl Service for PalindromeV2 {
             line.clear();
             let mut bounded = (&mut rfile).take(budget(&limits));
             let read = until(limits.deadline(), bounded.read_until(b'\n', &mut line)).await;
-            let answer = match check(&mut line, read, &limits, self.strict)? {
+            if let Ok(n) = &read {
+                conn.meter.received(*n);
+            }
+            let (answer, since) = match check(&mut line, read, &limits, self.strict, &conn.meter)? {
                 Ok(answer) => answer,
                 Err(end) => break end,
             };
@@ -132,6 +144,7 @@ impl Service for PalindromeV2 {
                 wfile.flush().await
             })
             .await?;
+            conn.meter.replied(answer.len(), Some(since));
         };
         match end {
             End::Eof => {}

@@ -160,6 +160,7 @@ fn serve(listener: TcpListener, service: Arc<dyn Service>) {
                         stream,
                         peer,
                         limits,
+                        meter: crate::Meter::default(),
                     })
                     .await
             });
@@ -199,6 +200,7 @@ fn start_threads(table: &str) -> SocketAddr {
                             stream,
                             peer,
                             limits,
+                            meter: crate::Meter::default(),
                         })
                         .await
                 })
