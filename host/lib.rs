@@ -23,6 +23,7 @@
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -32,6 +33,8 @@ pub mod logging;
 pub mod models;
 pub mod port;
 pub mod procfs;
+pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod registry;
 pub mod sockets;
 pub mod supervisor;
