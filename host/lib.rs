@@ -5,6 +5,8 @@
 //! A connection flows one way: [`supervisor`] → [`listener`] → [`models`] → [`connection`] →
 //! the service.
 //!
+//! - [`access`], [`rate_limit`], [`proxy_protocol`]: who may connect (allow/deny lists,
+//!   connections per second per address) and who a client is behind a proxy.
 //! - [`admin`]: the admin endpoint: live page, Prometheus metrics, state, load runs.
 //! - [`config`]: `services.toml`, raw then validated, with errors that point at lines; the
 //!   [`config::Model`] names.
@@ -26,6 +28,7 @@
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`].
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod client;
@@ -38,6 +41,8 @@ pub mod metrics;
 pub mod models;
 pub mod port;
 pub mod procfs;
+pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod registry;
 pub mod sockets;
 pub mod supervisor;
