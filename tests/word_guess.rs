@@ -38,6 +38,7 @@ fn ann_and_bob(host: &TestHost) -> (Client, Client) {
     let start = [
         "\"Bob\" joined (2/2)",
         "Game starts: \"Ann\", \"Bob\"",
+        "Alphabet: Latin, 4 letters",
         "Word: ****",
         "Turn: \"Ann\"",
     ];
@@ -98,7 +99,7 @@ fn a_full_game_with_scores_and_winner() {
 }
 
 #[test]
-fn a_wrong_word_resets_the_score_and_an_already_revealed_letter_passes() {
+fn a_wrong_word_resets_the_score_and_a_letter_tried_before_is_refused() {
     let host = game_host("async", "words = [\"abba\"]");
     let (mut ann, mut bob) = ann_and_bob(&host);
     ann.send(b"/letter a\n");
@@ -141,14 +142,29 @@ fn a_wrong_word_resets_the_score_and_an_already_revealed_letter_passes() {
             "/turn",
         ],
     );
-    bob.send(b"/letter a\n");
+    // Tried by Ann and revealed: refused, privately, and Bob keeps the turn.
+    bob.send(b"/letter A\n");
     expect(
         &mut bob,
+        &["Error: the letter a was already tried (tried: a)", "/turn"],
+    );
+    bob.send(b"/letter z\n");
+    let miss = [
+        "\"Bob\": letter z",
+        "Miss: no z in the word",
+        "Word: a**a",
+        "Turn: \"Ann\"",
+    ];
+    expect(&mut bob, &miss);
+    expect(&mut ann, &miss);
+    expect(&mut ann, &["/turn"]);
+    // Missed by Bob: refused too.
+    ann.send(b"/letter z\n");
+    expect(
+        &mut ann,
         &[
-            "\"Bob\": letter a",
-            "Miss: a is already revealed",
-            "Word: a**a",
-            "Turn: \"Ann\"",
+            "Error: the letter z was already tried (tried: a, z)",
+            "/turn",
         ],
     );
 }
@@ -214,6 +230,7 @@ fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
                 "extra argument, send /letter X with one space before it",
             ),
             ("/letter ab", "\"ab\" is not exactly one letter"),
+            ("/word !!", "\"!!\" is not a word: letters only"),
             // Quoted the way names are: escaped, so a combining mark shows as `\u{301}`.
             (
                 "/letter е\u{301}",
@@ -252,6 +269,7 @@ fn a_player_leaving_on_their_turn_passes_it() {
         let start = [
             "\"Cid\" joined (3/3)",
             "Game starts: \"Ann\", \"Bob\", \"Cid\"",
+            "Alphabet: Latin, 4 letters",
             "Word: ****",
             "Turn: \"Ann\"",
         ];
@@ -294,6 +312,7 @@ fn two_games_run_at_once_on_one_port() {
             &[
                 "\"Dan\" joined (2/2)",
                 "Game starts: \"Cid\", \"Dan\"",
+                "Alphabet: Latin, 4 letters",
                 "Word: ****",
                 "Turn: \"Cid\"",
                 "/turn",
@@ -304,6 +323,7 @@ fn two_games_run_at_once_on_one_port() {
             &[
                 "\"Dan\" joined (2/2)",
                 "Game starts: \"Cid\", \"Dan\"",
+                "Alphabet: Latin, 4 letters",
                 "Word: ****",
                 "Turn: \"Cid\"",
             ],
@@ -345,6 +365,7 @@ fn one_player_games_run_under_sequential() {
             &[
                 "\"Solo\" joined (1/1)",
                 "Game starts: \"Solo\"",
+                "Alphabet: Cyrillic, 4 letters",
                 "Word: ****",
                 "Turn: \"Solo\"",
                 "/turn",
@@ -406,7 +427,8 @@ fn models_that_cannot_share_state_are_refused() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains(
-            ":4:11: [ports.7021]: invalid options for word-guess: players must be 1 to 16, got 17"
+            ":4:11: [ports.7021]: invalid options for word-guess: players must be a whole number \
+             from 1 to 16, not 17"
         ),
         "{stderr}"
     );
