@@ -810,6 +810,92 @@ mod tests {
         );
     }
 
+    /// The protocol as `mod.rs` documents it, read from its `//!` lines with the line breaks
+    /// and the table's column gaps folded into single spaces.
+    fn documented() -> String {
+        include_str!("mod.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// What the server sends, rendered by the functions it uses, appears in the module's
+    /// protocol documentation word for word, so the two cannot drift apart.
+    #[test]
+    fn the_documented_protocol_is_what_the_server_sends() {
+        let doc = documented();
+        let folded = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let abba = Word::new("abba").unwrap();
+        let mut ann = Player::new(PlayerId(1), "Ann");
+        ann.score = 2;
+        let mut bob = Player::new(PlayerId(2), "Bob");
+        bob.score = 6;
+        let hit = Outcome::Hit { points: 2 };
+        let won = Outcome::Won {
+            points: 2,
+            bonus: 4,
+        };
+        let letter = Command::Letter('x');
+        let rendered = [
+            welcome(),
+            name_rejected(&NameError::Empty),
+            joined("Ann", 1, 2),
+            left_lobby("Ann", 1, 2),
+            game_starts(&[ann.clone(), bob.clone()], &abba, "ab*a"),
+            turn("Ann", None),
+            turn("Ann", Some(Duration::from_secs(30))),
+            format!("{TURN}\n"),
+            moved(&ann, &letter, hit),
+            moved(&ann, &letter, Outcome::Absent),
+            moved(&ann, &Command::Word("abba".into()), Outcome::WrongWord),
+            moved(&ann, &letter, won),
+            timed_out("Ann"),
+            left_game("Ann"),
+            error(&not_your_turn("Bob")),
+            results(&abba, &[ann, bob.clone()], &bob),
+        ];
+        for line in rendered.iter().flat_map(|text| text.lines()) {
+            // The documentation names counts and scores N, M and T where they vary.
+            let varies = [" joined (", " left (", "Hit: ", "Win: "];
+            let shown = if varies.iter().any(|v| line.contains(v)) {
+                let mut names = ["N", "M", "T"].into_iter();
+                let mut shown = String::new();
+                let mut in_number = false;
+                for c in line.chars() {
+                    match (c.is_ascii_digit(), in_number) {
+                        (true, false) => shown += names.next().unwrap(),
+                        (true, true) => {}
+                        (false, _) => shown.push(c),
+                    }
+                    in_number = c.is_ascii_digit();
+                }
+                shown
+            } else {
+                line.to_owned()
+            };
+            assert!(doc.contains(&folded(&shown)), "{shown:?} is not documented");
+        }
+        let reasons = [
+            ClientError::NotACommand.to_string(),
+            ClientError::Unknown("/x".into()).to_string(),
+            ClientError::MissingArgument(Kind::Letter).to_string(),
+            ClientError::ExtraArgument(Kind::Letter).to_string(),
+            ClientError::NotOneLetter("ab".into()).to_string(),
+            ClientError::NotAWord("a1".into()).to_string(),
+            already_tried('x', &['x', 'y']),
+            not_your_turn("Bob"),
+            not_started(1),
+        ];
+        for reason in reasons {
+            assert!(
+                doc.contains(&folded(&format!("{reason:?}"))),
+                "the reason {reason:?} is not documented"
+            );
+        }
+    }
+
     /// Every line the server renders reads back as what it means, so a client built on
     /// [`server_line`] understands exactly what the server says.
     #[test]
