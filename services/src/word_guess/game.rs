@@ -85,10 +85,10 @@ pub enum MoveError {
     NotYourTurn,
     /// Someone has won or everyone has left.
     Over,
-    /// The letter was tried before in this game (by anyone): it is not a guess, so it is
-    /// refused and the mover keeps the turn. The lecture's rules are silent here; this rule is
-    /// the server's so that every client, `nc` included, meets it.
-    AlreadyTried,
+    /// The letter (folded) was tried before in this game, by anyone: it is not a guess, so it
+    /// is refused and the mover keeps the turn. The lecture's rules are silent here; this rule
+    /// is the server's so that every client, `nc` included, meets it.
+    AlreadyTried(char),
 }
 
 /// A player who left, and whether the turn passed because of it.
@@ -174,7 +174,7 @@ impl Game {
         let mover = self.mover_index(player)?;
         let letter = fold(letter);
         if self.tried.contains(&letter) {
-            return Err(MoveError::AlreadyTried);
+            return Err(MoveError::AlreadyTried(letter));
         }
         self.tried.push(letter);
         let mut points = 0;
@@ -315,17 +315,21 @@ mod tests {
     fn a_letter_already_tried_is_refused_and_the_turn_stays() {
         let mut g = game("abba", &[ANN, BOB]);
         g.letter(ANN, 'a').unwrap();
-        assert_eq!(g.letter(ANN, 'a'), Err(MoveError::AlreadyTried), "revealed");
+        assert_eq!(
+            g.letter(ANN, 'a'),
+            Err(MoveError::AlreadyTried('a')),
+            "revealed"
+        );
         assert_eq!(score(&g, ANN), 2);
         assert_eq!(mover(&g), Some(ANN));
         g.letter(ANN, 'z').unwrap();
         assert_eq!(mover(&g), Some(BOB));
         assert_eq!(
             g.letter(BOB, 'Z'),
-            Err(MoveError::AlreadyTried),
+            Err(MoveError::AlreadyTried('z')),
             "a miss, in any case"
         );
-        assert_eq!(g.letter(BOB, 'A'), Err(MoveError::AlreadyTried));
+        assert_eq!(g.letter(BOB, 'A'), Err(MoveError::AlreadyTried('a')));
         assert_eq!(mover(&g), Some(BOB));
         assert_eq!(g.tried(), ['a', 'z']);
         assert_eq!(
@@ -374,7 +378,7 @@ mod tests {
         assert_eq!(g.solution().to_string(), "їжак", "shown in lowercase");
         assert_eq!(g.letter(ANN, 'Ї'), Ok(Outcome::Hit { points: 1 }));
         assert_eq!(g.masked(), "ї***");
-        assert_eq!(g.letter(ANN, 'ї'), Err(MoveError::AlreadyTried));
+        assert_eq!(g.letter(ANN, 'ї'), Err(MoveError::AlreadyTried('ї')));
         assert_eq!(g.word(ANN, "їжаченя"), Ok(Outcome::WrongWord));
         assert_eq!(
             g.word(BOB, "ЇЖАК"),
@@ -571,11 +575,12 @@ mod tests {
                                     prop_assert_eq!(result, Err(MoveError::NotYourTurn));
                                     prop_assert_eq!(scores(&g), before.clone());
                                 }
-                                (Some(_), Err(MoveError::AlreadyTried)) => {
+                                (Some(_), Err(MoveError::AlreadyTried(refused))) => {
                                     let Action::Letter(_, letter) = action else {
                                         return Err(TestCaseError::fail("a word guess was refused as tried"));
                                     };
-                                    prop_assert!(tried.contains(&fold(letter)));
+                                    prop_assert_eq!(refused, fold(letter));
+                                    prop_assert!(tried.contains(&refused));
                                     prop_assert_eq!(scores(&g), before.clone());
                                     prop_assert_eq!(g.mover().map(|p| p.id), mover, "the turn stays");
                                 }

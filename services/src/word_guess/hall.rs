@@ -137,11 +137,9 @@ impl Room {
                 self.reject(id, &protocol::not_your_turn(&mover));
             }
             Err(MoveError::Over) => self.reject(id, protocol::game_over()),
-            Err(MoveError::AlreadyTried) => {
-                if let protocol::Command::Letter(letter) = command {
-                    let reason = protocol::already_tried(letter, self.game.tried());
-                    self.reject(id, &reason);
-                }
+            Err(MoveError::AlreadyTried(letter)) => {
+                let reason = protocol::already_tried(letter, self.game.tried());
+                self.reject(id, &reason);
             }
         }
     }
