@@ -88,6 +88,26 @@ fn the_palindrome_client_fails_clearly() {
 }
 
 #[test]
+fn the_palindrome_client_quotes_at_most_80_characters_of_a_refused_line() {
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "max_line_bytes = 100")],
+    );
+    let addr = host.addr(0);
+    let long = "ab".repeat(500);
+    let (code, _, stderr) = palindrome_client(&addr.to_string(), &format!("{long}\n"));
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        format!(
+            "porthost: {addr} refused \"{}…\" (1000 characters): \"ERR line longer than 100 \
+             bytes\"\n",
+            "ab".repeat(40)
+        )
+    );
+}
+
+#[test]
 fn sigterm_drains_every_model_and_leaves_no_process() {
     let entries: Vec<_> = MODELS
         .iter()

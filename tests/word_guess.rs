@@ -1,9 +1,16 @@
-//! The word-guess game against the real binary, under both models that can run it.
+//! The word-guess game on hosts served in this process, under both models that can run it, and
+//! the bundled client against them: as the `porthost` subprocess, and in this process where
+//! the test must type like a person at a terminal (a pipe as stdin is a script otherwise).
 
-use std::io::Write;
-use std::process::Stdio;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
-use crate::util::{Client, TestHost, config_file, entry, run, text};
+use porthost::client::word_guess::{Input, play};
+
+use crate::util::{Client, PATIENCE, TestHost, config_file, entry, run, text};
 
 const GAME_MODELS: [&str; 2] = ["thread-per-client", "async"];
 
@@ -38,6 +45,7 @@ fn ann_and_bob(host: &TestHost) -> (Client, Client) {
     let start = [
         "\"Bob\" joined (2/2)",
         "Game starts: \"Ann\", \"Bob\"",
+        "Alphabet: Latin, 4 letters",
         "Word: ****",
         "Turn: \"Ann\"",
     ];
@@ -98,7 +106,7 @@ fn a_full_game_with_scores_and_winner() {
 }
 
 #[test]
-fn a_wrong_word_resets_the_score_and_an_already_revealed_letter_passes() {
+fn a_wrong_word_resets_the_score_and_a_letter_tried_before_is_refused() {
     let host = game_host("async", "words = [\"abba\"]");
     let (mut ann, mut bob) = ann_and_bob(&host);
     ann.send(b"/letter a\n");
@@ -141,14 +149,29 @@ fn a_wrong_word_resets_the_score_and_an_already_revealed_letter_passes() {
             "/turn",
         ],
     );
-    bob.send(b"/letter a\n");
+    // Tried by Ann and revealed: refused, privately, and Bob keeps the turn.
+    bob.send(b"/letter A\n");
     expect(
         &mut bob,
+        &["Error: the letter a was already tried (tried: a)", "/turn"],
+    );
+    bob.send(b"/letter z\n");
+    let miss = [
+        "\"Bob\": letter z",
+        "Miss: no z in the word",
+        "Word: a**a",
+        "Turn: \"Ann\"",
+    ];
+    expect(&mut bob, &miss);
+    expect(&mut ann, &miss);
+    expect(&mut ann, &["/turn"]);
+    // Missed by Bob: refused too.
+    ann.send(b"/letter z\n");
+    expect(
+        &mut ann,
         &[
-            "\"Bob\": letter a",
-            "Miss: a is already revealed",
-            "Word: a**a",
-            "Turn: \"Ann\"",
+            "Error: the letter z was already tried (tried: a, z)",
+            "/turn",
         ],
     );
 }
@@ -214,6 +237,7 @@ fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
                 "extra argument, send /letter X with one space before it",
             ),
             ("/letter ab", "\"ab\" is not exactly one letter"),
+            ("/word !!", "\"!!\" is not a word: letters only"),
             // Quoted the way names are: escaped, so a combining mark shows as `\u{301}`.
             (
                 "/letter е\u{301}",
@@ -252,6 +276,7 @@ fn a_player_leaving_on_their_turn_passes_it() {
         let start = [
             "\"Cid\" joined (3/3)",
             "Game starts: \"Ann\", \"Bob\", \"Cid\"",
+            "Alphabet: Latin, 4 letters",
             "Word: ****",
             "Turn: \"Ann\"",
         ];
@@ -294,6 +319,7 @@ fn two_games_run_at_once_on_one_port() {
             &[
                 "\"Dan\" joined (2/2)",
                 "Game starts: \"Cid\", \"Dan\"",
+                "Alphabet: Latin, 4 letters",
                 "Word: ****",
                 "Turn: \"Cid\"",
                 "/turn",
@@ -304,6 +330,7 @@ fn two_games_run_at_once_on_one_port() {
             &[
                 "\"Dan\" joined (2/2)",
                 "Game starts: \"Cid\", \"Dan\"",
+                "Alphabet: Latin, 4 letters",
                 "Word: ****",
                 "Turn: \"Cid\"",
             ],
@@ -345,6 +372,7 @@ fn one_player_games_run_under_sequential() {
             &[
                 "\"Solo\" joined (1/1)",
                 "Game starts: \"Solo\"",
+                "Alphabet: Cyrillic, 4 letters",
                 "Word: ****",
                 "Turn: \"Solo\"",
                 "/turn",
@@ -406,7 +434,8 @@ fn models_that_cannot_share_state_are_refused() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains(
-            ":4:11: [ports.7021]: invalid options for word-guess: players must be 1 to 16, got 17"
+            ":4:11: [ports.7021]: invalid options for word-guess: players must be a whole number \
+             from 1 to 16, not 17"
         ),
         "{stderr}"
     );
@@ -481,4 +510,335 @@ fn the_client_fails_when_input_ends_before_its_move() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("Game starts: \"Ann\""));
+}
+
+#[test]
+fn leaving_the_lobby_is_announced_and_frees_the_place() {
+    for model in GAME_MODELS {
+        let host = game_host(model, "words = [\"abba\"], players = 3");
+        let mut ann = join(&host, "Ann");
+        expect(
+            &mut ann,
+            &["\"Ann\" joined (1/3)", "Waiting for 2 more players"],
+        );
+        let mut bob = join(&host, "Bob");
+        expect(
+            &mut bob,
+            &["\"Bob\" joined (2/3)", "Waiting for 1 more player"],
+        );
+        drop(ann);
+        expect(
+            &mut bob,
+            &["\"Ann\" left (1/3)", "Waiting for 2 more players"],
+        );
+        bob.send(b"/letter a\n");
+        expect(
+            &mut bob,
+            &["Error: the game has not started, waiting for 2 more players"],
+        );
+        let _ann = join(&host, "Ann");
+        expect(
+            &mut bob,
+            &["\"Ann\" joined (2/3)", "Waiting for 1 more player"],
+        );
+    }
+}
+
+#[test]
+fn a_timed_turn_is_announced_with_its_limit() {
+    let host = game_host("async", "words = [\"abba\"], turn_timeout_secs = 30");
+    let mut ann = join(&host, "Ann");
+    expect(
+        &mut ann,
+        &["\"Ann\" joined (1/2)", "Waiting for 1 more player"],
+    );
+    let mut bob = join(&host, "Bob");
+    let start = [
+        "\"Bob\" joined (2/2)",
+        "Game starts: \"Ann\", \"Bob\"",
+        "Alphabet: Latin, 4 letters",
+        "Word: ****",
+        "Turn: \"Ann\" (30 s)",
+    ];
+    expect(&mut bob, &start);
+    expect(&mut ann, &start);
+    expect(&mut ann, &["/turn"]);
+    ann.send(b"/letter z\n");
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\": letter z",
+            "Miss: no z in the word",
+            "Word: ****",
+            "Turn: \"Bob\" (30 s)",
+            "/turn",
+        ],
+    );
+}
+
+/// Starts `porthost client word-guess ADDR [--name NAME]` with `input` piped in as its script.
+fn game_client(addr: SocketAddr, name: Option<&str>, input: &str) -> Child {
+    let mut command = crate::util::porthost();
+    command.args(["client", "word-guess", &addr.to_string()]);
+    if let Some(name) = name {
+        command.args(["--name", name]);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A client that fails at once may not read its input: that is not the test's failure.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child
+}
+
+/// The client's output once it exits; a client still running after [`PATIENCE`] is a hang,
+/// and is killed and failed.
+fn finished(mut child: Child) -> Output {
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the client hangs: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_client_refuses_a_move_that_cannot_be_meant_and_asks_again() {
+    let host = game_host("async", "words = [\"abba\"], players = 1");
+    // A word of the wrong length, not letters, a Cyrillic а on a Latin word: none is sent
+    // (the server would have played the first as a wrong word, dropping Ann to 0).
+    let out = finished(game_client(
+        host.addr(0),
+        Some("Ann"),
+        "ab\n!!\nа\nb\nb\nabba\n",
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Welcome to word-guess! Send your name.\n\
+         \"Ann\" joined (1/1)\n\
+         Game starts: \"Ann\"\n\
+         Alphabet: Latin, 4 letters\n\
+         Word: ****\n\
+         Turn: \"Ann\"\n\
+         \"ab\" has 2 letters, but the word has 4.\n\
+         \"!!\" is not a word: letters only.\n\
+         \"а\" is a Cyrillic letter, but the word is Latin: check the keyboard layout.\n\
+         \"Ann\": letter b\n\
+         Hit: \"Ann\" scores 2 (total 2) and moves again\n\
+         Word: *bb*\n\
+         Turn: \"Ann\"\n\
+         The letter b was already tried (tried: b).\n\
+         \"Ann\": word \"abba\"\n\
+         Win: \"Ann\" scores 2 + bonus 4 (total 8)\n\
+         Word: abba\n\
+         Game over, the word was abba\n\
+         Results:\n\
+         \"Ann\": 8\n\
+         Winner: \"Ann\"\n"
+    );
+}
+
+#[test]
+fn the_client_pointed_at_a_palindrome_port_says_so_and_exits_non_zero() {
+    let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
+    // With a name it sends at once: the palindrome server answers it with "1".
+    let named = game_client(host.addr(0), Some("Bob"), "");
+    // Without one it waits for the welcome, which never comes.
+    let unnamed = game_client(host.addr(0), None, "Bob\n");
+    let addr = host.addr(0);
+    for (out, reason) in [
+        (
+            finished(named),
+            format!(
+                "porthost: {addr} does not speak word-guess: its first line was \"1\", not the \
+                 game's welcome\n"
+            ),
+        ),
+        (
+            finished(unnamed),
+            format!("porthost: {addr} sent no welcome within 5 s: it does not speak word-guess\n"),
+        ),
+    ] {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(text(&out.stderr), reason);
+        assert_eq!(
+            text(&out.stdout),
+            "",
+            "nothing of the palindrome server's is shown"
+        );
+    }
+}
+
+/// The game client run in this process as if typed at a terminal: the test types into a pipe
+/// and reads what the client draws from another.
+struct TypedClient {
+    keys: Option<std::io::PipeWriter>,
+    drawn: mpsc::Receiver<Vec<u8>>,
+    /// Drawn and not yet waited for.
+    seen: Vec<u8>,
+    game: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TypedClient {
+    /// `terminal`: whether the client draws for a terminal (clearing the prompt's line).
+    fn start(addr: SocketAddr, name: &str, terminal: bool) -> TypedClient {
+        let (keys_in, keys) = std::io::pipe().unwrap();
+        let (mut drawn_out, drawn_in) = std::io::pipe().unwrap();
+        let name = name.to_owned();
+        let game = std::thread::spawn(move || {
+            play(
+                &addr.to_string(),
+                Some(&name),
+                Input::Typed,
+                keys_in,
+                drawn_in,
+                terminal,
+            )
+        });
+        let (tx, drawn) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = drawn_out.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        TypedClient {
+            keys: Some(keys),
+            drawn,
+            seen: Vec::new(),
+            game,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let keys = self.keys.as_mut().expect("typing still open");
+        keys.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Ctrl-D: the end of input.
+    fn ctrl_d(&mut self) {
+        self.keys.take();
+    }
+
+    /// Waits until the client has drawn `text`; returns what it drew up to and including it.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let needle = text.as_bytes();
+            if let Some(at) = self.seen.windows(needle.len()).position(|w| w == needle) {
+                let drawn: Vec<u8> = self.seen.drain(..at + needle.len()).collect();
+                return String::from_utf8(drawn).unwrap();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.drawn.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend(chunk),
+                Err(_) => panic!(
+                    "the client did not draw {text:?}; it drew {:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// How the client ended, and everything it drew that was not waited for.
+    fn finish(mut self) -> (anyhow::Result<()>, String) {
+        let result = self.game.join().unwrap();
+        while let Ok(chunk) = self.drawn.recv_timeout(PATIENCE) {
+            self.seen.extend(chunk);
+        }
+        (result, String::from_utf8(self.seen).unwrap())
+    }
+}
+
+#[test]
+fn a_line_typed_out_of_turn_is_discarded_and_never_played() {
+    let host = game_host("async", "words = [\"abba\"]");
+    let mut bob = join(&host, "Bob");
+    expect(
+        &mut bob,
+        &["\"Bob\" joined (1/2)", "Waiting for 1 more player"],
+    );
+    let mut ann = TypedClient::start(host.addr(0), "Ann", false);
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\" joined (2/2)",
+            "Game starts: \"Bob\", \"Ann\"",
+            "Alphabet: Latin, 4 letters",
+            "Word: ****",
+            "Turn: \"Bob\"",
+            "/turn",
+        ],
+    );
+    ann.wait_for("Turn: \"Bob\"\n");
+    ann.type_line("x");
+    ann.wait_for("Not your turn yet: \"x\" was not sent.\n");
+    bob.send(b"/letter z\n");
+    let miss = [
+        "\"Bob\": letter z",
+        "Miss: no z in the word",
+        "Word: ****",
+        "Turn: \"Ann\"",
+    ];
+    expect(&mut bob, &miss);
+    ann.wait_for("Your move (a letter or the 4-letter word; tried: z): ");
+    // Refused by the client itself: none of these reaches the server.
+    ann.type_line("z");
+    ann.wait_for("The letter z was already tried (tried: z).\n");
+    ann.type_line("ab");
+    ann.wait_for("\"ab\" has 2 letters, but the word has 4.\n");
+    ann.type_line("/letter a");
+    // Bob's next line is Ann's move as she typed it now: the x she typed earlier was dropped.
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\": letter a",
+            "Hit: \"Ann\" scores 2 (total 2) and moves again",
+            "Word: a**a",
+            "Turn: \"Ann\"",
+        ],
+    );
+    ann.wait_for("Your move (a letter or the 4-letter word; tried: z, a): ");
+    ann.type_line("abba");
+    expect(&mut bob, &["\"Ann\": word \"abba\""]);
+    let (result, drawn) = ann.finish();
+    result.unwrap();
+    assert!(drawn.ends_with("Winner: \"Ann\"\n"), "{drawn:?}");
+}
+
+#[test]
+fn a_message_clears_the_prompts_line_and_ctrl_d_ends_it() {
+    let host = game_host("async", "words = [\"abba\"], players = 3");
+    let mut ann = TypedClient::start(host.addr(0), "Ann", true);
+    ann.wait_for("Waiting for 2 more players\n");
+    let bob = join(&host, "Bob");
+    ann.wait_for("Waiting for 1 more player\n");
+    let _cid = join(&host, "Cid");
+    let prompt = "Your move (a letter or the 4-letter word): ";
+    ann.wait_for(&format!("Turn: \"Ann\"\n{prompt}"));
+    drop(bob);
+    // The prompt's line is cleared, the message printed on its own line, the prompt redrawn.
+    let drawn = ann.wait_for(&format!("\"Bob\" left the game\n{prompt}"));
+    assert_eq!(drawn, format!("\r\x1b[K\"Bob\" left the game\n{prompt}"));
+    ann.ctrl_d();
+    let (result, drawn) = ann.finish();
+    result.unwrap();
+    assert_eq!(
+        drawn, "\nYou left the game.\n",
+        "the prompt's line is ended first"
+    );
 }

@@ -13,6 +13,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, timeout_at};
 
 use porthost::procfs;
+use porthost_services::word_guess::protocol::{self, Command, ServerLine};
 
 /// What one run of a workload measured.
 #[derive(Debug, Clone, Default)]
@@ -349,7 +350,8 @@ pub async fn game(addr: SocketAddr, games: usize, budget: Duration) -> Sample {
 }
 
 /// One player: names itself, and on each `/turn` sends the most frequent letter nobody has
-/// tried yet. Any `Error:` line or unknown command is a protocol error.
+/// tried yet. Any `Error:` line or unknown command is a protocol error. The lines are read and
+/// written with the game's own [`protocol`], as the bundled client does.
 async fn bot(addr: SocketAddr, name: String, deadline: Instant) -> Bot {
     let mut bot = Bot::default();
     let Ok(Ok(stream)) = timeout_at(deadline, TcpStream::connect(addr)).await else {
@@ -360,8 +362,8 @@ async fn bot(addr: SocketAddr, name: String, deadline: Instant) -> Bot {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
-    let mut tried = String::new();
-    let mine = format!("{name:?}: letter ");
+    let mut tried: Vec<char> = Vec::new();
+    let mine = protocol::quoted(&name);
     let mut sent_at: Option<Instant> = None;
     if write
         .write_all(format!("{name}\n").as_bytes())
@@ -381,36 +383,32 @@ async fn bot(addr: SocketAddr, name: String, deadline: Instant) -> Bot {
             }
         }
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        if let Some(letter) = text.split_once(": letter ").map(|(_, l)| l) {
-            tried.push_str(letter);
-            if text.starts_with(&mine)
-                && let Some(sent) = sent_at.take()
-            {
-                bot.latencies.push(micros(sent.elapsed()));
+        match protocol::server_line(text.trim_end_matches(['\n', '\r'])) {
+            ServerLine::Letter { mover, letter } => {
+                tried.push(letter);
+                if mover == mine
+                    && let Some(sent) = sent_at.take()
+                {
+                    bot.latencies.push(micros(sent.elapsed()));
+                }
             }
-        }
-        match text {
-            "/turn" => {
-                let Some(letter) = ALPHABET.chars().find(|c| !tried.contains(*c)) else {
+            ServerLine::YourTurn => {
+                let Some(letter) = ALPHABET.chars().find(|c| !tried.contains(c)) else {
                     bot.errors += 1;
                     return bot;
                 };
                 sent_at = Some(Instant::now());
-                if write
-                    .write_all(format!("/letter {letter}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
+                let command = format!("{}\n", Command::Letter(letter));
+                if write.write_all(command.as_bytes()).await.is_err() {
                     bot.errors += 1;
                     return bot;
                 }
             }
-            "/quit" => {
+            ServerLine::Quit => {
                 bot.finished = true;
                 return bot;
             }
-            other if other.starts_with('/') || other.starts_with("Error:") => bot.errors += 1,
+            ServerLine::UnknownCommand(_) | ServerLine::Error(_) => bot.errors += 1,
             _ => {}
         }
     }

@@ -1,10 +1,13 @@
 //! `porthost client palindrome HOST:PORT`: the lecture's palindrome client. Reads lines from
-//! stdin until an empty line or EOF, sends each, and prints the server's verdict.
+//! stdin until an empty line or EOF (Ctrl-D, which ends the prompt's line first), sends each,
+//! and prints the server's verdict. Messages quote at most the first 80 characters of a line.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::TcpStream;
 
 use anyhow::{Context, bail};
+
+use super::excerpt;
 
 /// Replies are one short line; anything longer is not a palindrome server talking.
 const MAX_REPLY: u64 = 4096;
@@ -26,6 +29,10 @@ pub fn run(addr: &str) -> anyhow::Result<()> {
         }
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
+            // Ctrl-D echoes no newline: end the prompt's line so the shell's starts on its own.
+            if interactive {
+                println!();
+            }
             break;
         }
         let text = String::from_utf8_lossy(&line);
@@ -44,10 +51,15 @@ pub fn run(addr: &str) -> anyhow::Result<()> {
             bail!("{addr} closed the connection");
         }
         match String::from_utf8_lossy(&reply).trim_end_matches(['\n', '\r']) {
-            "1" => println!("{text:?} is a palindrome"),
-            "" => println!("{text:?} is not a palindrome"),
-            error if error.starts_with("ERR") => bail!("{addr} refused {text:?}: {error}"),
-            other => bail!("{addr} sent {other:?}, which is not a palindrome verdict"),
+            "1" => println!("{} is a palindrome", excerpt(text)),
+            "" => println!("{} is not a palindrome", excerpt(text)),
+            error if error.starts_with("ERR") => {
+                bail!("{addr} refused {}: {}", excerpt(text), excerpt(error))
+            }
+            other => bail!(
+                "{addr} sent {}, which is not a palindrome verdict",
+                excerpt(other)
+            ),
         }
     }
     // An empty line ends the session politely, as the lecture's client does.

@@ -1,6 +1,6 @@
 //! One game as a pure state machine: the players in join order, the word, which letters are
-//! revealed, the scores and whose turn it is. No I/O, channels or clocks: every move returns
-//! what happened and the room turns that into messages.
+//! revealed and tried, the scores and whose turn it is. No I/O, channels or clocks: every move
+//! returns what happened and the room turns that into messages.
 
 use std::fmt;
 
@@ -35,6 +35,11 @@ impl Word {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The letters, folded, in order.
+    pub fn letters(&self) -> &[char] {
+        &self.0
+    }
 }
 
 impl fmt::Display for Word {
@@ -67,8 +72,6 @@ pub enum Outcome {
     Hit { points: usize },
     /// The letter is not in the word.
     Absent,
-    /// The letter is in the word but already revealed.
-    Repeated,
     /// The word guess was wrong: the mover's score dropped to 0.
     WrongWord,
     /// The mover revealed the last letter: `points` for the letters that were hidden plus a
@@ -82,6 +85,10 @@ pub enum MoveError {
     NotYourTurn,
     /// Someone has won or everyone has left.
     Over,
+    /// The letter (folded) was tried before in this game, by anyone: it is not a guess, so it
+    /// is refused and the mover keeps the turn. The lecture's rules are silent here; this rule
+    /// is the server's so that every client, `nc` included, meets it.
+    AlreadyTried(char),
 }
 
 /// A player who left, and whether the turn passed because of it.
@@ -95,6 +102,8 @@ pub struct Departure {
 pub struct Game {
     word: Word,
     revealed: Vec<bool>,
+    /// Every letter guessed so far, folded, in the order guessed.
+    tried: Vec<char>,
     /// The turn order: join order, minus those who left.
     players: Vec<Player>,
     /// Index into `players` of the mover, while the game is not over.
@@ -107,6 +116,7 @@ impl Game {
     pub fn new(word: Word, players: Vec<Player>) -> Game {
         Game {
             revealed: vec![false; word.len()],
+            tried: Vec::new(),
             word,
             players,
             turn: 0,
@@ -144,6 +154,11 @@ impl Game {
         &self.word
     }
 
+    /// The letters guessed so far, folded, in the order guessed.
+    pub fn tried(&self) -> &[char] {
+        &self.tried
+    }
+
     /// The word with every hidden letter shown as `*`.
     pub fn masked(&self) -> String {
         self.word
@@ -154,10 +169,14 @@ impl Game {
             .collect()
     }
 
-    /// Guesses one letter, compared case-insensitively.
+    /// Guesses one letter, compared case-insensitively. A letter already tried is refused.
     pub fn letter(&mut self, player: PlayerId, letter: char) -> Result<Outcome, MoveError> {
         let mover = self.mover_index(player)?;
         let letter = fold(letter);
+        if self.tried.contains(&letter) {
+            return Err(MoveError::AlreadyTried(letter));
+        }
+        self.tried.push(letter);
         let mut points = 0;
         for (&c, shown) in self.word.0.iter().zip(&mut self.revealed) {
             if c == letter && !*shown {
@@ -172,12 +191,9 @@ impl Game {
             }
             return Ok(Outcome::Hit { points });
         }
+        // Every revealed letter was tried, so a letter that reveals nothing is not in the word.
         self.pass_turn();
-        if self.word.0.contains(&letter) {
-            Ok(Outcome::Repeated)
-        } else {
-            Ok(Outcome::Absent)
-        }
+        Ok(Outcome::Absent)
     }
 
     /// Guesses the whole word, compared case-insensitively letter by letter.
@@ -296,14 +312,33 @@ mod tests {
     }
 
     #[test]
-    fn an_already_revealed_letter_scores_nothing_and_passes() {
+    fn a_letter_already_tried_is_refused_and_the_turn_stays() {
         let mut g = game("abba", &[ANN, BOB]);
         g.letter(ANN, 'a').unwrap();
-        assert_eq!(g.letter(ANN, 'a'), Ok(Outcome::Repeated));
+        assert_eq!(
+            g.letter(ANN, 'a'),
+            Err(MoveError::AlreadyTried('a')),
+            "revealed"
+        );
         assert_eq!(score(&g, ANN), 2);
-        assert_eq!(mover(&g), Some(BOB));
-        assert_eq!(g.letter(BOB, 'A'), Ok(Outcome::Repeated));
         assert_eq!(mover(&g), Some(ANN));
+        g.letter(ANN, 'z').unwrap();
+        assert_eq!(mover(&g), Some(BOB));
+        assert_eq!(
+            g.letter(BOB, 'Z'),
+            Err(MoveError::AlreadyTried('z')),
+            "a miss, in any case"
+        );
+        assert_eq!(g.letter(BOB, 'A'), Err(MoveError::AlreadyTried('a')));
+        assert_eq!(mover(&g), Some(BOB));
+        assert_eq!(g.tried(), ['a', 'z']);
+        assert_eq!(
+            g.letter(ANN, 'q'),
+            Err(MoveError::NotYourTurn),
+            "the turn comes first"
+        );
+        assert_eq!(g.word(BOB, "abbz"), Ok(Outcome::WrongWord));
+        assert_eq!(g.tried(), ['a', 'z'], "a word guess tries no letter");
     }
 
     #[test]
@@ -343,7 +378,8 @@ mod tests {
         assert_eq!(g.solution().to_string(), "їжак", "shown in lowercase");
         assert_eq!(g.letter(ANN, 'Ї'), Ok(Outcome::Hit { points: 1 }));
         assert_eq!(g.masked(), "ї***");
-        assert_eq!(g.letter(ANN, 'ї'), Ok(Outcome::Repeated));
+        assert_eq!(g.letter(ANN, 'ї'), Err(MoveError::AlreadyTried('ї')));
+        assert_eq!(g.word(ANN, "їжаченя"), Ok(Outcome::WrongWord));
         assert_eq!(
             g.word(BOB, "ЇЖАК"),
             Ok(Outcome::Won {
@@ -516,6 +552,7 @@ mod tests {
                 let mut g = game(&text, &ids);
                 let folded: Vec<char> = text.chars().map(fold).collect();
                 let mut wins = 0;
+                let mut tried: Vec<char> = Vec::new();
                 check_state(&g, &folded)?;
                 for action in actions {
                     let before = scores(&g);
@@ -527,11 +564,25 @@ mod tests {
                         Action::Letter(i, _) | Action::Word(i, _, _) => {
                             let id = PlayerId(i as u64);
                             let outcome = letter_or_word(&mut g, id, &action, &text);
+                            if let (Action::Letter(_, letter), Ok(_)) = (&action, &outcome) {
+                                prop_assert!(!tried.contains(&fold(*letter)), "a letter was tried twice");
+                                tried.push(fold(*letter));
+                            }
+                            prop_assert_eq!(g.tried(), tried.as_slice());
                             match (mover, outcome) {
                                 (None, result) => prop_assert_eq!(result, Err(MoveError::Over)),
                                 (Some(m), result) if m != id => {
                                     prop_assert_eq!(result, Err(MoveError::NotYourTurn));
                                     prop_assert_eq!(scores(&g), before.clone());
+                                }
+                                (Some(_), Err(MoveError::AlreadyTried(refused))) => {
+                                    let Action::Letter(_, letter) = action else {
+                                        return Err(TestCaseError::fail("a word guess was refused as tried"));
+                                    };
+                                    prop_assert_eq!(refused, fold(letter));
+                                    prop_assert!(tried.contains(&refused));
+                                    prop_assert_eq!(scores(&g), before.clone());
+                                    prop_assert_eq!(g.mover().map(|p| p.id), mover, "the turn stays");
                                 }
                                 (Some(_), Ok(Outcome::Hit { points })) => {
                                     prop_assert!(points > 0);
@@ -551,7 +602,7 @@ mod tests {
                                     prop_assert_eq!(score_of(&g, id), Some(0));
                                     prop_assert_eq!(g.mover().map(|p| p.id), next(&before, id));
                                 }
-                                (Some(_), Ok(Outcome::Absent | Outcome::Repeated)) => {
+                                (Some(_), Ok(Outcome::Absent)) => {
                                     prop_assert_eq!(scores(&g), before.clone());
                                     prop_assert_eq!(g.mover().map(|p| p.id), next(&before, id));
                                 }

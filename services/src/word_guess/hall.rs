@@ -78,7 +78,11 @@ struct Room {
 impl Room {
     /// Starts the game; `text` (the last arrival) goes first in the same message.
     fn start(&mut self, text: String) {
-        let start = protocol::game_starts(self.game.players(), &self.game.masked());
+        let start = protocol::game_starts(
+            self.game.players(),
+            self.game.solution(),
+            &self.game.masked(),
+        );
         self.announce(text + &start);
     }
 
@@ -86,7 +90,11 @@ impl Room {
     /// turn it is. The mover's copy ends with `/turn`: one message, so one write, since a
     /// client that gets a message in two writes may wait for a delayed ACK in between.
     fn announce(&mut self, mut text: String) {
-        let mover = self.game.mover().map(|p| (p.id, protocol::turn(&p.name)));
+        let limit = self.turn_timeout;
+        let mover = self
+            .game
+            .mover()
+            .map(|p| (p.id, protocol::turn(&p.name, limit)));
         if let Some(winner) = self.game.winner() {
             text += &protocol::results(self.game.solution(), self.game.players(), winner);
         } else if let Some((_, turn)) = &mover {
@@ -95,7 +103,7 @@ impl Room {
         match mover {
             Some((id, _)) => {
                 self.outboxes.broadcast_except(&text, Some(id));
-                self.outboxes.send(id, &(text + TURN));
+                self.outboxes.send(id, &format!("{text}{TURN}\n"));
                 self.deadline = self
                     .turn_timeout
                     .and_then(|t| Instant::now().checked_add(t));
@@ -129,6 +137,10 @@ impl Room {
                 self.reject(id, &protocol::not_your_turn(&mover));
             }
             Err(MoveError::Over) => self.reject(id, protocol::game_over()),
+            Err(MoveError::AlreadyTried(letter)) => {
+                let reason = protocol::already_tried(letter, self.game.tried());
+                self.reject(id, &reason);
+            }
         }
     }
 
@@ -137,6 +149,7 @@ impl Room {
         let mut text = protocol::error(reason);
         if self.game.mover().is_some_and(|p| p.id == id) {
             text += TURN;
+            text += "\n";
         }
         self.outboxes.send(id, &text);
     }
@@ -491,14 +504,54 @@ mod tests {
         hall.expire(ann, deadline);
         assert_eq!(
             drain(&mut ann_rx),
-            "\"Ann\" ran out of time\nTurn: \"Bob\"\n"
+            "\"Ann\" ran out of time\nTurn: \"Bob\" (10 s)\n"
         );
         assert_eq!(
             drain(&mut bob_rx),
-            "\"Ann\" ran out of time\nTurn: \"Bob\"\n/turn\n"
+            "\"Ann\" ran out of time\nTurn: \"Bob\" (10 s)\n/turn\n"
         );
         assert_eq!(hall.deadline(ann), None);
         assert!(hall.deadline(bob).is_some());
+    }
+
+    #[test]
+    fn a_letter_tried_before_is_refused_privately_and_the_turn_stays() {
+        let mut hall = hall(2, "abba", None);
+        let (ann, mut ann_rx) = join(&mut hall, "Ann", 64);
+        let (bob, mut bob_rx) = join(&mut hall, "Bob", 64);
+        hall.line(ann, "/letter z");
+        drain(&mut ann_rx);
+        drain(&mut bob_rx);
+        hall.line(bob, "/letter Z");
+        assert_eq!(
+            drain(&mut bob_rx),
+            "Error: the letter z was already tried (tried: z)\n/turn\n"
+        );
+        hall.line(bob, "/letter a");
+        hall.line(bob, "/letter a");
+        assert_eq!(
+            drain(&mut bob_rx),
+            "\"Bob\": letter a\nHit: \"Bob\" scores 2 (total 2) and moves again\nWord: a**a\n\
+             Turn: \"Bob\"\n/turn\n\
+             Error: the letter a was already tried (tried: z, a)\n/turn\n"
+        );
+        assert_eq!(
+            drain(&mut ann_rx),
+            "\"Bob\": letter a\nHit: \"Bob\" scores 2 (total 2) and moves again\nWord: a**a\n\
+             Turn: \"Bob\"\n",
+            "the refusal was Bob's alone"
+        );
+    }
+
+    #[test]
+    fn the_start_says_the_alphabet_and_a_timed_turn_its_limit() {
+        let mut hall = hall(2, "їжак", Some(Duration::from_secs(30)));
+        let (_, mut ann_rx) = join(&mut hall, "Ann", 64);
+        let (_, mut bob_rx) = join(&mut hall, "Bob", 64);
+        let start = "\"Bob\" joined (2/2)\nGame starts: \"Ann\", \"Bob\"\n\
+                     Alphabet: Cyrillic, 4 letters\nWord: ****\nTurn: \"Ann\" (30 s)\n";
+        assert!(drain(&mut ann_rx).ends_with(&format!("{start}/turn\n")));
+        assert_eq!(drain(&mut bob_rx), start);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! name themselves in a lobby, and every `players` of them start a game (a room) of their own.
 //!
 //! - `game`: one game as a pure state machine (no I/O, channels or clocks).
-//! - `protocol`: command and name parsing, and the text of every message.
+//! - `protocol`: every string of the protocol, defined once: the server's messages and its
+//!   parsing of client lines, and, public, what clients need (the bundled client and the
+//!   bench's bots use it): commands, the reading of server lines, the form checks.
 //! - `hall`: the lobby and the rooms of one port behind one mutex, and the per-client queues.
 //! - `words`: the built-in word list.
 //! - this file: the options, and the [`LineHandler`] that connects a session to the hall.
@@ -20,12 +22,13 @@
 //! from the server is a message to show as it is, and none starts with `/`. Names and guessed
 //! words from clients are shown quoted and escaped like Rust string literals (`"Ann"`,
 //! `"a\"b"`, control characters as `\u{1b}`); letters and the hidden word (letters only, in
-//! lowercase) are shown bare.
+//! lowercase) are shown bare. Every string below is defined once, in [`protocol`], which the
+//! bundled client and the bench's bots use too.
 //!
-//! The client sends its name first, then only `/letter X` (one letter) or `/word WORD`, the
-//! argument after one space. The server sends the commands `/turn` (your move) and `/quit`
-//! (game over, the connection closes), and these messages (`Ann`, `Bob`: names; `N`, `M`:
-//! numbers; `x`: a letter):
+//! The client sends its name first, then only `/letter X` (one letter) or `/word WORD` (letters
+//! only), the argument after one space. The server sends the commands `/turn` (your move) and
+//! `/quit` (game over, the connection closes), and these messages (`Ann`, `Bob`: names; `N`,
+//! `M`, `T`: numbers; `x`: a letter):
 //!
 //! ```text
 //! Welcome to word-guess! Send your name.                on connect
@@ -36,14 +39,17 @@
 //! Waiting for 1 more player                             follows when N < M ("2 more players")
 //! "Ann" left (N/M)                                      left the lobby, then a Waiting line
 //! Game starts: "Ann", "Bob"                             players in turn order
+//! Alphabet: Latin, 4 letters                            the word's script(s) and length; also
+//!                                                       "Latin and Cyrillic", "1 letter"
 //! Word: ab*a                                            the word, hidden letters as *
-//! Turn: "Ann"                                           to all before each move; the mover
-//! /turn                                                 then gets this line
+//! Turn: "Ann"                                           to all before each move; when turns
+//!                                                       are timed, with the limit:
+//!                                                       Turn: "Ann" (30 s)
+//! /turn                                                 then to the mover alone
 //! "Ann": letter x                                       a move, then one outcome line:
 //! "Ann": word "abba"
 //! Hit: "Ann" scores N (total M) and moves again
 //! Miss: no x in the word
-//! Miss: x is already revealed
 //! Wrong: "Ann" drops to 0 points
 //! Win: "Ann" scores N + bonus M (total T)
 //! "Ann" ran out of time                                 a turn timeout
@@ -60,26 +66,42 @@
 //!
 //! A move is announced as its line, its outcome line and a `Word:` line, then either a `Turn:`
 //! line (and `/turn` to the mover) or, after a win, the results block. The game start is its
-//! line, a `Word:` line and a `Turn:` line; a timeout or a departure of the mover is followed
-//! by a `Turn:` line. Private errors are `Error: ` and a reason: "only commands are accepted:
-//! /letter X or /word WORD", "unknown command \"/x\", the commands are /letter X and /word
-//! WORD", "missing argument, send /letter X", "extra argument, send /letter X with one space
-//! before it", "\"ab\" is not exactly one letter", "not your turn, waiting for \"Bob\"", "the
-//! game has not started, waiting for 1 more player"; the mover then gets `/turn` again.
+//! line, an `Alphabet:` line, a `Word:` line and a `Turn:` line; a timeout or a departure of
+//! the mover is followed by a `Turn:` line. Private errors are `Error: ` and a reason: "only
+//! commands are accepted: /letter X or /word WORD", "unknown command \"/x\", the commands are
+//! /letter X and /word WORD", "missing argument, send /letter X", "extra argument, send /letter
+//! X with one space before it", "\"ab\" is not exactly one letter", "\"a1\" is not a word:
+//! letters only", "the letter x was already tried (tried: x, y)", "not your turn, waiting for
+//! \"Bob\"", "the game has not started, waiting for 1 more player"; the mover then gets
+//! `/turn` again.
+//!
+//! # Whose rule is it
+//!
+//! A rule that `nc` players meet too is the server's; the bundled client only saves its user
+//! from slips. The server refuses, with the turn kept:
+//! - a line that is not a move: not `/letter` with one letter or `/word` with letters only
+//!   (nothing else could ever be right);
+//! - a letter already tried in this game, by anyone. The lecture's rules are silent on it; as a
+//!   move it would tell nobody anything and only pass the turn, so it is no move at all.
+//!
+//! The server plays, as the lecture's rules say, a letter that is not in the word (a miss) and
+//! a wrong word of any length (the score drops to 0). The client refuses those before sending
+//! when they cannot be meant: a letter or word of another alphabet than the one announced
+//! (Latin `o` on a Cyrillic word), or a word of another length. It also shows the letters
+//! tried, and refuses a tried letter itself with the server's own reason, without a round trip.
 
 mod game;
 mod hall;
-mod protocol;
+pub mod protocol;
 #[cfg(test)]
 mod tests;
 mod words;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -91,24 +113,17 @@ use hall::Hall;
 /// Messages a client may have waiting before it counts as stuck and is dropped. Generous, since
 /// a whole move is one message.
 const QUEUE: usize = 256;
-const MAX_PLAYERS: usize = 16;
+const MAX_PLAYERS: i64 = 16;
+const DEFAULT_PLAYERS: usize = 2;
+/// A day: a turn longer than that is a player who has gone.
+const MAX_TURN_TIMEOUT_SECS: i64 = 86_400;
 /// A word list file larger than this is refused rather than read into memory.
 const MAX_WORDS_FILE_BYTES: u64 = 16 << 20;
+/// Bad words reported from one list; the rest are counted.
+const MAX_BAD_WORDS_SHOWN: usize = 5;
 
-/// The `options` table as written in the config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOptions {
-    #[serde(default = "default_players")]
-    players: i64,
-    words: Option<Vec<String>>,
-    words_file: Option<PathBuf>,
-    turn_timeout_secs: Option<i64>,
-}
-
-fn default_players() -> i64 {
-    2
-}
+/// The keys of the `options` table.
+const OPTIONS: [&str; 4] = ["players", "words", "words_file", "turn_timeout_secs"];
 
 /// The options, checked: a game cannot start with a bad word list, so it is refused at build.
 #[derive(Debug)]
@@ -119,52 +134,141 @@ struct Settings {
 }
 
 impl Settings {
-    fn new(raw: RawOptions, base_dir: &Path) -> Result<Settings, String> {
-        let players = usize::try_from(raw.players)
-            .ok()
-            .filter(|n| (1..=MAX_PLAYERS).contains(n))
-            .ok_or_else(|| format!("players must be 1 to {MAX_PLAYERS}, got {}", raw.players))?;
-        let words = match (raw.words, raw.words_file) {
-            (Some(_), Some(_)) => {
-                return Err("give either words or words_file, not both".to_owned());
-            }
-            (Some(list), None) => list
-                .iter()
-                .map(|w| Word::new(w).map_err(|e| format!("words: {e}")))
-                .collect::<Result<Vec<_>, _>>()?,
-            (None, Some(path)) => read_words(&base_dir.join(path))?,
-            (None, None) => words::BUILT_IN
-                .iter()
-                .map(|w| Word::new(w))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        if words.is_empty() {
-            return Err("the word list is empty: give at least one word".to_owned());
+    /// Checks every option and reports every problem, not only the first, joined with "; ".
+    /// The table is read by hand rather than by serde, which stops at the first error.
+    fn new(table: &toml::Table, base_dir: &Path) -> Result<Settings, String> {
+        let mut errors = Vec::new();
+        for key in table.keys().filter(|k| !OPTIONS.contains(&k.as_str())) {
+            let expected: Vec<String> = OPTIONS.iter().map(|k| format!("`{k}`")).collect();
+            errors.push(format!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ));
         }
-        let turn_timeout = raw
-            .turn_timeout_secs
-            .map(|secs| {
-                u64::try_from(secs)
-                    .ok()
-                    .filter(|&secs| secs >= 1)
-                    .map(Duration::from_secs)
-                    .ok_or_else(|| {
-                        format!(
-                            "turn_timeout_secs must be at least 1 (leave it out for no limit), got {secs}"
-                        )
-                    })
-            })
-            .transpose()?;
-        Ok(Settings {
-            players,
-            words,
-            turn_timeout,
-        })
+        let players = match table.get("players") {
+            None => Some(DEFAULT_PLAYERS),
+            Some(value) => whole_number(value, 1..=MAX_PLAYERS)
+                .map(|n| n as usize)
+                .map_err(|got| {
+                    errors.push(format!(
+                        "players must be a whole number from 1 to {MAX_PLAYERS}, not {got}"
+                    ))
+                })
+                .ok(),
+        };
+        let turn_timeout = match table.get("turn_timeout_secs") {
+            None => Some(None),
+            Some(value) => whole_number(value, 1..=MAX_TURN_TIMEOUT_SECS)
+                .map(|secs| Some(Duration::from_secs(secs as u64)))
+                .map_err(|got| {
+                    errors.push(format!(
+                        "turn_timeout_secs must be a whole number of seconds from 1 to \
+                         {MAX_TURN_TIMEOUT_SECS}, not {got}"
+                    ))
+                })
+                .ok(),
+        };
+        let words = word_list(table, base_dir)
+            .map_err(|e| errors.extend(e))
+            .ok();
+        match (players, words, turn_timeout) {
+            (Some(players), Some(words), Some(turn_timeout)) if errors.is_empty() => Ok(Settings {
+                players,
+                words,
+                turn_timeout,
+            }),
+            _ => Err(errors.join("; ")),
+        }
+    }
+}
+
+/// An integer in `range`, or how the value reads in a message.
+fn whole_number(value: &toml::Value, range: std::ops::RangeInclusive<i64>) -> Result<i64, String> {
+    match value {
+        toml::Value::Integer(n) if range.contains(n) => Ok(*n),
+        other => Err(describe(other)),
+    }
+}
+
+/// A TOML value as a message names it: `0`, `the string "2"`, `a list`.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+/// The words from `words` or `words_file`, or the built-in list; every bad word is an error.
+fn word_list(table: &toml::Table, base_dir: &Path) -> Result<Vec<Word>, Vec<String>> {
+    let words = match (table.get("words"), table.get("words_file")) {
+        (Some(_), Some(_)) => {
+            return Err(vec!["give either words or words_file, not both".to_owned()]);
+        }
+        (Some(toml::Value::Array(list)), None) => {
+            let entries = list.iter().map(|entry| match entry {
+                toml::Value::String(text) => Word::new(text),
+                other => Err(format!(
+                    "{} is not a word: words are strings",
+                    describe(other)
+                )),
+            });
+            checked_words(entries, |e| format!("words: {e}"))?
+        }
+        (Some(other), None) => {
+            return Err(vec![format!(
+                "words must be a list of strings, not {}",
+                describe(other)
+            )]);
+        }
+        (None, Some(toml::Value::String(path))) => read_words(&base_dir.join(path))?,
+        (None, Some(other)) => {
+            return Err(vec![format!(
+                "words_file must be a path (a string), not {}",
+                describe(other)
+            )]);
+        }
+        (None, None) => checked_words(words::BUILT_IN.iter().map(|w| Word::new(w)), |e| e)?,
+    };
+    if words.is_empty() {
+        return Err(vec![
+            "the word list is empty: give at least one word".to_owned(),
+        ]);
+    }
+    Ok(words)
+}
+
+/// The words, or an error for each bad one (the first few, then how many more).
+fn checked_words(
+    entries: impl Iterator<Item = Result<Word, String>>,
+    context: impl Fn(String) -> String,
+) -> Result<Vec<Word>, Vec<String>> {
+    let mut words = Vec::new();
+    let mut errors = Vec::new();
+    let mut more = 0;
+    for entry in entries {
+        match entry {
+            Ok(word) => words.push(word),
+            Err(e) if errors.len() < MAX_BAD_WORDS_SHOWN => errors.push(context(e)),
+            Err(_) => more += 1,
+        }
+    }
+    if more > 0 {
+        errors.push(context(format!("and {more} more bad words")));
+    }
+    if errors.is_empty() {
+        Ok(words)
+    } else {
+        Err(errors)
     }
 }
 
 /// One word a line; blank lines are skipped and spaces around a word ignored.
-fn read_words(path: &Path) -> Result<Vec<Word>, String> {
+fn read_words(path: &Path) -> Result<Vec<Word>, Vec<String>> {
     let context = format!("words_file {:?}", path.display().to_string());
     let mut text = String::new();
     std::fs::File::open(path)
@@ -172,19 +276,18 @@ fn read_words(path: &Path) -> Result<Vec<Word>, String> {
             file.take(MAX_WORDS_FILE_BYTES + 1)
                 .read_to_string(&mut text)
         })
-        .map_err(|e| format!("{context}: cannot read it: {e}"))?;
+        .map_err(|e| vec![format!("{context}: cannot read it: {e}")])?;
     if text.len() as u64 > MAX_WORDS_FILE_BYTES {
-        return Err(format!(
+        return Err(vec![format!(
             "{context}: larger than {MAX_WORDS_FILE_BYTES} bytes"
-        ));
+        )]);
     }
-    text.lines()
+    let entries = text
+        .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            Word::new(line.trim()).map_err(|e| format!("{context} line {}: {e}", i + 1))
-        })
-        .collect()
+        .map(|(i, line)| Word::new(line.trim()).map_err(|e| format!("line {}: {e}", i + 1)));
+    checked_words(entries, |e| format!("{context} {e}"))
 }
 
 #[derive(Debug)]
@@ -290,7 +393,7 @@ impl LineHandler for Handler {
 }
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let settings = Settings::new(options.parse()?, options.base_dir())?;
+    let settings = Settings::new(&options.parse()?, options.base_dir())?;
     let players = settings.players;
     let hall = Arc::new(Mutex::new(Hall::new(settings)));
     Ok(Arc::new(LineServer(WordGuess { hall, players })))
