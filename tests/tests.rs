@@ -8,6 +8,7 @@ mod util;
 // Process-per-client ports in this process fork their children from this binary.
 porthost::forker_entry_point!();
 
+mod admin;
 mod bench;
 mod cli;
 mod config;

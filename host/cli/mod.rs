@@ -2,6 +2,7 @@
 //! the hidden `forker`. The `porthost` binary adds `bench` and `soak` (`host/main.rs`); a
 //! binary that links more services, like the example, runs [`main`] and gets these commands.
 
+pub mod status;
 pub mod table;
 
 use std::io::Write;
@@ -54,6 +55,20 @@ pub enum Command {
     Check(ConfigArg),
     /// List the registered services and the models each can run under.
     Services,
+    /// Show a running host's ports, connections, threads and children, from its admin endpoint.
+    Status {
+        /// The admin endpoint [default: `[host] admin` of the config, else 127.0.0.1:7000].
+        #[arg(long)]
+        admin: Option<String>,
+        /// The admin token, when the endpoint has one [default: `admin_token` of the config].
+        #[arg(long, env = "PORTHOST_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Talk to a running service.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -123,6 +138,20 @@ pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
                 .collect();
             logging::print(&table::render(&rows));
             Ok(())
+        }
+        Some(Command::Status {
+            admin,
+            token,
+            watch,
+            config,
+        }) => {
+            // The config names the endpoint and its token, when there is one to read.
+            let plan = Config::load(&config.config).ok().and_then(|c| c.admin);
+            let addr = admin
+                .or_else(|| plan.as_ref().map(|p| p.addr.to_string()))
+                .unwrap_or_else(|| "127.0.0.1:7000".to_owned());
+            let token = token.or_else(|| plan.and_then(|p| p.token));
+            status::run(&addr, token.as_deref(), watch)
         }
         Some(Command::Client(ClientCommand::Palindrome { addr })) => {
             crate::client::palindrome::run(&addr)

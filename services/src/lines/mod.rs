@@ -60,6 +60,11 @@ pub trait LineService: Send + Sync + 'static {
     fn pushes(&self) -> bool {
         false
     }
+
+    /// Figures the service keeps about itself; see [`Service::stats`].
+    fn stats(&self) -> Vec<crate::Stat> {
+        Vec::new()
+    }
 }
 
 /// One client's session, driven line by line by [`LineServer`], like `StreamRequestHandler`'s
@@ -139,6 +144,10 @@ impl<S: LineService> Service for LineServer<S> {
 
     fn needs(&self) -> Needs {
         self.0.needs()
+    }
+
+    fn stats(&self) -> Vec<crate::Stat> {
+        self.0.stats()
     }
 }
 

@@ -199,7 +199,21 @@ pub struct Hall {
     /// Which room each playing client is in; clients not here are in the lobby or gone.
     seats: HashMap<PlayerId, u64>,
     next_player: u64,
+    /// Also the number of games started.
     next_room: u64,
+    finished: u64,
+}
+
+/// What a port's games look like now, for the host's metrics and live view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HallStats {
+    /// Named clients, in the lobby or in a game.
+    pub players: u64,
+    /// 1 while the lobby has players waiting for a game to fill, else 0.
+    pub waiting: u64,
+    pub playing: u64,
+    pub started: u64,
+    pub finished: u64,
 }
 
 impl Hall {
@@ -211,6 +225,17 @@ impl Hall {
             seats: HashMap::new(),
             next_player: 0,
             next_room: 0,
+            finished: 0,
+        }
+    }
+
+    pub fn stats(&self) -> HallStats {
+        HallStats {
+            players: (self.seats.len() + self.lobby.waiting.len()) as u64,
+            waiting: u64::from(!self.lobby.waiting.is_empty()),
+            playing: self.rooms.len() as u64,
+            started: self.next_room,
+            finished: self.finished,
         }
     }
 
@@ -342,6 +367,7 @@ impl Hall {
                 self.seats.remove(&player.id);
             }
             self.rooms.remove(&room);
+            self.finished += 1;
         }
     }
 }
@@ -471,6 +497,40 @@ mod tests {
         assert_eq!(bob_rx.try_recv(), Err(TryRecvError::Disconnected));
         assert!(hall.rooms.is_empty() && hall.seats.is_empty());
         hall.leave(ann);
+    }
+
+    #[test]
+    fn stats_follow_the_lobby_and_the_games() {
+        let mut hall = hall(2, "abba", None);
+        assert_eq!(hall.stats(), HallStats::default());
+        let (ann, _ann_rx) = join(&mut hall, "Ann", 64);
+        assert_eq!(
+            hall.stats(),
+            HallStats {
+                players: 1,
+                waiting: 1,
+                ..HallStats::default()
+            }
+        );
+        let (_, _bob_rx) = join(&mut hall, "Bob", 64);
+        assert_eq!(
+            hall.stats(),
+            HallStats {
+                players: 2,
+                playing: 1,
+                started: 1,
+                ..HallStats::default()
+            }
+        );
+        hall.line(ann, "/word abba");
+        assert_eq!(
+            hall.stats(),
+            HallStats {
+                started: 1,
+                finished: 1,
+                ..HallStats::default()
+            }
+        );
     }
 
     #[test]

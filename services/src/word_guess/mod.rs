@@ -106,7 +106,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::lines::{Flow, Inbox, LineHandler, LineServer, LineService};
-use crate::{Needs, Options, Registration, Service};
+use crate::{Needs, Options, Registration, Service, Stat};
 use game::{PlayerId, Word};
 use hall::Hall;
 
@@ -311,6 +311,46 @@ impl LineService for WordGuess {
     /// model (see the module doc).
     fn pushes(&self) -> bool {
         true
+    }
+
+    fn stats(&self) -> Vec<Stat> {
+        let stats = self
+            .hall
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stats();
+        vec![
+            Stat {
+                name: "players",
+                help: "Players named and connected, in the lobby or in a game.",
+                counter: false,
+                value: stats.players,
+            },
+            Stat {
+                name: "games_waiting",
+                help: "Games waiting in the lobby for players (0 or 1).",
+                counter: false,
+                value: stats.waiting,
+            },
+            Stat {
+                name: "games_playing",
+                help: "Games in progress.",
+                counter: false,
+                value: stats.playing,
+            },
+            Stat {
+                name: "games_started",
+                help: "Games started.",
+                counter: true,
+                value: stats.started,
+            },
+            Stat {
+                name: "games_finished",
+                help: "Games over: won, or left by every player.",
+                counter: true,
+                value: stats.finished,
+            },
+        ]
     }
 
     fn connect(&self, _peer: std::net::SocketAddr) -> Handler {

@@ -1,0 +1,205 @@
+//! `porthost status`: the live view as a table in the terminal, for a server without a
+//! browser. It reads `/api/state` from the admin endpoint, once or (with `--watch`) every
+//! second.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::table;
+
+/// How long any step of a request may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest response read: a snapshot is tens of KiB.
+const MAX_RESPONSE: u64 = 16 << 20;
+
+/// What `status` reads of a snapshot (the fields it shows).
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    version: String,
+    pid: u32,
+    uptime: f64,
+    host: Host,
+    ports: Vec<Port>,
+    events: Vec<Event>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Host {
+    rss_kib: u64,
+    children_pss_kib: u64,
+    threads: u64,
+    open_fds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Port {
+    port: u16,
+    service: String,
+    model: String,
+    state: String,
+    open: usize,
+    waiting: Option<u64>,
+    refused: std::collections::BTreeMap<String, u64>,
+    threads: i64,
+    children: Vec<u32>,
+    lines_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    lines: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    at: f64,
+    port: Option<u16>,
+    text: String,
+}
+
+/// Shows the host at `addr` once, or every second until interrupted.
+pub fn run(addr: &str, token: Option<&str>, watch: bool) -> anyhow::Result<()> {
+    let addr = addr
+        .to_socket_addrs()
+        .with_context(|| format!("{addr:?} is not an address"))?
+        .next()
+        .with_context(|| format!("{addr:?} resolves to nothing"))?;
+    loop {
+        let (status, body) = http_get(addr, "/api/state", token)?;
+        match status {
+            200 => {}
+            401 => bail!("{addr} wants the admin token: pass --token or set PORTHOST_ADMIN_TOKEN"),
+            other => bail!("{addr} answered {other}: {}", body.trim()),
+        }
+        let snapshot: Snapshot = serde_json::from_str(&body)
+            .with_context(|| format!("{addr} sent something that is not porthost's state"))?;
+        let text = render(&snapshot);
+        if watch {
+            // Clear the screen and go home, then the table: a refresh in place.
+            crate::logging::print(&format!("\x1b[2J\x1b[H{text}"));
+            std::thread::sleep(Duration::from_secs(1));
+        } else {
+            crate::logging::print(&text);
+            return Ok(());
+        }
+    }
+}
+
+fn render(s: &Snapshot) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    let mut rows = vec![
+        [
+            "PORT", "SERVICE", "MODEL", "STATE", "OPEN", "WAITING", "THREADS", "PROCS", "LINES",
+            "LINES/S", "P50 MS", "P99 MS", "REFUSED",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for p in &s.ports {
+        rows.push(vec![
+            p.port.to_string(),
+            p.service.clone(),
+            p.model.clone(),
+            p.state.clone(),
+            p.open.to_string(),
+            p.waiting.map_or("-".to_owned(), |w| w.to_string()),
+            p.threads.to_string(),
+            p.children.len().to_string(),
+            p.lines.to_string(),
+            format!("{:.0}", p.lines_per_s),
+            ms(p.p50_ms),
+            ms(p.p99_ms),
+            p.refused.values().sum::<u64>().to_string(),
+        ]);
+    }
+    let mut out = format!(
+        "porthost {} (pid {}), up {:.0} s: host {} KiB, children {} KiB (PSS), {} threads, {} descriptors\n\n",
+        s.version,
+        s.pid,
+        s.uptime,
+        s.host.rss_kib,
+        s.host.children_pss_kib,
+        s.host.threads,
+        s.host.open_fds
+    );
+    out.push_str(&table::render(&rows));
+    let recent: Vec<&Event> = s.events.iter().rev().take(8).collect();
+    if !recent.is_empty() {
+        out.push_str("\nrecent events:\n");
+        for e in recent.into_iter().rev() {
+            let port = e.port.map_or(String::new(), |p| format!("{p} "));
+            out.push_str(&format!("  {:>8.1} s  {port}{}\n", e.at, e.text));
+        }
+    }
+    out
+}
+
+/// A GET over HTTP/1.1 with a bearer token: the status and the body. Just enough HTTP for the
+/// admin endpoint (whole bodies with a length, or chunked), every step with a timeout.
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("cannot connect to the admin endpoint at {addr}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    (&stream).write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
+    let mut reader = BufReader::new((&stream).take(MAX_RESPONSE));
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{addr} did not answer HTTP: {:?}", line.trim()))?;
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .with_context(|| format!("bad chunk size {:?}", line.trim()))?;
+            if size == 0 {
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..])?;
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

@@ -1,0 +1,409 @@
+//! The admin endpoint over real HTTP: every metric family with its labels, counts that are
+//! exact under every model, refusals, child exits, reloads, the token rule, and the state the
+//! live page and `porthost status` read.
+
+use porthost::cli::status::http_get;
+use std::net::SocketAddr;
+
+use crate::util::{Client, MODELS, TestHost, entry, eventually, port_entry};
+
+const TOKEN: &str = "0123456789abcdef0123";
+
+fn admin_host(extra_host: &str, entries: &[crate::util::Entry<'_>]) -> (TestHost, SocketAddr) {
+    let host = TestHost::start(&format!("admin = \"127.0.0.1:0\"\n{extra_host}"), entries);
+    let addr = host.admin_addr().expect("the admin endpoint is on");
+    (host, addr)
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http_get(addr, path, None).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// The value of the sample `name{labels}` in a scrape, if it is there.
+fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let start = format!("{name}{{{labels}");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn labels(host: &TestHost, i: usize, service: &str, model: &str) -> String {
+    format!(
+        "port=\"{}\",service=\"{service}\",model=\"{model}\"",
+        host.ports[i]
+    )
+}
+
+#[test]
+fn every_metric_family_is_there_with_its_labels() {
+    let entries: Vec<_> = MODELS
+        .iter()
+        .map(|m| entry("palindrome-v3", m, ""))
+        .chain([entry("word-guess", "async", "")])
+        .collect();
+    let (host, admin) = admin_host("", &entries);
+    let metrics = get(admin, "/metrics");
+    for (i, model) in MODELS.iter().enumerate() {
+        let labels = labels(&host, i, "palindrome-v3", model);
+        for family in [
+            "porthost_connections_open",
+            "porthost_connections_accepted_total",
+            "porthost_connections_waiting",
+            "porthost_session_duration_seconds_count",
+            "porthost_lines_total",
+            "porthost_replies_total",
+            "porthost_received_bytes_total",
+            "porthost_sent_bytes_total",
+            "porthost_reply_latency_seconds_bucket",
+            "porthost_reply_latency_seconds_count",
+            "porthost_threads",
+            "porthost_child_processes",
+            "porthost_forks_total",
+        ] {
+            assert!(
+                metrics.contains(&format!("{family}{{{labels}"))
+                    || metrics.contains(&format!("{family}{{le=\"0.000025\",{labels}")),
+                "no {family} for {labels}:\n{metrics}"
+            );
+        }
+        assert!(
+            metrics.contains(&format!(
+                "porthost_connections_refused_total{{{labels},reason=\"per_address_limit\"}} 0"
+            )),
+            "{metrics}"
+        );
+    }
+    for family in [
+        "porthost_resident_memory_bytes{process=\"host\"}",
+        "porthost_resident_memory_bytes{process=\"children\"}",
+        "porthost_open_fds ",
+        "porthost_host_threads ",
+        "porthost_reloads_total{outcome=\"applied\"} 0",
+        "porthost_build_info{version=",
+        "porthost_log_writes_dropped_total ",
+    ] {
+        assert!(metrics.contains(family), "no {family}:\n{metrics}");
+    }
+    let game = labels(&host, 4, "word-guess", "async");
+    for family in [
+        "porthost_service_players",
+        "porthost_service_games_waiting",
+        "porthost_service_games_playing",
+        "porthost_service_games_started_total",
+        "porthost_service_games_finished_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("{family}{{{game}}} 0")),
+            "no {family} for the game:\n{metrics}"
+        );
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}
+
+#[test]
+fn after_n_clients_send_m_lines_the_counters_say_n_and_m_under_every_model() {
+    const CLIENTS: usize = 3;
+    const LINES: usize = 7;
+    let entries: Vec<_> = MODELS
+        .iter()
+        .map(|m| entry("palindrome-v3", m, ""))
+        .collect();
+    let (host, admin) = admin_host("", &entries);
+    for i in 0..MODELS.len() {
+        for _ in 0..CLIENTS {
+            let mut client = Client::connect(host.addr(i));
+            for _ in 0..LINES {
+                assert_eq!(client.ask("abba"), "1");
+            }
+            // Leave by closing: no empty line, so the lines are exactly those asked.
+            client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+            assert!(client.is_closed());
+        }
+    }
+    for (i, model) in MODELS.iter().enumerate() {
+        let labels = labels(&host, i, "palindrome-v3", model);
+        let settled = || {
+            let metrics = get(admin, "/metrics");
+            let value = |name| sample(&metrics, name, &labels);
+            value("porthost_connections_open") == Some(0.0)
+                && value("porthost_connections_accepted_total") == Some(CLIENTS as f64)
+                && value("porthost_lines_total") == Some((CLIENTS * LINES) as f64)
+                && value("porthost_replies_total") == Some((CLIENTS * LINES) as f64)
+                && value("porthost_reply_latency_seconds_count") == Some((CLIENTS * LINES) as f64)
+                && value("porthost_received_bytes_total") == Some((CLIENTS * LINES * 5) as f64)
+                && value("porthost_sent_bytes_total") == Some((CLIENTS * LINES * 2) as f64)
+                && value("porthost_session_duration_seconds_count") == Some(CLIENTS as f64)
+        };
+        assert!(
+            eventually(settled),
+            "{model}:\n{}",
+            get(admin, "/metrics")
+                .lines()
+                .filter(|l| l.contains(&labels))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let metrics = get(admin, "/metrics");
+    let forked = labels(&host, 2, "palindrome-v3", "process-per-client");
+    assert_eq!(
+        sample(&metrics, "porthost_forks_total", &forked),
+        Some(CLIENTS as f64)
+    );
+    assert!(
+        metrics.contains(&format!(
+            "porthost_child_exits_total{{{forked},how=\"code\",value=\"0\"}} {CLIENTS}"
+        )),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn threads_and_children_show_while_clients_are_connected() {
+    let entries: Vec<_> = MODELS
+        .iter()
+        .map(|m| entry("palindrome-v3", m, ""))
+        .collect();
+    let (host, admin) = admin_host("", &entries);
+    let clients: Vec<Vec<Client>> = (1..MODELS.len())
+        .map(|i| {
+            (0..3)
+                .map(|_| {
+                    let mut c = Client::connect(host.addr(i));
+                    assert_eq!(c.ask("abba"), "1");
+                    c
+                })
+                .collect()
+        })
+        .collect();
+    let value = |i: usize, model: &str, name: &str| {
+        sample(
+            &get(admin, "/metrics"),
+            name,
+            &labels(&host, i, "palindrome-v3", model),
+        )
+    };
+    assert_eq!(value(0, "sequential", "porthost_threads"), Some(1.0));
+    assert_eq!(value(1, "thread-per-client", "porthost_threads"), Some(3.0));
+    assert_eq!(
+        value(2, "process-per-client", "porthost_child_processes"),
+        Some(3.0)
+    );
+    assert_eq!(value(3, "async", "porthost_threads"), Some(0.0));
+    assert_eq!(value(3, "async", "porthost_connections_open"), Some(3.0));
+    drop(clients);
+    assert!(eventually(|| value(
+        1,
+        "thread-per-client",
+        "porthost_threads"
+    ) == Some(0.0)));
+    assert!(eventually(|| value(
+        2,
+        "process-per-client",
+        "porthost_child_processes"
+    ) == Some(0.0)));
+}
+
+#[test]
+fn a_child_killed_with_sigkill_shows_in_the_exits_by_signal() {
+    let (host, admin) = admin_host("", &[entry("palindrome-v3", "process-per-client", "")]);
+    let mut client = Client::connect(host.addr(0));
+    assert_eq!(client.ask("abba"), "1");
+    // The state lists the child's pid once the sampler has seen it (one port: the first).
+    let mut pid = None;
+    assert!(eventually(|| {
+        let state: serde_json::Value = serde_json::from_str(&get(admin, "/api/state")).unwrap();
+        pid = state["ports"][0]["children"][0].as_u64();
+        pid.is_some()
+    }));
+    let pid = pid.unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(client.is_closed());
+    let labels = labels(&host, 0, "palindrome-v3", "process-per-client");
+    let want = format!("porthost_child_exits_total{{{labels},how=\"signal\",value=\"SIGKILL\"}} 1");
+    assert!(
+        eventually(|| get(admin, "/metrics").contains(&want)),
+        "{}",
+        get(admin, "/metrics")
+    );
+    // What the child served before it was killed was reported: at most its last second is lost.
+    assert!(eventually(|| sample(
+        &get(admin, "/metrics"),
+        "porthost_lines_total",
+        &labels
+    ) == Some(1.0)));
+}
+
+#[test]
+fn a_refused_client_shows_in_refused() {
+    let (host, admin) = admin_host(
+        "",
+        &[entry(
+            "palindrome-v3",
+            "async",
+            "max_connections_per_ip = 1",
+        )],
+    );
+    let mut first = Client::connect(host.addr(0));
+    assert_eq!(first.ask("abba"), "1");
+    let mut second = Client::connect(host.addr(0));
+    assert_eq!(
+        second.line().as_deref(),
+        Some("ERR too many connections from your address")
+    );
+    let labels = labels(&host, 0, "palindrome-v3", "async");
+    let want =
+        format!("porthost_connections_refused_total{{{labels},reason=\"per_address_limit\"}} 1");
+    assert!(get(admin, "/metrics").contains(&want));
+}
+
+#[test]
+fn reloads_show_by_outcome_and_counters_go_on_across_them() {
+    let (host, admin) = admin_host("", &[entry("palindrome-v3", "async", "")]);
+    let mut client = Client::connect(host.addr(0));
+    assert_eq!(client.ask("abba"), "1");
+    let text = |options: &str| {
+        format!(
+            "[host]\nshutdown_grace_secs = 2\nadmin = \"{admin}\"\n{}",
+            port_entry(host.ports[0], &entry("palindrome-v3", "async", options))
+        )
+    };
+    host.reload(&text("options = { strict = true }"), Vec::new());
+    host.reload("[ports.1]\nmodle = 1\n", Vec::new());
+    let metrics = get(admin, "/metrics");
+    assert!(
+        metrics.contains("porthost_reloads_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("porthost_reloads_total{outcome=\"invalid\"} 1"),
+        "{metrics}"
+    );
+    // The old entry's line is still counted after its connection drained.
+    assert_eq!(client.ask("abc"), "");
+    drop(client);
+    let labels = labels(&host, 0, "palindrome-v3", "async");
+    assert!(eventually(|| sample(
+        &get(admin, "/metrics"),
+        "porthost_lines_total",
+        &labels
+    ) == Some(2.0)));
+}
+
+#[test]
+fn with_a_token_every_request_carries_it() {
+    let (host, admin) = admin_host(
+        &format!("admin_token = \"{TOKEN}\""),
+        &[entry("palindrome-v3", "async", "")],
+    );
+    for path in ["/", "/metrics", "/api/state"] {
+        let (status, _) = http_get(admin, path, None).unwrap();
+        assert_eq!(status, 401, "{path} without the token");
+        let (status, _) = http_get(admin, path, Some("not the token at all")).unwrap();
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, _) = http_get(admin, path, Some(TOKEN)).unwrap();
+        assert_eq!(status, 200, "{path} with the token");
+        let (status, _) = http_get(admin, &format!("{path}?token={TOKEN}"), None).unwrap();
+        assert_eq!(status, 200, "{path}?token=");
+    }
+    drop(host);
+}
+
+#[test]
+fn an_admin_endpoint_open_to_the_network_needs_a_token() {
+    let parse = |host: &str| {
+        porthost::config::Config::parse(
+            &format!(
+                "[host]\n{host}\n[ports.7001]\nservice = \"palindrome-v3\"\nmodel = \"async\"\n"
+            ),
+            std::path::Path::new("s.toml"),
+        )
+    };
+    let errors = parse("admin = \"0.0.0.0:7000\"").unwrap_err().to_string();
+    assert!(
+        errors.starts_with(
+            "s.toml:2:9: [host]: admin = \"0.0.0.0:7000\" can be reached from other machines"
+        ),
+        "{errors}"
+    );
+    let errors = parse("admin = \"0.0.0.0:7000\"\nadmin_token = \"short\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("s.toml:3:15: [host]: admin_token must be at least 16 characters"),
+        "{errors}"
+    );
+    assert!(
+        parse(&format!(
+            "admin = \"0.0.0.0:7000\"\nadmin_token = \"{TOKEN}\""
+        ))
+        .is_ok()
+    );
+    assert!(parse("admin = \"127.0.0.1:7000\"").is_ok());
+    let errors = parse(&format!("admin_token = \"{TOKEN}\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("admin_token has no effect without admin"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_state_shows_each_model_at_work() {
+    let entries: Vec<_> = MODELS
+        .iter()
+        .map(|m| entry("palindrome-v3", m, ""))
+        .collect();
+    let (host, admin) = admin_host("", &entries);
+    let mut clients = Vec::new();
+    for i in 0..MODELS.len() {
+        let mut client = Client::connect(host.addr(i));
+        assert_eq!(client.ask("abba"), "1");
+        clients.push(client);
+    }
+    // A second client of the sequential port waits in the backlog.
+    let waiting = Client::connect(host.addr(0));
+    let state =
+        || -> serde_json::Value { serde_json::from_str(&get(admin, "/api/state")).unwrap() };
+    // Ports are listed by number; find each by its own.
+    let find = |state: &serde_json::Value, i: usize| {
+        state["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == host.ports[i])
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        eventually(|| find(&state(), 0)["waiting"] == 1),
+        "{}",
+        state()
+    );
+    let state = state();
+    let ports: Vec<serde_json::Value> = (0..MODELS.len()).map(|i| find(&state, i)).collect();
+    let port = |i: usize| &ports[i];
+    assert_eq!(port(0)["model"], "sequential");
+    assert_eq!(port(1)["threads"], 1);
+    assert_eq!(port(2)["children"].as_array().unwrap().len(), 1);
+    assert_eq!(port(2)["connections"][0]["pid"], port(2)["children"][0]);
+    assert_eq!(port(3)["open"], 1);
+    assert!(
+        state["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"].as_str().unwrap().contains("forked")),
+        "{state}"
+    );
+    drop((waiting, clients));
+}
