@@ -12,6 +12,7 @@
 //!   [`config::Model`] names.
 //! - [`registry`]: finding services in the `inventory` registry.
 //! - [`sockets`]: listening sockets, bound or passed in (systemd, tests).
+//! - [`systemd`]: readiness, reloads, status and the watchdog, told to systemd.
 //! - [`supervisor`]: serving every port of a config, watching the accept loops, reload, drain.
 //! - [`port`]: the state of a running port, and the [`port::Admission`] a connection holds.
 //! - [`listener`]: one port's accept loop: slots, per-address limits, backoff, hand-off.
@@ -46,6 +47,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod sockets;
 pub mod supervisor;
+pub mod systemd;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -1,17 +1,21 @@
-//! The accept loop of one port: a slot before accept (`max_connections`), the per-address
-//! limit, accept-error backoff, and the hand-off of each admitted connection to the port's
-//! [`Runner`]. It knows no model's internals and never runs service code, so no client can
-//! end it.
+//! The accept loop of one port: a slot before accept (`max_connections`), accept-error
+//! backoff, what a client must pass before any service code runs (its PROXY header on a
+//! `proxy_protocol` port, `allow`/`deny`, its rate of new connections, its number of open
+//! ones), and the hand-off of each admitted connection to the port's [`Runner`]. It knows no
+//! model's internals and never runs service code, so no client can end it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info_span, warn};
 
 use crate::connection::{self, Accepted};
-use crate::events::Kind;
 use crate::models::Runner;
-use crate::port::Port;
+use crate::port::{Port, Refusal};
+use crate::proxy_protocol;
 
 /// The longest pause between accept attempts after errors such as running out of descriptors.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -52,34 +56,75 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
             () = port.ending() => return,
         };
         drop(listener);
-        let admission = match port.admit(slot, peer) {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                port.stats.refused(refusal);
-                port.events.push(Some(port.port()), Kind::Refused, || {
-                    format!("{peer} refused: {}", refusal.name().replace('_', " "))
-                });
-                port.tracker.spawn(connection::refuse(stream, refusal));
+        if let Some(trusted) = &entry.edge.trusted_proxies {
+            if !trusted.contains(peer.ip()) {
+                refuse(&port, stream, peer, Refusal::UntrustedProxy, "not from a trusted proxy");
                 continue;
             }
-        };
-        // Replies are single small writes: send them now rather than waiting for an ACK.
-        let _ = stream.set_nodelay(true);
-        let span = info_span!(
-            "conn",
-            port = port.port(),
-            service = %entry.service,
-            model = %entry.model,
-            %peer
-        );
-        runner
-            .dispatch(Accepted {
-                stream,
-                peer,
-                admission,
-                span,
-            })
-            .await;
+            // The header may take a while to come: the slot goes with the handshake, and the
+            // loop goes on accepting.
+            port.tracker
+                .spawn(handshake(port.clone(), runner.clone(), stream, peer, slot));
+            continue;
+        }
+        admit(&port, &*runner, stream, peer, slot).await;
+    }
+}
+
+/// Reads a trusted proxy's PROXY header, then admits the client it names.
+async fn handshake(
+    port: Arc<Port>,
+    runner: Arc<dyn Runner>,
+    mut stream: TcpStream,
+    proxy: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
+    match proxy_protocol::read_header(&mut stream, proxy_protocol::DEFAULT_TIMEOUT).await {
+        Ok(header) => admit(&port, &*runner, stream, header.client(proxy), slot).await,
+        Err(e) => refuse(&port, stream, proxy, Refusal::BadProxyHeader, &e.to_string()),
+    }
+}
+
+/// Admits a client (`peer`: its real address) and hands it to the runner, or refuses it.
+async fn admit(
+    port: &Arc<Port>,
+    runner: &dyn Runner,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
+    let admission = match port.admit(slot, peer) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            let why = refusal.name().replace('_', " ");
+            return refuse(port, stream, peer, refusal, &why);
+        }
+    };
+    let entry = &port.plan.entry;
+    // Replies are single small writes: send them now rather than waiting for an ACK.
+    let _ = stream.set_nodelay(true);
+    let span = info_span!(
+        "conn",
+        port = port.port(),
+        service = %entry.service,
+        model = %entry.model,
+        %peer
+    );
+    runner
+        .dispatch(Accepted {
+            stream,
+            peer,
+            admission,
+            span,
+        })
+        .await;
+}
+
+/// Counts and logs a refusal, and closes the connection after its reply (if it gets one).
+fn refuse(port: &Port, stream: TcpStream, peer: SocketAddr, refusal: Refusal, why: &str) {
+    port.refused(peer, refusal, why);
+    if !refusal.reply().is_empty() {
+        port.tracker.spawn(connection::refuse(stream, refusal));
     }
 }
 

@@ -19,6 +19,10 @@ use tracing::info;
 use crate::config::PortPlan;
 use crate::events::{Events, Kind};
 use crate::metrics::PortStats;
+use crate::rate_limit::{ConnectionRate, LogBudget};
+
+/// At most this many refusals logged per this interval, per port; the rest are summed up.
+const REFUSALS_LOGGED: (u32, std::time::Duration) = (10, std::time::Duration::from_secs(10));
 
 /// One configured port while it runs.
 #[derive(Debug)]
@@ -48,6 +52,10 @@ pub struct Port {
     pub events: Arc<Events>,
     /// Read once from the service: whether the port retires after its first client.
     single_session: bool,
+    /// New connections per address, for `max_connection_rate_per_ip`.
+    rate: Option<Mutex<ConnectionRate>>,
+    /// How many refusals the log still tells about in this interval.
+    refusal_log: Mutex<LogBudget>,
     /// Makes the next turn of the accept loop panic, so that tests can check that the
     /// supervisor restarts a loop that died.
     #[cfg(test)]
@@ -78,19 +86,41 @@ struct Open {
     closer: Option<std::net::TcpStream>,
 }
 
-/// Why a client is turned away before any service code runs: the line it gets, then a close.
+/// Why a client is turned away before any service code runs: the line it gets (if any), then
+/// a close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Its address already has `max_connections_per_ip` connections open.
     TooManyFromAddress = 0,
+    /// `allow`/`deny` do not let its address in.
+    AccessDenied = 1,
+    /// Its address opened more than `max_connection_rate_per_ip` allows.
+    TooFast = 2,
+    /// On a `proxy_protocol` port: the connection is not from a trusted proxy.
+    UntrustedProxy = 3,
+    /// On a `proxy_protocol` port: no valid PROXY header came in time.
+    BadProxyHeader = 4,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 1] = [Refusal::TooManyFromAddress];
+    pub const ALL: [Refusal; 5] = [
+        Refusal::TooManyFromAddress,
+        Refusal::AccessDenied,
+        Refusal::TooFast,
+        Refusal::UntrustedProxy,
+        Refusal::BadProxyHeader,
+    ];
 
+    /// The line the client gets. A connection that is not a client at all (not from the
+    /// proxy, or a proxy that said nothing usable) gets nothing.
     pub fn reply(self) -> &'static [u8] {
         match self {
             Refusal::TooManyFromAddress => b"ERR too many connections from your address\n",
+            Refusal::AccessDenied => b"ERR access denied\n",
+            Refusal::TooFast => {
+                b"ERR too many new connections from your address; try again later\n"
+            }
+            Refusal::UntrustedProxy | Refusal::BadProxyHeader => b"",
         }
     }
 
@@ -98,6 +128,10 @@ impl Refusal {
     pub fn name(self) -> &'static str {
         match self {
             Refusal::TooManyFromAddress => "per_address_limit",
+            Refusal::AccessDenied => "access_denied",
+            Refusal::TooFast => "rate_limit",
+            Refusal::UntrustedProxy => "untrusted_proxy",
+            Refusal::BadProxyHeader => "bad_proxy_header",
         }
     }
 }
@@ -116,6 +150,11 @@ pub struct OpenConnection {
 impl Port {
     pub fn new(plan: PortPlan, listener: Arc<TcpListener>, events: Arc<Events>) -> Arc<Port> {
         let single_session = plan.service.single_session();
+        let rate = plan
+            .entry
+            .edge
+            .rate
+            .map(|rate| Mutex::new(ConnectionRate::new(rate, ConnectionRate::DEFAULT_CAPACITY)));
         Arc::new(Port {
             slots: Arc::new(Semaphore::new(plan.entry.max_connections)),
             plan,
@@ -128,6 +167,8 @@ impl Port {
             stats: PortStats::default(),
             events,
             single_session,
+            rate,
+            refusal_log: Mutex::new(LogBudget::new(REFUSALS_LOGGED.0, REFUSALS_LOGGED.1)),
             #[cfg(test)]
             fail_next_accept: std::sync::atomic::AtomicBool::new(false),
         })
@@ -170,14 +211,26 @@ impl Port {
         }
     }
 
-    /// Admits a client from `peer` into the slot it was accepted in, or says why not.
+    /// Admits a client from `peer` into the slot it was accepted in, or says why not: its
+    /// address must be allowed, not over its rate of new connections, and not over its number
+    /// of open ones.
     pub fn admit(
         self: &Arc<Self>,
         slot: OwnedSemaphorePermit,
         peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
+        // An IPv4 client is IPv4 however it arrived (`::ffff:a.b.c.d` on a `::` listener).
+        let ip = peer.ip().to_canonical();
+        let edge = &self.plan.entry.edge;
+        if !edge.access.is_open() && !edge.access.check(ip).allowed {
+            return Err(Refusal::AccessDenied);
+        }
+        if let Some(rate) = &self.rate
+            && !lock(rate).admit(ip, Instant::now())
+        {
+            return Err(Refusal::TooFast);
+        }
         let mut table = lock(&self.table);
-        let ip = peer.ip();
         let counted = match self.plan.entry.max_connections_per_ip {
             None => None,
             Some(limit) => {
@@ -217,6 +270,26 @@ impl Port {
             _slot: slot,
             counted,
         })
+    }
+
+    /// Counts a refusal, and logs it unless the log has told about enough of them lately.
+    pub fn refused(&self, peer: SocketAddr, refusal: Refusal, why: &str) {
+        self.stats.refused(refusal);
+        self.events.push(Some(self.port()), Kind::Refused, || {
+            format!("{peer} refused: {why}")
+        });
+        let verdict = lock(&self.refusal_log).event(Instant::now());
+        if let Some(suppressed) = verdict.summary {
+            info!(
+                port = self.port(),
+                "{} more connections refused in the last {:?}",
+                suppressed.count,
+                suppressed.interval
+            );
+        }
+        if verdict.log {
+            info!(port = self.port(), %peer, "refused: {why}");
+        }
     }
 
     /// Wakes every blocking connection of the port for good (`shutdown(2)` on its socket), once

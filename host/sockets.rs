@@ -24,8 +24,13 @@ pub struct Listening {
 pub enum Origin {
     /// Bound by the host itself.
     Bound,
-    /// Passed by systemd (or a test) as descriptor `fd`, named `name` if it had a name.
-    Passed { fd: i32, name: Option<String> },
+    /// Passed by systemd (or a test) as descriptor `fd`, named `name` if it had a name, bound
+    /// to `local` (which may differ from the config's address when it was claimed by name).
+    Passed {
+        fd: i32,
+        name: Option<String>,
+        local: Option<SocketAddr>,
+    },
 }
 
 impl Origin {
@@ -33,11 +38,11 @@ impl Origin {
     pub fn describe(&self) -> String {
         match self {
             Origin::Bound => "bound".to_owned(),
-            Origin::Passed {
-                fd,
-                name: Some(name),
-            } => format!("passed (fd {fd}, {name})"),
-            Origin::Passed { fd, name: None } => format!("passed (fd {fd})"),
+            Origin::Passed { fd, name, local } => {
+                let name = name.as_ref().map_or(String::new(), |n| format!(", {n}"));
+                let local = local.map_or(String::new(), |l| format!(" on {l}"));
+                format!("passed (fd {fd}{name}){local}")
+            }
         }
     }
 }
@@ -120,6 +125,7 @@ impl Sockets {
         let origin = Origin::Passed {
             fd: entry.fd,
             name: entry.name.clone(),
+            local: entry.listener.local_addr().ok(),
         };
         let listener = if entry.keep {
             entry.claimed = true;
@@ -165,7 +171,7 @@ impl Sockets {
         let addr = plan.entry.addr;
         match self.claim(plan.entry.port(), addr) {
             Ok(Some(listening)) => Ok(listening),
-            Ok(None) => bind(addr)
+            Ok(None) => bind_with(addr, plan.entry.edge.reuse_port)
                 .map(|listener| Listening {
                     listener,
                     origin: Origin::Bound,
@@ -179,8 +185,18 @@ impl Sockets {
 /// A listening socket with `SO_REUSEADDR`, so a restarted host can bind while old
 /// connections sit in TIME_WAIT.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_with(addr, false)
+}
+
+/// [`bind`], with `SO_REUSEPORT` when `reuse_port`: then another host may bind the same port
+/// (each with `reuse_port = true`) and the kernel shares new connections between them, which
+/// is how a new host takes over from an old one without refusing anyone.
+pub fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG as i32)?;
     Ok(socket.into())

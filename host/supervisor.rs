@@ -337,11 +337,13 @@ impl Supervisor {
             );
             self.reload_event(number, change.clone());
             old.port.stop.cancel();
-            // A socket on another address is dropped here, before the new address is bound.
+            // A socket on another address, or with other options, is dropped here, before the
+            // new one is bound.
+            let same_socket = old.port.plan.entry.edge.reuse_port == plan.entry.edge.reuse_port;
             let reusable = old
                 .port
                 .take_listener()
-                .filter(|l| l.local_addr().ok() == Some(plan.entry.addr));
+                .filter(|l| same_socket && l.local_addr().ok() == Some(plan.entry.addr));
             let origin = old.origin.clone();
             self.retire(old);
             let (listener, origin) = match reusable {
@@ -486,8 +488,18 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
     if old.limits != new.limits
         || old.max_connections != new.max_connections
         || old.max_connections_per_ip != new.max_connections_per_ip
+        || old.edge.rate != new.edge.rate
     {
         changes.push("limits".to_owned());
+    }
+    if old.edge.access != new.edge.access {
+        changes.push("access".to_owned());
+    }
+    if old.edge.trusted_proxies != new.edge.trusted_proxies {
+        changes.push("proxy protocol".to_owned());
+    }
+    if old.edge.reuse_port != new.edge.reuse_port {
+        changes.push("reuse_port".to_owned());
     }
     if changes.is_empty() {
         String::new()

@@ -20,6 +20,8 @@ use crate::models::process_per_client::fork_server;
 use crate::registry;
 use crate::sockets::Sockets;
 use crate::supervisor::{Programs, Supervisor};
+use crate::systemd;
+use tokio_util::sync::CancellationToken;
 
 /// The command line of a porthost binary: one of its commands, or `run` when none is given.
 #[derive(Debug, Parser)]
@@ -216,14 +218,23 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             "serving {} port(s)",
             host.ports().count()
         );
+        systemd::ready(&host.observed());
+        let informing = CancellationToken::new();
+        tokio::spawn(systemd::keep_informed(host.observed(), informing.clone()));
         let name = loop {
             tokio::select! {
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
-                _ = hangup.recv() => host.reload_from(path).await,
+                _ = hangup.recv() => {
+                    systemd::reloading();
+                    host.reload_from(path).await;
+                    systemd::ready(&host.observed());
+                }
             }
         };
         info!("{name}: draining");
+        systemd::stopping();
+        informing.cancel();
         host.drain().await;
         info!("stopped");
         Ok(())

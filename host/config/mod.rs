@@ -10,9 +10,11 @@
 //! use, narrow enough that no arithmetic the host does on it can overflow.
 
 pub mod bounds;
+mod edge;
 mod model;
 pub mod suggest;
 
+pub use edge::Edge;
 pub use model::Model;
 
 use std::collections::BTreeMap;
@@ -43,6 +45,12 @@ struct RawHost {
     max_connections_per_ip: Option<Spanned<toml::Value>>,
     admin: Option<Spanned<toml::Value>>,
     admin_token: Option<Spanned<toml::Value>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Spanned<Vec<Spanned<String>>>>,
+    max_connection_rate_per_ip: Option<Spanned<toml::Value>>,
+    proxy_protocol: Option<Spanned<toml::Value>>,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    reuse_port: Option<Spanned<toml::Value>>,
 }
 
 /// One `[ports.N]` table.
@@ -57,6 +65,12 @@ struct RawPort {
     max_line_bytes: Option<Spanned<toml::Value>>,
     idle_timeout_secs: Option<Spanned<toml::Value>>,
     options: Option<Spanned<toml::Value>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    deny: Option<Spanned<Vec<Spanned<String>>>>,
+    max_connection_rate_per_ip: Option<Spanned<toml::Value>>,
+    proxy_protocol: Option<Spanned<toml::Value>>,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    reuse_port: Option<Spanned<toml::Value>>,
 }
 
 /// A validated configuration, ready to bind.
@@ -114,6 +128,8 @@ pub struct PortEntry {
     pub options: toml::Table,
     /// Where relative paths in `options` are resolved: the config file's directory.
     pub base_dir: PathBuf,
+    /// Who may connect, and how clients reach the port.
+    pub edge: Edge,
 }
 
 impl PortEntry {
@@ -391,6 +407,7 @@ impl Config {
 /// Values from `[host]` that every port inherits unless it says otherwise, and the host's own.
 struct Defaults {
     bind: IpAddr,
+    edge: edge::HostEdge,
     shutdown_grace: Duration,
     admin: Option<AdminPlan>,
     limits: Limits,
@@ -421,6 +438,17 @@ fn host_defaults(host: &RawHost, c: &mut Collector<'_>) -> Defaults {
         .map_or(Duration::from_secs(5), Duration::from_secs);
     Defaults {
         bind,
+        edge: edge::host(
+            edge::RawEdge {
+                allow: host.allow.as_ref(),
+                deny: host.deny.as_ref(),
+                max_connection_rate_per_ip: host.max_connection_rate_per_ip.as_ref(),
+                proxy_protocol: host.proxy_protocol.as_ref(),
+                trusted_proxies: host.trusted_proxies.as_ref(),
+                reuse_port: host.reuse_port.as_ref(),
+            },
+            c,
+        ),
         shutdown_grace,
         admin: admin(host, c),
         limits,
@@ -609,6 +637,20 @@ fn port_plan(
         )
         .map(bounds::to_usize)
         .or(defaults.max_connections_per_ip);
+    let edge = edge::port(
+        edge::RawEdge {
+            allow: raw.allow.as_ref(),
+            deny: raw.deny.as_ref(),
+            max_connection_rate_per_ip: raw.max_connection_rate_per_ip.as_ref(),
+            proxy_protocol: raw.proxy_protocol.as_ref(),
+            trusted_proxies: raw.trusted_proxies.as_ref(),
+            reuse_port: raw.reuse_port.as_ref(),
+        },
+        &defaults.edge,
+        entry,
+        entry_span.clone(),
+        c,
+    );
     let options = match &raw.options {
         None => Some((toml::Table::new(), entry_span.clone())),
         Some(value) => match value.get_ref() {
@@ -656,6 +698,7 @@ fn port_plan(
         max_connections_per_ip,
         options,
         base_dir: defaults.base_dir.clone(),
+        edge,
     };
     let service = match (registration.build)(&entry_value.options()) {
         Ok(service) => service,

@@ -381,6 +381,10 @@ impl ForkerProcess {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
+            // Telling systemd is the host's to do.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             // Resolve every library symbol once, in the fork server, instead of lazily in every
             // child: each lazy lookup costs a child page faults on shared tables.
             .env("LD_BIND_NOW", "1")
