@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{info_span, warn};
+use tracing::{info, info_span, warn};
 
 use crate::connection::{self, Accepted};
 use crate::models::Runner;
@@ -22,7 +22,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Accepts connections until the port stops, retires or loses its listener.
 pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
-    let entry = &port.plan.entry;
     let mut backoff = Duration::ZERO;
     loop {
         #[cfg(test)]
@@ -34,7 +33,7 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
         }
         // Limit before accept: above `max_connections` clients wait in the backlog.
         let Some(slot) = port.slot().await else {
-            return;
+            return stopped(&port, &runner).await;
         };
         let Some(listener) = port.listener() else {
             return;
@@ -53,22 +52,74 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
                     continue;
                 }
             },
-            () = port.ending() => return,
+            () = port.ending() => {
+                drop((slot, listener));
+                return stopped(&port, &runner).await;
+            }
         };
         drop(listener);
-        if let Some(trusted) = &entry.edge.trusted_proxies {
-            if !trusted.contains(peer.ip()) {
-                refuse(&port, stream, peer, Refusal::UntrustedProxy, "not from a trusted proxy");
-                continue;
-            }
-            // The header may take a while to come: the slot goes with the handshake, and the
-            // loop goes on accepting.
-            port.tracker
-                .spawn(handshake(port.clone(), runner.clone(), stream, peer, slot));
-            continue;
-        }
-        admit(&port, &*runner, stream, peer, slot).await;
+        handle(&port, &runner, stream, peer, slot).await;
     }
+}
+
+/// The loop's end: a `reuse_port` port that was stopped hands its socket over.
+async fn stopped(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
+    if port.stop.is_cancelled() && port.plan.entry.edge.reuse_port {
+        hand_over(port, runner).await;
+    }
+}
+
+/// Passes an accepted connection through what it must pass before its service.
+async fn handle(
+    port: &Arc<Port>,
+    runner: &Arc<dyn Runner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
+    if let Some(trusted) = &port.plan.entry.edge.trusted_proxies {
+        if !trusted.contains(peer.ip()) {
+            refuse(port, stream, peer, Refusal::UntrustedProxy, "not from a trusted proxy");
+            return;
+        }
+        // The header may take a while to come: the slot goes with the handshake, and the loop
+        // goes on accepting.
+        port.tracker
+            .spawn(handshake(port.clone(), runner.clone(), stream, peer, slot));
+        return;
+    }
+    admit(port, &**runner, stream, peer, slot).await;
+}
+
+/// A `reuse_port` port stops: its socket is closed now, so that the kernel sends new clients
+/// to the other hosts on the port, but first the clients already queued on it (the handshake
+/// done, not yet accepted) are accepted and served, since closing would reset them. A client
+/// that lands in the queue between the last accept and the close is still reset; with
+/// `net.ipv4.tcp_migrate_req = 1` (Linux 5.14) the kernel moves such clients to another host's
+/// socket instead.
+async fn hand_over(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
+    let Some(listener) = port.take_listener() else {
+        return;
+    };
+    loop {
+        let accepted = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(result) => std::task::Poll::Ready(Some(result)),
+        })
+        .await;
+        match accepted {
+            Some(Ok((stream, peer))) => {
+                let slot = port.slot_even_if_ending().await;
+                handle(port, runner, stream, peer, slot).await;
+            }
+            Some(Err(e)) if is_per_connection(&e) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    info!(
+        port = port.port(),
+        "stopped accepting; the socket is closed and its queue handed over"
+    );
 }
 
 /// Reads a trusted proxy's PROXY header, then admits the client it names.

@@ -211,6 +211,15 @@ impl Port {
         }
     }
 
+    /// A slot for a client accepted while the port hands its socket over (it is stopping).
+    pub async fn slot_even_if_ending(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
     /// Admits a client from `peer` into the slot it was accepted in, or says why not: its
     /// address must be allowed, not over its rate of new connections, and not over its number
     /// of open ones.
