@@ -79,7 +79,13 @@ async fn handle(
 ) {
     if let Some(trusted) = &port.plan.entry.edge.trusted_proxies {
         if !trusted.contains(peer.ip()) {
-            refuse(port, stream, peer, Refusal::UntrustedProxy, "not from a trusted proxy");
+            refuse(
+                port,
+                stream,
+                peer,
+                Refusal::UntrustedProxy,
+                "not from a trusted proxy",
+            );
             return;
         }
         // The header may take a while to come: the slot goes with the handshake, and the loop
@@ -132,7 +138,13 @@ async fn handshake(
 ) {
     match proxy_protocol::read_header(&mut stream, proxy_protocol::DEFAULT_TIMEOUT).await {
         Ok(header) => admit(&port, &*runner, stream, header.client(proxy), slot).await,
-        Err(e) => refuse(&port, stream, proxy, Refusal::BadProxyHeader, &e.to_string()),
+        Err(e) => refuse(
+            &port,
+            stream,
+            proxy,
+            Refusal::BadProxyHeader,
+            &e.to_string(),
+        ),
     }
 }
 

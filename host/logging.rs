@@ -34,17 +34,56 @@ impl<W: Write> Write for Forgiving<W> {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people: one line an event, the span's fields in front.
+    Text,
+    /// For log shippers: one JSON object a line, with the span's fields
+    /// (`"span":{"port":7004,"service":...,"peer":...}`).
+    Json,
+}
+
+/// Tells the fork server (a program of its own) how the host logs.
+pub const FORMAT_ENV: &str = "PORTHOST_LOG_FORMAT";
+
+impl Format {
+    /// What the host asked for, in a process it started.
+    pub fn from_env() -> Format {
+        match std::env::var(FORMAT_ENV).as_deref() {
+            Ok("json") => Format::Json,
+            _ => Format::Text,
+        }
+    }
+
+    /// How [`Format::from_env`] reads it.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
 /// Logs to stderr at the level `RUST_LOG` asks for (info by default).
-pub fn init() {
+pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Forgiving(std::io::stderr()))
-        .with_ansi(std::io::stderr().is_terminal())
         // Its own complaint about a failed write goes to stderr with `eprintln!`, which panics
         // when stderr is gone.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        Format::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        Format::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
     install_panic_hook();
 }
 

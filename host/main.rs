@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use porthost::cli::{ABOUT, ConfigArg, exit_code, raise_descriptor_limit};
+use porthost::cli::{ABOUT, RunArgs, exit_code, raise_descriptor_limit};
 use porthost_bench::BenchArgs;
 use porthost_bench::soak::SoakArgs;
 
@@ -14,7 +14,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    run: ConfigArg,
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]

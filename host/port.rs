@@ -150,11 +150,10 @@ pub struct OpenConnection {
 impl Port {
     pub fn new(plan: PortPlan, listener: Arc<TcpListener>, events: Arc<Events>) -> Arc<Port> {
         let single_session = plan.service.single_session();
-        let rate = plan
-            .entry
-            .edge
-            .rate
-            .map(|rate| Mutex::new(ConnectionRate::new(rate, ConnectionRate::DEFAULT_CAPACITY)));
+        let rate =
+            plan.entry.edge.rate.map(|rate| {
+                Mutex::new(ConnectionRate::new(rate, ConnectionRate::DEFAULT_CAPACITY))
+            });
         Arc::new(Port {
             slots: Arc::new(Semaphore::new(plan.entry.max_connections)),
             plan,

@@ -50,7 +50,7 @@ pub fn run_forker_if_asked() {
     if std::env::var_os(FORKER_ENV).is_none() {
         return;
     }
-    crate::logging::init();
+    crate::logging::init(crate::logging::Format::from_env());
     let code = match fork_server::main() {
         Ok(()) => 0,
         Err(e) => {
@@ -114,8 +114,9 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// Serves `entries` on ports bound to 127.0.0.1:0, with `host_table` as the `[host]` lines
-    /// (`shutdown_grace_secs = 2` unless it says otherwise). Panics if the config is invalid.
+    /// Serves `entries` on ports bound to port 0 of the entry's address (its `bind = "..."`
+    /// line, else 127.0.0.1), with `host_table` as the `[host]` lines (`shutdown_grace_secs =
+    /// 2` unless it says otherwise). Panics if the config is invalid.
     pub fn start(host_table: &str, entries: &[Entry<'_>]) -> TestHost {
         TestHost::try_start(host_table, entries).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -124,7 +125,10 @@ impl TestHost {
     pub fn try_start(host_table: &str, entries: &[Entry<'_>]) -> Result<TestHost, String> {
         let listeners: Vec<std::net::TcpListener> = entries
             .iter()
-            .map(|_| crate::sockets::bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0"))
+            .map(|e| {
+                let ip = bind_line(e.extra).unwrap_or([127, 0, 0, 1].into());
+                crate::sockets::bind((ip, 0).into()).expect("bind port 0")
+            })
             .collect();
         let ports: Vec<u16> = listeners
             .iter()
@@ -234,6 +238,15 @@ impl Drop for TestHost {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The address of an entry's `bind = "..."` line, if it has one.
+fn bind_line(extra: &str) -> Option<std::net::IpAddr> {
+    extra
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("bind"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .find_map(|value| value.trim().trim_matches('"').parse().ok())
 }
 
 /// A `[ports.N]` table.

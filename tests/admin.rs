@@ -374,23 +374,22 @@ fn the_state_shows_each_model_at_work() {
     let waiting = Client::connect(host.addr(0));
     let state =
         || -> serde_json::Value { serde_json::from_str(&get(admin, "/api/state")).unwrap() };
-    // Ports are listed by number; find each by its own.
+    // Ports are listed by number; find each by its own (none before the first sample).
     let find = |state: &serde_json::Value, i: usize| {
         state["ports"]
             .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["port"] == host.ports[i])
+            .and_then(|ports| ports.iter().find(|p| p["port"] == host.ports[i]))
             .cloned()
-            .unwrap()
     };
     assert!(
-        eventually(|| find(&state(), 0)["waiting"] == 1),
+        eventually(|| find(&state(), 0).is_some_and(|p| p["waiting"] == 1)),
         "{}",
         state()
     );
     let state = state();
-    let ports: Vec<serde_json::Value> = (0..MODELS.len()).map(|i| find(&state, i)).collect();
+    let ports: Vec<serde_json::Value> = (0..MODELS.len())
+        .map(|i| find(&state, i).unwrap())
+        .collect();
     let port = |i: usize| &ports[i];
     assert_eq!(port(0)["model"], "sequential");
     assert_eq!(port(1)["threads"], 1);

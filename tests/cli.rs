@@ -9,8 +9,8 @@ use crate::util::PATIENCE;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Client, HostProcess, MODELS, TestHost, alive, descendants_of, entry, eventually, refused_addr,
-    run, text,
+    Client, HostProcess, Launch, MODELS, TestHost, alive, descendants_of, entry, eventually,
+    refused_addr, run, text,
 };
 
 #[test]
@@ -187,14 +187,16 @@ fn the_host_logs_its_pid_and_reloads_on_sighup() {
 fn a_closed_stderr_and_stdout_do_not_stop_the_drain() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut host = HostProcess::start_with(
-        None,
+    let mut host = Launch {
+        stderr: Some(Stdio::from(writer)),
+        ..Launch::default()
+    }
+    .start(
         "",
         &[
             entry("palindrome-v3", "process-per-client", ""),
             entry("palindrome-v3", "thread-per-client", ""),
         ],
-        Stdio::from(writer),
     );
     // The plan has been read; nobody reads stdout any more either.
     host.close_stdout();
@@ -217,5 +219,115 @@ fn a_closed_stderr_and_stdout_do_not_stop_the_drain() {
     assert!(status.success(), "{status:?}");
     for pid in descendants {
         assert!(!alive(pid), "process {pid} outlived the host");
+    }
+}
+
+/// Reads one datagram from the notify socket, waiting at most [`PATIENCE`].
+fn notified(socket: &std::os::unix::net::UnixDatagram) -> String {
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notify message");
+    text(&buf[..n])
+}
+
+/// Messages until one contains `want`; panics with what came instead.
+fn notified_until(socket: &std::os::unix::net::UnixDatagram, want: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let message = notified(socket);
+        let done = message.contains(want);
+        seen.push(message);
+        if done {
+            return seen;
+        }
+        assert!(seen.len() < 50, "no {want:?} in {seen:#?}");
+    }
+}
+
+#[test]
+fn systemd_hears_ready_reloading_stopping_status_and_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut host = Launch {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path.to_str().unwrap().into()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        ..Launch::default()
+    }
+    .start("", &[entry("palindrome-v3", "async", "")]);
+    let first = notified(&socket);
+    assert!(first.contains("READY=1\n"), "{first:?}");
+    assert!(
+        first.contains("STATUS=serving 1 port, 0 connections open"),
+        "{first:?}"
+    );
+    // Petted at half the interval.
+    notified_until(&socket, "WATCHDOG=1");
+
+    host.signal(Signal::SIGHUP);
+    let reload = notified_until(&socket, "RELOADING=1");
+    let reloading = reload.last().unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    notified_until(&socket, "READY=1");
+
+    host.signal(Signal::SIGTERM);
+    notified_until(&socket, "STOPPING=1");
+    assert!(host.wait_exit(PATIENCE).unwrap().success());
+}
+
+#[test]
+fn json_logs_carry_each_connections_port_service_model_and_peer() {
+    let mut host = Launch {
+        args: vec!["--log-format".into(), "json".into()],
+        env: vec![("RUST_LOG".into(), "debug".into())],
+        ..Launch::default()
+    }
+    .start(
+        "",
+        &[
+            entry("palindrome-v3", "thread-per-client", ""),
+            entry("palindrome-v1", "process-per-client", ""),
+        ],
+    );
+    for i in 0..2 {
+        let mut client = Client::connect(host.addr(i));
+        assert_eq!(client.ask("abba"), "1");
+        client.send(b"\n");
+        assert!(client.is_closed());
+    }
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(PATIENCE).unwrap().success());
+    let log = host.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    for (i, (service, model)) in [
+        ("palindrome-v3", "thread-per-client"),
+        ("palindrome-v1", "process-per-client"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let of_port: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["span"]["port"] == host.ports[i])
+            .collect();
+        for message in ["connected", "disconnected"] {
+            let line = of_port
+                .iter()
+                .find(|l| l["fields"]["message"] == message)
+                .unwrap_or_else(|| panic!("no {message:?} for {model} in:\n{log}"));
+            assert_eq!(line["span"]["service"], service, "{line}");
+            assert_eq!(line["span"]["model"], model, "{line}");
+            assert!(
+                line["span"]["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("127.0.0.1:")),
+                "{line}"
+            );
+        }
     }
 }

@@ -150,7 +150,7 @@ fn idle_and_slowloris_clients_are_closed_under_every_model() {
 fn out_of_descriptors(model: &str) {
     const NOFILE: u64 = 64;
     let mut host = HostProcess::start_limited(
-        Some(NOFILE),
+        NOFILE,
         "",
         &[entry("palindrome-v3", model, "max_line_bytes = 100")],
     );

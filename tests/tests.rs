@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod cli;
 mod config;
+mod edge;
 mod faults;
 mod limits;
 mod models;

@@ -94,30 +94,41 @@ impl HostProcess {
     /// Starts a host serving `entries`, with `host_table` as its `[host]` lines. Returns once
     /// it has printed its plan, which it does once every port is served.
     pub fn start(host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
-        HostProcess::start_limited(None, host_table, entries)
+        Launch::default().start(host_table, entries)
     }
 
     /// Like [`HostProcess::start`], with the host's `RLIMIT_NOFILE` (soft and hard) set to
-    /// `nofile` when one is given, so a test can run it out of descriptors.
-    pub fn start_limited(
-        nofile: Option<u64>,
-        host_table: &str,
-        entries: &[Entry<'_>],
-    ) -> HostProcess {
-        let stderr = tempfile::NamedTempFile::new().unwrap();
-        let (file, path) = stderr.keep().unwrap();
-        let mut host = HostProcess::start_with(nofile, host_table, entries, Stdio::from(file));
-        host.stderr = Some(path);
-        host
+    /// `nofile`, so a test can run it out of descriptors.
+    pub fn start_limited(nofile: u64, host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        Launch {
+            nofile: Some(nofile),
+            ..Launch::default()
+        }
+        .start(host_table, entries)
     }
+}
 
-    /// Like [`HostProcess::start_limited`], with the host's stderr going to `stderr`.
-    pub fn start_with(
-        nofile: Option<u64>,
-        host_table: &str,
-        entries: &[Entry<'_>],
-        stderr: Stdio,
-    ) -> HostProcess {
+/// How to start a [`HostProcess`]: limits, its stderr, more environment.
+#[derive(Default)]
+pub struct Launch {
+    /// `RLIMIT_NOFILE`, soft and hard.
+    pub nofile: Option<u64>,
+    /// Where it logs; a file [`HostProcess::log`] reads by default.
+    pub stderr: Option<Stdio>,
+    pub env: Vec<(String, String)>,
+    /// More arguments for `porthost run`.
+    pub args: Vec<String>,
+}
+
+impl Launch {
+    pub fn start(self, host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        let (stderr, log) = match self.stderr {
+            Some(stderr) => (stderr, None),
+            None => {
+                let (file, path) = tempfile::NamedTempFile::new().unwrap().keep().unwrap();
+                (Stdio::from(file), Some(path))
+            }
+        };
         let listeners: Vec<TcpListener> = entries
             .iter()
             .map(|_| porthost::sockets::bind(([127, 0, 0, 1], 0).into()).unwrap())
@@ -136,7 +147,7 @@ impl HostProcess {
             text.push_str(&port_entry(*port, e));
         }
         let config = config_file(&text);
-        let mut command = match nofile {
+        let mut command = match self.nofile {
             None => porthost(),
             Some(n) => {
                 // `ulimit -n` sets both limits; `porthost run` lifts its soft limit to the hard
@@ -161,7 +172,9 @@ impl HostProcess {
             .fd_mappings(mappings)
             .expect("distinct descriptors")
             .env("LISTEN_FDS", ports.len().to_string())
+            .envs(self.env)
             .arg("run")
+            .args(self.args)
             .arg("--config")
             .arg(&config.path)
             .stdout(Stdio::piped())
@@ -181,11 +194,13 @@ impl HostProcess {
             child: Some(child),
             ports,
             _config: config,
-            stderr: None,
+            stderr: log,
             stdout: Some(stdout),
         }
     }
+}
 
+impl HostProcess {
     /// Closes the reading end of the host's stdout, as a `| tee` that was killed does.
     pub fn close_stdout(&mut self) {
         self.stdout.take();

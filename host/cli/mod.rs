@@ -35,12 +35,23 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub run: ConfigArg,
+    pub run: RunArgs,
 }
 
 /// What `porthost --help` says first.
 pub const ABOUT: &str = "Serve line-protocol services on the ports services.toml names, under the \
     concurrency model it picks: sequential, thread-per-client, process-per-client or async";
+
+/// `porthost run`'s arguments (also those of a bare `porthost`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// How the host logs to stderr: text for people, json (one object a line, with the
+    /// connection's port, service, model and peer) for log shippers.
+    #[arg(long, value_enum, default_value_t = logging::Format::Text)]
+    pub log_format: logging::Format,
+}
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
@@ -52,7 +63,7 @@ pub struct ConfigArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve every port of the config until SIGINT or SIGTERM, then drain (the default).
-    Run(ConfigArg),
+    Run(RunArgs),
     /// Validate the config and print what would be served.
     Check(ConfigArg),
     /// List the registered services and the models each can run under.
@@ -115,11 +126,11 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Runs one command; no command means `run` with the top-level `--config`.
-pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
+/// Runs one command; no command means `run` with the top-level arguments.
+pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
     match command {
-        None => serve(&default.config),
-        Some(Command::Run(args)) => serve(&args.config),
+        None => serve(&default),
+        Some(Command::Run(args)) => serve(&args),
         Some(Command::Check(args)) => {
             let config = load(&args.config)?;
             let plan = table::plan(config.ports.iter().map(|p| (p, None)));
@@ -162,7 +173,7 @@ pub fn run(command: Option<Command>, default: ConfigArg) -> anyhow::Result<()> {
             crate::client::word_guess::run(&addr, name)
         }
         Some(Command::Forker) => {
-            logging::init();
+            logging::init(logging::Format::from_env());
             fork_server::main()
         }
     }
@@ -192,8 +203,9 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// `porthost run`: serve until SIGINT or SIGTERM, then drain.
-fn serve(path: &Path) -> anyhow::Result<()> {
-    logging::init();
+fn serve(args: &RunArgs) -> anyhow::Result<()> {
+    let path = &args.config.config;
+    logging::init(args.log_format);
     let config = load(path)?;
     // Before any thread starts: it reads and clears the environment.
     let sockets = Sockets::from_systemd().context("socket activation")?;
@@ -208,7 +220,13 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let shown = config.path.display().to_string();
-        let mut host = Supervisor::start(config, sockets, Programs::this_binary()?)
+        let mut programs = Programs::this_binary()?;
+        // The fork server and its children log the same way.
+        programs.forker.env.push((
+            logging::FORMAT_ENV.into(),
+            args.log_format.env_value().into(),
+        ));
+        let mut host = Supervisor::start(config, sockets, programs)
             .await
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
         logging::print(&table::plan(host.ports().map(|(p, o)| (p, Some(o)))));

@@ -159,7 +159,11 @@ fn networks(
     entry: Option<&str>,
     c: &mut Collector<'_>,
 ) -> Option<Networks> {
-    let texts: Vec<&str> = value.get_ref().iter().map(|e| e.get_ref().as_str()).collect();
+    let texts: Vec<&str> = value
+        .get_ref()
+        .iter()
+        .map(|e| e.get_ref().as_str())
+        .collect();
     if texts.is_empty() {
         c.push(
             value.span(),
@@ -197,14 +201,22 @@ fn push_rule(
     c.push(span, entry, error.message.clone());
 }
 
-fn flag(value: &Spanned<toml::Value>, key: &str, entry: Option<&str>, c: &mut Collector<'_>) -> Option<bool> {
+fn flag(
+    value: &Spanned<toml::Value>,
+    key: &str,
+    entry: Option<&str>,
+    c: &mut Collector<'_>,
+) -> Option<bool> {
     match value.get_ref() {
         toml::Value::Boolean(b) => Some(*b),
         other => {
             c.push(
                 value.span(),
                 entry,
-                format!("{key} must be true or false, not {}", bounds::describe(other)),
+                format!(
+                    "{key} must be true or false, not {}",
+                    bounds::describe(other)
+                ),
             );
             None
         }
@@ -221,7 +233,10 @@ fn rate(value: &Spanned<toml::Value>, entry: Option<&str>, c: &mut Collector<'_>
     };
     let (per_second, burst) = match value.get_ref() {
         toml::Value::Table(table) => {
-            if let Some(key) = table.keys().find(|k| !["per_second", "burst"].contains(&k.as_str())) {
+            if let Some(key) = table
+                .keys()
+                .find(|k| !["per_second", "burst"].contains(&k.as_str()))
+            {
                 c.push(
                     value.span(),
                     entry,
@@ -282,7 +297,10 @@ fn rate(value: &Spanned<toml::Value>, entry: Option<&str>, c: &mut Collector<'_>
         return None;
     }
     let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as i64);
-    let Some(burst) = u32::try_from(burst).ok().filter(|b| (1..=1_000_000).contains(b)) else {
+    let Some(burst) = u32::try_from(burst)
+        .ok()
+        .filter(|b| (1..=1_000_000).contains(b))
+    else {
         c.push(
             value.span(),
             entry,

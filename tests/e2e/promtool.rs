@@ -30,7 +30,12 @@ fn ask(addr: std::net::SocketAddr, lines: &[&str]) {
 
 #[test]
 fn promtool_accepts_the_metrics() {
-    let models = ["sequential", "thread-per-client", "process-per-client", "async"];
+    let models = [
+        "sequential",
+        "thread-per-client",
+        "process-per-client",
+        "async",
+    ];
     let mut entries: Vec<_> = models
         .iter()
         .map(|m| entry("palindrome-v3", m, "max_connections_per_ip = 4"))
@@ -58,8 +63,8 @@ fn promtool_accepts_the_metrics() {
         .write_all(metrics.as_bytes())
         .unwrap();
     let out = promtool.wait_with_output().unwrap();
-    let findings = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let findings =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     for finding in findings.lines().filter(|l| !l.trim().is_empty()) {
         let family = finding
             .strip_suffix("_total no help text")

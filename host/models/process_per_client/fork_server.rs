@@ -124,11 +124,15 @@ impl ForkServer {
                     Err(e) => warn!(port = spec.port, "cannot build {}: {e}", spec.service),
                 }
             }
-            ToForker::Serve { conn, port_id } => {
+            ToForker::Serve {
+                conn,
+                port_id,
+                peer,
+            } => {
                 let started = match (self.ports.get(&port_id), fds.pop()) {
-                    (Some(port), Some(fd)) => {
-                        self.fork_child(conn, port, fd).map_err(|e| e.to_string())
-                    }
+                    (Some(port), Some(fd)) => self
+                        .fork_child(conn, peer, port, fd)
+                        .map_err(|e| e.to_string()),
                     (None, _) => Err(format!("no port {port_id} in the forker")),
                     (_, None) => Err("no connection came with the request".to_owned()),
                 };
@@ -157,7 +161,13 @@ impl ForkServer {
 
     /// Forks a child to serve `fd`; the parent's copy of `fd` is closed when this returns.
     #[allow(unsafe_code)]
-    fn fork_child(&self, conn: u64, port: &Port, fd: OwnedFd) -> nix::Result<Pid> {
+    fn fork_child(
+        &self,
+        conn: u64,
+        peer: std::net::SocketAddr,
+        port: &Port,
+        fd: OwnedFd,
+    ) -> nix::Result<Pid> {
         // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
         // gets a consistent copy of the only thread's memory and may run any code.
         match unsafe { fork() }? {
@@ -166,7 +176,7 @@ impl ForkServer {
                 // The child never returns to drop it, so closing the raw number is safe. The
                 // channel stays open: the child reports what it served over it.
                 let _ = nix::unistd::close(self.sigchld.as_raw_fd());
-                let code = serve_child(port, fd, conn, self.chan.as_fd());
+                let code = serve_child(port, fd, peer, conn, self.chan.as_fd());
                 // `_exit`, not `exit`: the forker's exit handlers (library destructors, stdio
                 // flushing) are not the child's to run, and skipping them spares every child
                 // the page faults of running them.
@@ -249,9 +259,14 @@ fn child_span(spec: &ChildSpec, peer: std::net::SocketAddr) -> tracing::Span {
 fn warm_up(spec: &ChildSpec) {
     let span = child_span(spec, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let _entered = span.enter();
-    connection::log_start();
-    connection::log_end(&End::Done);
-    connection::log_end(&End::Failed(std::io::ErrorKind::ConnectionReset.into()));
+    // The events' callsites are registered with every subscriber, but the events themselves
+    // go nowhere: they are not about any connection.
+    let quiet = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::dispatcher::with_default(&quiet, || {
+        connection::log_start();
+        connection::log_end(&End::Done);
+        connection::log_end(&End::Failed(std::io::ErrorKind::ConnectionReset.into()));
+    });
 }
 
 /// The exit code of a child whose service panicked, the same a Rust program's panic gives.
@@ -305,7 +320,13 @@ impl Reporter {
 /// The child's whole life: serve the one connection with blocking I/O (or, for a service with
 /// only an async form, on a runtime of its own), report what it served over `chan`, return
 /// the exit code.
-fn serve_child(port: &Port, fd: OwnedFd, conn: u64, chan: std::os::fd::BorrowedFd<'_>) -> i32 {
+fn serve_child(
+    port: &Port,
+    fd: OwnedFd,
+    peer: std::net::SocketAddr,
+    conn: u64,
+    chan: std::os::fd::BorrowedFd<'_>,
+) -> i32 {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
@@ -313,10 +334,6 @@ fn serve_child(port: &Port, fd: OwnedFd, conn: u64, chan: std::os::fd::BorrowedF
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let spec = &port.spec;
     let stream = std::net::TcpStream::from(fd);
-    let Ok(peer) = stream.peer_addr() else {
-        // The client left before the child started.
-        return 0;
-    };
     let span = child_span(spec, peer);
     let _span = span.enter();
     let reporter = match chan.try_clone_to_owned() {

@@ -79,9 +79,9 @@ impl Runner for ProcessPerClient {
     async fn dispatch(&self, conn: Accepted) {
         let Accepted {
             stream,
+            peer,
             admission,
             span,
-            ..
         } = conn;
         let fd = match stream.into_std() {
             Ok(stream) => OwnedFd::from(stream),
@@ -92,7 +92,7 @@ impl Runner for ProcessPerClient {
         };
         let child = match self
             .forker
-            .start(self.port_id, fd, &admission)
+            .start(self.port_id, fd, peer, &admission)
             .instrument(span.clone())
             .await
         {
@@ -275,6 +275,7 @@ impl ForkerHandle {
         &self,
         port_id: u64,
         fd: OwnedFd,
+        peer: std::net::SocketAddr,
         admission: &Admission,
     ) -> std::io::Result<ConnChild> {
         let forker = self.running().await?;
@@ -289,7 +290,14 @@ impl ForkerHandle {
         };
         lock(&forker.waiting).insert(conn, watch);
         let sent = forker
-            .send(&ToForker::Serve { conn, port_id }, Some(fd.as_fd()))
+            .send(
+                &ToForker::Serve {
+                    conn,
+                    port_id,
+                    peer,
+                },
+                Some(fd.as_fd()),
+            )
             .await;
         if let Err(e) = sent {
             lock(&forker.waiting).remove(&conn);

@@ -32,7 +32,13 @@ pub enum ToForker {
     /// Build this port's service, to serve its connections from now on.
     Port { port_id: u64, spec: ChildSpec },
     /// Fork a child for the connection whose descriptor comes with this message.
-    Serve { conn: u64, port_id: u64 },
+    /// `peer` is the client (the one a PROXY header named, if the port takes them), not
+    /// necessarily the socket's peer.
+    Serve {
+        conn: u64,
+        port_id: u64,
+        peer: std::net::SocketAddr,
+    },
     /// Send a signal to a connection's child (SIGTERM, then SIGKILL, when draining).
     Signal { conn: u64, signal: i32 },
     /// The port is gone; its children may still be running.
@@ -150,6 +156,7 @@ mod tests {
             &ToForker::Serve {
                 conn: 9,
                 port_id: 1,
+                peer: "10.1.2.3:4".parse().unwrap(),
             },
             Some(file.as_fd()),
         )
@@ -166,7 +173,8 @@ mod tests {
             second,
             ToForker::Serve {
                 conn: 9,
-                port_id: 1
+                port_id: 1,
+                ..
             }
         ));
         assert_eq!(fds.len(), 1);
