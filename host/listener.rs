@@ -62,9 +62,10 @@ pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
     }
 }
 
-/// The loop's end: a `reuse_port` port that was stopped hands its socket over.
+/// The loop's end: a port that was stopped (not one that retired, which has closed its
+/// socket already) serves what is queued and closes its socket.
 async fn stopped(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
-    if port.stop.is_cancelled() && port.plan.entry.edge.reuse_port {
+    if port.stop.is_cancelled() {
         hand_over(port, runner).await;
     }
 }
@@ -97,12 +98,13 @@ async fn handle(
     admit(port, &**runner, stream, peer, slot).await;
 }
 
-/// A `reuse_port` port stops: its socket is closed now, so that the kernel sends new clients
-/// to the other hosts on the port, but first the clients already queued on it (the handshake
-/// done, not yet accepted) are accepted and served, since closing would reset them. A client
-/// that lands in the queue between the last accept and the close is still reset; with
-/// `net.ipv4.tcp_migrate_req = 1` (Linux 5.14) the kernel moves such clients to another host's
-/// socket instead.
+/// A port stops: its socket is closed now, so that new clients are refused at once (and a
+/// proxy or a client tries another host, or the other hosts on a `reuse_port` port get them)
+/// rather than queued where nobody will accept them. First the clients already queued on it
+/// (the handshake done, not yet accepted) are accepted and served, since closing would reset
+/// them. A client that lands in the queue between the last accept and the close is still
+/// reset; on a `reuse_port` port, `net.ipv4.tcp_migrate_req = 1` (Linux 5.14) makes the kernel
+/// move such clients to another host's socket instead.
 async fn hand_over(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
     let Some(listener) = port.take_listener() else {
         return;

@@ -302,8 +302,8 @@ impl Supervisor {
             let served = self.ports.remove(&number).expect("listed above");
             info!(port = number, "reload: removed; draining its connections");
             self.reload_event(number, "removed; draining its connections".to_owned());
+            // Its accept loop serves what is queued, then closes the socket.
             served.port.stop.cancel();
-            served.port.take_listener();
             self.sockets.release(number, served.port.plan.entry.addr);
             self.retire(served);
         }
