@@ -179,8 +179,12 @@ impl Drop for Proc {
 }
 
 /// `porthost run --config <config>` on `sockets`, passed the way systemd passes them
-/// (`LISTEN_FDS`, and `LISTEN_FDNAMES` when any has a name), logging at `info`.
-pub fn porthost_run(config: &Path, sockets: Vec<(TcpListener, Option<String>)>) -> Command {
+/// (`LISTEN_FDS`, and `LISTEN_FDNAMES` when any has a name), logging at `info`; with the
+/// descriptors to give it, for [`Proc::spawn`].
+pub fn porthost_run(
+    config: &Path,
+    sockets: Vec<(TcpListener, Option<String>)>,
+) -> (Command, Vec<OwnedFd>) {
     let mut command = Command::new(PORTHOST);
     command
         .env("RUST_LOG", "info")
@@ -196,7 +200,8 @@ pub fn porthost_run(config: &Path, sockets: Vec<(TcpListener, Option<String>)>) 
             .collect();
         command.env("LISTEN_FDNAMES", names.join(":"));
     }
-    command
+    let fds = sockets.into_iter().map(|(s, _)| OwnedFd::from(s)).collect();
+    (command, fds)
 }
 
 /// The descriptors of `sockets`, in order, for [`Proc::spawn`].
