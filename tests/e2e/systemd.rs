@@ -11,6 +11,9 @@
 //! with `sd_listen_fds()` (so `LISTEN_PID` must be its own pid: it is started through `sh`,
 //! which sets it to `$$` and `exec`s it) and passes on to porthost with the names `--fdname`
 //! gives them.
+//!
+//! The tests marked `#[ignore]` each show a bug of the host, described on the test, and fail
+//! until it is fixed: `cargo test --test systemd -- --ignored` runs them.
 
 #[path = "support.rs"]
 #[allow(dead_code)] // each end-to-end target uses part of it
@@ -67,8 +70,9 @@ fn socket_activate(
 }
 
 /// A port number that the test holds and the host can still bind: a socket bound to port 0
-/// with `SO_REUSEADDR` and never listening. Linux lets another `SO_REUSEADDR` socket (the
-/// host binds that way) bind an address whose sockets do not listen, and nobody else.
+/// with `SO_REUSEADDR` and never listening. Linux lets another socket with `SO_REUSEADDR` (the
+/// host binds that way) bind an address none of whose sockets listens; the kernel gives the
+/// port to no port-0 bind meanwhile, and a socket without `SO_REUSEADDR` cannot bind it.
 fn reserved_port() -> (Socket, u16) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket.set_reuse_address(true).unwrap();
@@ -332,19 +336,19 @@ fn a_passed_socket_no_port_claims_stops_the_host_naming_its_descriptor() {
     let claimed = listener(loopback(1));
     let named = listener(loopback(1));
     let unnamed = listener(loopback(1));
-    let (port, web, other) = (port_of(&claimed), port_of(&named), port_of(&unnamed));
+    let (number, web, other) = (port_of(&claimed), port_of(&named), port_of(&unnamed));
     let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), &port_entry_only(port));
+    let path = config(dir.path(), &port(number, "palindrome-v3", "async"));
     let notify = Notify::bind();
     let mut activate = socket_activate(
         vec![claimed, named, unnamed],
-        &[&port.to_string(), "web", ""],
+        &[&number.to_string(), "web", ""],
         &[("NOTIFY_SOCKET", notify.path())],
         &path,
     );
     logged(&activate, &format!("Listening on 127.0.0.1:{other} as 5."));
     // The first connection starts porthost, which refuses to run: the client is never served.
-    let mut client = Client::connect(SocketAddr::new(loopback(1), port));
+    let mut client = Client::connect(SocketAddr::new(loopback(1), number));
     client.send_line("abba");
     assert!(client.is_closed(), "served by a host that should not run");
     let status = activate.wait_exit(PATIENCE).expect("porthost exits");
@@ -362,10 +366,6 @@ fn a_passed_socket_no_port_claims_stops_the_host_naming_its_descriptor() {
         None,
         "told systemd something"
     );
-}
-
-fn port_entry_only(number: u16) -> String {
-    port(number, "palindrome-v3", "async")
 }
 
 /// A stopping host closes its listening sockets so that new clients are refused at once
@@ -386,7 +386,7 @@ fn a_draining_host_refuses_new_clients_on_passed_sockets_at_once() {
         dir.path(),
         &format!(
             "[host]\nshutdown_grace_secs = 10\n{}",
-            port_entry_only(number)
+            port(number, "palindrome-v3", "async")
         ),
     );
     let notify = Notify::bind();
