@@ -37,7 +37,7 @@ const TEMPLATE: &str = include_str!("../../examples/deploy/haproxy.cfg");
 const SERVICES: &str = include_str!("../../config/services.toml");
 const TOKEN: &str = "e2e-haproxy-admin-token";
 
-/// The shipped config's ports, from `config/services.toml`.
+/// The palindrome ports of `config/services.toml`.
 const PALINDROME_PORTS: [u16; 6] = [7001, 7002, 7003, 7004, 7011, 7012];
 /// A word-guess port with `balance source` where the test limits connections per address.
 const LIMITED_PORT: u16 = 7021;
