@@ -138,8 +138,14 @@ fn sigterm_drains_every_model_and_leaves_no_process() {
         took >= Duration::from_secs(2),
         "clients were cut before the grace period: {took:?}"
     );
-    for client in &mut clients {
-        assert!(client.is_closed());
+    // Cut off at the end of the grace period, each is told why first.
+    for (client, model) in clients.iter_mut().zip(MODELS) {
+        assert_eq!(
+            client.line().as_deref(),
+            Some("ERR server is shutting down"),
+            "{model}"
+        );
+        assert!(client.is_closed(), "{model}");
     }
     for pid in descendants {
         assert!(!alive(pid), "process {pid} outlived the host");
