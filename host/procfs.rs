@@ -1,5 +1,11 @@
 //! What `/proc` says about a server: its process tree, memory and threads. The bench measures
 //! footprints with it; the integration tests use it to see threads and children come and go.
+//!
+//! Memory is measured two ways. `VmRSS` counts every page a process has mapped, so summing it
+//! over a forking server counts the pages its children share with their parent once per child
+//! (100 idle process-per-client children read ~18× their real cost). `Pss` from
+//! `/proc/<pid>/smaps_rollup` splits each shared page among the processes that map it, so it
+//! adds up across a process tree; that is what [`footprint`] reports as memory.
 
 /// One process as `/proc/<pid>/stat` describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +84,60 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
 }
 
-/// Resident memory, threads and processes of a server and everything below it.
+/// The memory of one process from `/proc/<pid>/smaps_rollup`, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident pages, shared ones counted whole (what `VmRSS` says).
+    pub rss_kib: u64,
+    /// Proportional set size: each resident page divided by the number of processes mapping
+    /// it. Sums over processes without counting a shared page twice.
+    pub pss_kib: u64,
+    /// Unique set size: pages mapped by this process only (`Private_Clean + Private_Dirty`).
+    pub uss_kib: u64,
+}
+
+/// The memory of a process, `None` when it is gone (or the kernel predates `smaps_rollup`,
+/// Linux 4.14).
+pub fn memory(pid: u32) -> Option<Memory> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut memory = Memory::default();
+    let mut seen = false;
+    for line in rollup.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Ok(kib) = value.trim().trim_end_matches("kB").trim().parse::<u64>() else {
+            continue;
+        };
+        match name {
+            "Rss" => memory.rss_kib = kib,
+            "Pss" => {
+                memory.pss_kib = kib;
+                seen = true;
+            }
+            "Private_Clean" | "Private_Dirty" => memory.uss_kib += kib,
+            _ => {}
+        }
+    }
+    seen.then_some(memory)
+}
+
+/// Resets the peak resident size (`VmHWM`) of a process to its current size, so that a later
+/// `VmHWM` reads the peak since now. `false` when the kernel refused (another user's process).
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Memory, threads and processes of a server and everything below it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {
+    /// `VmRSS` summed over the processes: overstates a forking server, whose children share
+    /// most of their pages with their parent. Kept for comparison; use `pss_kib`.
     pub rss_kib: u64,
+    /// PSS summed over the processes: each page counted once in all, however many share it.
+    pub pss_kib: u64,
+    /// USS summed over the processes: pages private to one process.
+    pub uss_kib: u64,
     pub threads: usize,
     pub processes: usize,
 }
@@ -94,11 +150,20 @@ pub fn footprint(pid: u32) -> Footprint {
             .filter(|p| p.state != 'Z')
             .map(|p| p.pid),
     );
-    Footprint {
-        rss_kib: pids.iter().filter_map(|p| status_kib(*p, "VmRSS")).sum(),
-        threads: pids.iter().map(|p| threads(*p)).sum(),
+    let mut footprint = Footprint {
         processes: pids.len(),
+        ..Footprint::default()
+    };
+    for pid in pids {
+        footprint.rss_kib += status_kib(pid, "VmRSS").unwrap_or(0);
+        footprint.threads += threads(pid);
+        // A child that ends between the listing and this read simply counts nothing.
+        if let Some(memory) = memory(pid) {
+            footprint.pss_kib += memory.pss_kib;
+            footprint.uss_kib += memory.uss_kib;
+        }
     }
+    footprint
 }
 
 #[cfg(test)]
@@ -120,5 +185,32 @@ mod tests {
         assert!(footprint(me).processes >= 2);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn proportional_memory_splits_what_a_child_shares() {
+        let me = std::process::id();
+        let mine = memory(me).unwrap();
+        assert!(mine.pss_kib > 0 && mine.uss_kib > 0);
+        assert!(mine.uss_kib <= mine.pss_kib && mine.pss_kib <= mine.rss_kib);
+        assert!(reset_peak(me));
+        assert!(status_kib(me, "VmHWM").unwrap() >= mine.uss_kib);
+        // `sleep` maps the same libc as every other process: its PSS is below its RSS.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let theirs = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                memory(child.id()).filter(|m| m.rss_kib > 0)
+            })
+            .unwrap();
+        assert!(theirs.pss_kib < theirs.rss_kib, "{theirs:?}");
+        let both = footprint(me);
+        assert!(both.pss_kib < both.rss_kib, "{both:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(memory(u32::MAX), None);
     }
 }
