@@ -21,6 +21,7 @@ use porthost::config::{Config, PortEntry};
 use porthost::procfs;
 
 use crate::load;
+use crate::metric::{Metric, Sample};
 use crate::server::run_host;
 
 #[derive(Debug, clap::Args)]
@@ -210,20 +211,16 @@ async fn round(entries: &[PortEntry], tally: &mut Tally, end: Instant, warm_up: 
             let mut tally = Tally::default();
             if service == "word-guess" {
                 let sample = load::game(addr, if warm_up { 1 } else { 10 }, budget).await;
-                tally.games += sample
-                    .metrics
-                    .iter()
-                    .find(|m| m.0 == "games_finished")
-                    .map_or(0, |m| m.1 as u64);
+                tally.games += count(&sample, Metric::GamesFinished);
                 tally.errors += sample.errors;
                 tally.garbage(garbage_name(addr).await);
             } else {
                 let clients = if model == Model::Sequential { 4 } else { 20 };
                 let sample = load::sessions(addr, clients, 20, budget).await;
-                tally.requests += served(&sample.metrics);
+                tally.requests += count(&sample, Metric::Served);
                 tally.errors += sample.errors;
                 let sample = load::churn(addr, 100, 4, budget).await;
-                tally.connections += served(&sample.metrics);
+                tally.connections += count(&sample, Metric::Served);
                 tally.errors += sample.errors;
                 if !warm_up {
                     tally.garbage(garbage_bytes(addr, max_line).await);
@@ -247,12 +244,9 @@ async fn round(entries: &[PortEntry], tally: &mut Tally, end: Instant, warm_up: 
     }
 }
 
-/// Requests or connections a sample served.
-fn served(metrics: &[(&str, f64)]) -> u64 {
-    metrics
-        .iter()
-        .find(|(name, _)| *name == "served")
-        .map_or(0, |(_, n)| *n as u64)
+/// A count a sample measured (requests or connections served, games finished).
+fn count(sample: &Sample, metric: Metric) -> u64 {
+    sample.get(metric).map_or(0, |n| n as u64)
 }
 
 impl Tally {
