@@ -534,6 +534,25 @@ impl Cpus {
 }
 
 async fn measure(server: &Server, load: Load, budget: Duration) -> Sample {
+    // With the admin endpoint on, someone is watching it, as a page open on it would: its
+    // state once a second.
+    let watcher = server
+        .admin
+        .map(|admin| tokio::spawn(load::watch_admin(admin)));
+    let mut sample = measure_load(server, load, budget).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+        if let Ok(Some(failure)) = watcher.await {
+            sample.errors += 1;
+            sample
+                .unfinished
+                .get_or_insert(format!("admin endpoint: {failure}"));
+        }
+    }
+    sample
+}
+
+async fn measure_load(server: &Server, load: Load, budget: Duration) -> Sample {
     match load {
         Load::Sessions { clients, lines } => {
             load::sessions(server.addr, clients, lines, budget).await

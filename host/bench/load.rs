@@ -416,6 +416,32 @@ pub async fn footprint(addr: SocketAddr, pid: u32, clients: usize, budget: Durat
     sample
 }
 
+/// Fetches the host's `/api/state` from its admin endpoint once a second, as the live page
+/// would, until aborted. Returns the first failure, if the endpoint ever failed to answer.
+pub async fn watch_admin(admin: SocketAddr) -> Option<String> {
+    let request = format!("GET /api/state HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    loop {
+        let fetched = async {
+            let mut stream = TcpStream::connect(admin).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), fetched).await {
+            Ok(Ok(response)) if response.starts_with(b"HTTP/1.1 200") => {}
+            Ok(Ok(response)) => {
+                let status = String::from_utf8_lossy(&response);
+                let status = status.lines().next().unwrap_or("nothing").to_owned();
+                return Some(format!("GET /api/state answered {status:?}"));
+            }
+            Ok(Err(e)) => return Some(format!("GET /api/state failed: {e}")),
+            Err(_) => return Some("GET /api/state took over 5 s".to_owned()),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The letters bots try: English by frequency, then Ukrainian by frequency, so they can finish
 /// games with the built-in word list as well as the bench's own.
 const ALPHABET: &str = "etaoinsrhdlcumwfgypbvkjxqzоаніитевкрслудмпзяьгбчхйшюцщєїжфґ";
@@ -575,6 +601,29 @@ mod tests {
         exact.record(100);
         assert!(!exact.at(0.99).1);
         assert!(!exact.max().1);
+    }
+
+    #[tokio::test]
+    async fn the_admin_watcher_reports_an_endpoint_that_stops_answering() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap();
+                assert!(request[..n].starts_with(b"GET /api/state HTTP/1.1\r\n"));
+                write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}").unwrap();
+            }
+        });
+        let failure = tokio::time::timeout(Duration::from_secs(10), watch_admin(admin))
+            .await
+            .unwrap();
+        assert_eq!(
+            failure.as_deref(),
+            Some("GET /api/state answered \"HTTP/1.1 404 Not Found\"")
+        );
     }
 
     #[test]

@@ -112,6 +112,8 @@ impl TcpserverProgram {
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
+    /// The host's admin endpoint, when it is on.
+    pub admin: Option<SocketAddr>,
     child: Option<Child>,
     /// The host's config and log; kept until the server is stopped.
     dir: Option<tempfile::TempDir>,
@@ -158,6 +160,7 @@ impl Server {
             }
             Subject::External { addr, .. } => Ok(Server {
                 addr: *addr,
+                admin: None,
                 child: None,
                 dir: None,
             }),
@@ -223,6 +226,7 @@ fn start_printing_addr(
         .with_context(|| format!("{command:?} printed {line:?}, not an address"))?;
     Ok(Server {
         addr,
+        admin: None,
         child: Some(child),
         dir,
     })
@@ -252,6 +256,7 @@ fn start_host(
         if let Some(child) = run_host(&config, 1, log, &level)? {
             return Ok(Server {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                admin: admin.map(|admin| SocketAddr::from(([127, 0, 0, 1], admin))),
                 child: Some(child),
                 dir: Some(dir),
             });
