@@ -59,7 +59,7 @@ impl Metric {
             Metric::MoveP99Us => "move p99 µs",
             Metric::FirstReplyP50Ms => "first reply p50 ms",
             Metric::FirstReplyMaxMs => "first reply max ms",
-            Metric::Waiting => "still waiting",
+            Metric::Waiting => "clients still waiting",
             Metric::PssIdleMib => "PSS idle MiB",
             Metric::PssMib => "PSS loaded MiB",
             Metric::PssPerConnKib => "PSS KiB/idle client",
