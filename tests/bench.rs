@@ -150,7 +150,7 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     for title in [
         "Throughput (sessions)",
-        "Reply latency p99 (sessions, log scale)",
+        "Slowest replies: p99.9 latency (sessions, log scale)",
         "Time to first reply of the last client (log scale)",
         "Churn: connect, one line, close",
         "Memory per idle client (PSS growth, log scale)",
