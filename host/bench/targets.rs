@@ -227,8 +227,10 @@ pub fn evaluate(report: &Report) -> Vec<Verdict> {
         let theirs_name = pairing.baseline.subject();
         for &clients in pairing.clients {
             let mut target = format!(
-                "{} vs {theirs_name} at {clients} clients: throughput ≥ {}×",
-                pairing.model, pairing.throughput
+                "{} vs {theirs_name} at {clients} client{}: throughput ≥ {}×",
+                pairing.model,
+                if clients == 1 { "" } else { "s" },
+                pairing.throughput
             );
             if let Some(p99) = pairing.p99 {
                 target.push_str(&format!(", p99 ≤ {p99}×"));
