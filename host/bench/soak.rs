@@ -220,11 +220,13 @@ impl fmt::Display for Findings {
         )?;
         writeln!(
             f,
-            "{} MiB line to each port at once: {} of {} refused it (ERR line, close) in {:.1} s",
+            "{} MiB line to each port at once: {} of {} refused it (ERR line, close) in {:.1} s, \
+             after taking {:.1} MiB in all",
             HUGE_LINE_BYTES >> 20,
             peak.refused,
             peak.ports,
-            peak.seconds
+            peak.seconds,
+            peak.sent_bytes as f64 / (1 << 20) as f64
         )?;
         writeln!(
             f,
@@ -273,6 +275,8 @@ pub struct Peak {
     pub ports: usize,
     /// Ports that answered with the over-long-line `ERR` and closed.
     pub refused: usize,
+    /// What the host had taken of the lines when it closed the connections, in all.
+    pub sent_bytes: u64,
     pub seconds: f64,
     /// The host's `VmHWM`, reset just before the lines: its peak resident size while they came.
     pub host_hwm_kib: u64,
@@ -321,9 +325,11 @@ async fn huge_lines(pid: u32, entries: &[PortEntry]) -> Peak {
             tokio::spawn(refuses_huge_line(addr, limit))
         })
         .collect();
-    let mut refused = 0;
+    let (mut refused, mut sent_bytes) = (0, 0);
     for task in tasks {
-        refused += usize::from(task.await.unwrap_or(false));
+        let (ok, sent) = task.await.unwrap_or((false, 0));
+        refused += usize::from(ok);
+        sent_bytes += sent;
     }
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
@@ -331,6 +337,7 @@ async fn huge_lines(pid: u32, entries: &[PortEntry]) -> Peak {
     Peak {
         ports: entries.len(),
         refused,
+        sent_bytes,
         seconds,
         host_hwm_kib: procfs::status_kib(pid, "VmHWM").unwrap_or(0),
         child_hwm_kib,
@@ -340,19 +347,23 @@ async fn huge_lines(pid: u32, entries: &[PortEntry]) -> Peak {
 }
 
 /// Sends a huge line with no newline until the host stops taking it; `true` when the host
-/// answered `ERR line longer than <limit> bytes` and closed the connection.
-async fn refuses_huge_line(addr: SocketAddr, limit: usize) -> bool {
+/// answered `ERR line longer than <limit> bytes` and closed the connection, with the bytes the
+/// host took before that.
+async fn refuses_huge_line(addr: SocketAddr, limit: usize) -> (bool, u64) {
     let Ok(stream) = TcpStream::connect(addr).await else {
-        return false;
+        return (false, 0);
     };
     let (read, mut write) = stream.into_split();
     let send = async move {
         let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0u64;
         for _ in 0..HUGE_LINE_BYTES / chunk.len() {
             if write.write_all(&chunk).await.is_err() {
-                return;
+                break;
             }
+            sent += chunk.len() as u64;
         }
+        sent
     };
     let want = format!("ERR line longer than {limit} bytes");
     let receive = async move {
@@ -368,10 +379,11 @@ async fn refuses_huge_line(addr: SocketAddr, limit: usize) -> bool {
         }
     };
     tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(send, receive).1
+        let (sent, refused) = tokio::join!(send, receive);
+        (refused, sent)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or((false, 0))
 }
 
 /// The host's resource level: what must come back flat after load.
