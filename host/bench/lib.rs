@@ -5,10 +5,12 @@
 //! baselines, measured on this machine.
 //!
 //! Each server runs in a process of its own ([`server`]); the load generator ([`load`]) runs
-//! here on its own runtime; every workload has a time budget; every number in the table is the
-//! median of `--runs` runs ([`report`]).
+//! here on its own runtime; every workload has a time budget, and clients still waiting when it
+//! runs out are counted, not dropped; every figure ([`metric`]) in the table is the median of
+//! `--runs` runs ([`report`]), and the chart ([`chart`]) draws them.
 //!
-//! - [`baseline`]: the minimal hand-written servers the models are held against.
+//! - [`baseline`]: the minimal hand-written servers the models are held against, one per model
+//!   (`palindrome.c` is the program `tcpserver` runs for `--tcpserver`).
 //! - [`targets`]: the scenarios and thresholds the project holds itself to.
 //! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
 //!
