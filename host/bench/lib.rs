@@ -67,7 +67,8 @@ pub struct BenchArgs {
     #[arg(long = "addr", value_name = "[NAME=]HOST:PORT")]
     pub addrs: Vec<String>,
     /// A small bench that finishes in seconds: every model and baseline, one run of each
-    /// workload at 1, 10 and 50 clients, a 3 s budget. Sizes given as flags still apply.
+    /// workload at 1, 10 and 50 clients (50 lines, 300 connections of churn), a 3 s budget.
+    /// Sizes given as flags still apply.
     #[arg(long)]
     pub quick: bool,
     /// Client counts for the sessions workload, comma-separated [default: 1,10,100,1000].
@@ -102,7 +103,8 @@ pub struct BenchArgs {
     /// Write the results as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Draw throughput and p99 latency against client count, one line per model, as SVG.
+    /// Draw the results as SVG: throughput, p99.9 latency and time to first reply against client
+    /// count (clients still waiting shown at the budget), churn and memory per idle client.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Run the project's target scenarios (10,000 async clients, 500 games, ...) and check them.
