@@ -13,11 +13,13 @@
 //!   (`palindrome.c` is the program `tcpserver` runs for `--tcpserver`).
 //! - [`targets`]: the scenarios and thresholds the project holds itself to.
 //! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
+//! - [`drive`]: the load the live page starts (`--drive`).
 //!
 //! What both need from `/proc` is the host library's [`porthost::procfs`].
 
 pub mod baseline;
 pub mod chart;
+pub mod drive;
 pub mod load;
 pub mod metric;
 pub mod report;
@@ -118,6 +120,16 @@ pub struct BenchArgs {
     /// this way).
     #[arg(long, value_enum, hide = true)]
     pub serve_baseline: Option<baseline::Kind>,
+    /// Drive these addresses with load for the live page, printing a JSON line a second,
+    /// instead of benchmarking (the host starts it this way).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub drive: Option<Vec<String>>,
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub drive_clients: u32,
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub drive_seconds: u32,
+    #[arg(long, hide = true, value_enum, default_value_t = DriveWorkload::Sessions)]
+    pub drive_workload: DriveWorkload,
 }
 
 /// The sizes of a bench: the flags given, else `--quick`'s, else the defaults.
@@ -342,7 +354,21 @@ fn plan(args: &BenchArgs, sizes: &Sizes) -> anyhow::Result<Vec<Job>> {
 }
 
 /// `porthost bench`.
+/// `--drive-workload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriveWorkload {
+    Sessions,
+    Churn,
+}
+
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(addrs) = &args.drive {
+        let workload = match args.drive_workload {
+            DriveWorkload::Sessions => porthost::admin::drive::Workload::Sessions,
+            DriveWorkload::Churn => porthost::admin::drive::Workload::Churn,
+        };
+        return drive::main(addrs, args.drive_clients, args.drive_seconds, workload);
+    }
     if let Some(kind) = args.serve_baseline {
         return baseline::main(kind);
     }

@@ -227,7 +227,13 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         let mut host = Supervisor::start(config, sockets, programs)
             .await
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        logging::print(&table::plan(host.ports().map(|(p, o)| (p, Some(o)))));
+        let mut plan = table::plan(host.ports().map(|(p, o)| (p, Some(o))));
+        if let Some(addr) = host.admin_addr() {
+            plan += &format!(
+                "live page: http://{addr}/   metrics: http://{addr}/metrics   porthost status\n"
+            );
+        }
+        logging::print(&plan);
         info!(
             pid = std::process::id(),
             config = %shown,
