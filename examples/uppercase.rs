@@ -7,8 +7,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
-use porthost::services::{Options, Registration, Service};
+use porthost_services::lines::{Flow, LineHandler, LineServer, LineService};
+use porthost_services::{OptionDoc, Options, Registration, Service};
 use serde::Deserialize;
 
 /// The service's options, from `options = { ... }` in the port's entry.
@@ -62,6 +62,11 @@ inventory::submit! {
     Registration {
         name: "uppercase",
         summary: "answers every line in capitals (the example of adding a service)",
+        options: &[OptionDoc {
+            name: "prefix",
+            default: "\"\"",
+            meaning: "put this in front of every answer",
+        }],
         build,
     }
 }

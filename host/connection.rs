@@ -38,6 +38,7 @@ impl Accepted {
     /// The connection as a service's async form gets it, and what stays with the host.
     pub fn into_conn(self) -> (Conn, Admission, Span) {
         let limits = self.port().plan.entry.limits;
+        keep_closer(&self.admission, &self.stream, &self.span);
         let conn = Conn {
             stream: self.stream,
             peer: self.peer,
@@ -59,11 +60,7 @@ impl Accepted {
         } = self;
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
-        match stream.try_clone() {
-            Ok(closer) => admission.set_closer(closer),
-            // Out of descriptors: served all the same, only a drain cannot cut it short.
-            Err(e) => warn!(parent: &span, "cannot keep a handle to close the connection: {e}"),
-        }
+        keep_closer(&admission, &stream, &span);
         let conn = BlockingConn {
             stream,
             peer,
@@ -71,6 +68,16 @@ impl Accepted {
             meter: admission.meter(),
         };
         Ok((conn, admission, span))
+    }
+}
+
+/// Gives the port a second handle on the connection's socket, for closing it at the end of a
+/// drain wherever it is served.
+pub fn keep_closer(admission: &Admission, socket: &impl std::os::fd::AsFd, span: &Span) {
+    match socket.as_fd().try_clone_to_owned() {
+        Ok(closer) => admission.set_closer(std::net::TcpStream::from(closer)),
+        // Out of descriptors: served all the same, only a drain cannot cut it short.
+        Err(e) => warn!(parent: span, "cannot keep a handle to close the connection: {e}"),
     }
 }
 

@@ -94,6 +94,11 @@ impl Events {
         self.on.store(true, Ordering::Relaxed);
     }
 
+    /// Seconds since the host started: the clock every event's `at` is read on.
+    pub fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -62,11 +62,41 @@ pub struct Port {
     pub(crate) fail_next_accept: std::sync::atomic::AtomicBool,
 }
 
+/// Why the host closes a port's connections before their clients are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// A reload replaced or removed the port's entry, and the grace period is over.
+    Restart,
+    /// The host is shutting down, and the grace period is over.
+    Shutdown,
+}
+
+impl Closing {
+    /// The line a client cut off gets, like an idle one gets its own.
+    pub fn reply(self) -> &'static [u8] {
+        match self {
+            Closing::Restart => b"ERR server is restarting, closing\n",
+            Closing::Shutdown => b"ERR server is shutting down\n",
+        }
+    }
+}
+
+/// Tells a client why it is cut off, without waiting (its socket buffer may be full), and
+/// shuts its socket down.
+fn tell_and_shut(closer: &std::net::TcpStream, why: Closing) {
+    let socket = socket2::SockRef::from(closer);
+    let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
+    let _ = closer.shutdown(std::net::Shutdown::Both);
+}
+
 /// What the port knows of its open connections.
 #[derive(Debug, Default)]
 struct Table {
     open: HashMap<u64, Open>,
     next_id: u64,
+    /// Set once the port closes its connections: a connection that registers its socket
+    /// after that is closed at once.
+    closing: Option<Closing>,
     /// Open connections per client address, for `max_connections_per_ip`.
     per_ip: HashMap<IpAddr, usize>,
 }
@@ -80,9 +110,9 @@ struct Open {
     traffic: Arc<Traffic>,
     /// The child process serving it, under process-per-client.
     pid: Option<u32>,
-    /// A second handle on a blocking connection's socket, for waking it when the host closes
-    /// the port's connections: `shutdown(2)` ends a read or write blocked on the socket. Async
-    /// connections are closed by their token instead, and children by a signal.
+    /// A second handle on the connection's socket, for telling its client why and waking it
+    /// when the host closes the port's connections: `shutdown(2)` ends a read or write blocked
+    /// on the socket, wherever it is served.
     closer: Option<std::net::TcpStream>,
 }
 
@@ -300,24 +330,35 @@ impl Port {
         }
     }
 
-    /// Wakes every blocking connection of the port for good (`shutdown(2)` on its socket), once
-    /// [`Port::close`] is cancelled: what cancelling does for async connections.
-    pub fn shut_down_open(&self) {
-        for open in lock(&self.table).open.values() {
-            if let Some(closer) = &open.closer {
-                let _ = closer.shutdown(std::net::Shutdown::Both);
+    /// Closes every connection still open: each client gets a line saying why, then its
+    /// socket is shut down (which wakes a read or write blocked on it, in a thread or a child
+    /// process as in a task), and [`Port::close`] is cancelled for what that did not end.
+    pub fn close_all(&self, why: Closing) {
+        {
+            let mut table = lock(&self.table);
+            table.closing = Some(why);
+            for open in table.open.values() {
+                if let Some(closer) = &open.closer {
+                    tell_and_shut(closer, why);
+                }
             }
         }
+        self.close.cancel();
     }
 
     /// The connections open now, oldest first, at most `limit` of them, and how many there are.
     pub fn open_connections(&self, limit: usize) -> (Vec<OpenConnection>, usize) {
         let table = lock(&self.table);
         let mut open: Vec<(&u64, &Open)> = table.open.iter().collect();
+        // The oldest `limit` in order, without sorting ten thousand entries under the lock.
+        if open.len() > limit {
+            open.select_nth_unstable_by_key(limit, |(id, _)| **id);
+        }
+        let total = open.len();
+        open.truncate(limit);
         open.sort_by_key(|(id, _)| **id);
         let listed = open
             .iter()
-            .take(limit)
             .map(|(id, o)| OpenConnection {
                 id: **id,
                 peer: o.peer,
@@ -326,7 +367,7 @@ impl Port {
                 pid: o.pid,
             })
             .collect();
-        (listed, open.len())
+        (listed, total)
     }
 
     /// Records the child process serving connection `id`.
@@ -419,12 +460,12 @@ impl Admission {
         self.id
     }
 
-    /// Keeps a second handle on a blocking connection's socket, so that closing the port's
-    /// connections can wake it; closes it at once if that has already happened.
+    /// Keeps a second handle on the connection's socket, so that closing the port's
+    /// connections can reach it; closes it at once if that has already happened.
     pub fn set_closer(&self, closer: std::net::TcpStream) {
         let mut table = lock(&self.port.table);
-        if self.port.close.is_cancelled() {
-            let _ = closer.shutdown(std::net::Shutdown::Both);
+        if let Some(why) = table.closing {
+            tell_and_shut(&closer, why);
         }
         if let Some(open) = table.open.get_mut(&self.id) {
             open.closer = Some(closer);

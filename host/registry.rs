@@ -27,6 +27,7 @@ pub fn find(name: &str) -> Result<&'static Registration, String> {
 pub struct Listing {
     pub name: &'static str,
     pub summary: &'static str,
+    pub options: &'static [porthost_services::OptionDoc],
     /// The models it can run under with its default options.
     pub models: Vec<Model>,
 }
@@ -46,6 +47,7 @@ pub fn listing() -> Vec<Listing> {
             Listing {
                 name: r.name,
                 summary: r.summary,
+                options: r.options,
                 models,
             }
         })

@@ -23,7 +23,7 @@ use crate::listener::accept_loop;
 use crate::metrics::HostStats;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
-use crate::port::Port;
+use crate::port::{Closing, Port};
 use crate::sockets::{self, BindError, Origin, Sockets};
 
 /// How long closing connections may take once the grace period is over: a child gets SIGTERM,
@@ -401,7 +401,7 @@ impl Supervisor {
         let grace = self.grace;
         let observed = self.observed.clone();
         self.draining.spawn(async move {
-            drain_ports(std::slice::from_ref(&served.port), grace).await;
+            drain_ports(std::slice::from_ref(&served.port), grace, Closing::Restart).await;
             served.runner.finish().await;
             observed.drained(&served.port);
             info!(port = served.port.port(), "old connections drained");
@@ -416,7 +416,7 @@ impl Supervisor {
         // Alongside any port a reload is still draining; each drain is bounded on its own.
         self.draining.spawn(async move {
             let ports: Vec<Arc<Port>> = served.iter().map(|s| s.port.clone()).collect();
-            drain_ports(&ports, grace).await;
+            drain_ports(&ports, grace, Closing::Shutdown).await;
             for s in &served {
                 s.runner.finish().await;
             }
@@ -510,7 +510,7 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
 
 /// Drains ports together: stop accepting, wait up to `grace` for their connections, then
 /// close the rest and wait for that too.
-async fn drain_ports(ports: &[Arc<Port>], grace: Duration) {
+async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Closing) {
     for port in ports {
         port.stop.cancel();
         port.tracker.close();
@@ -525,8 +525,7 @@ async fn drain_ports(ports: &[Arc<Port>], grace: Duration) {
     }
     info!("grace period of {grace:?} is over; closing the connections still open");
     for port in ports {
-        port.close.cancel();
-        port.shut_down_open();
+        port.close_all(why);
     }
     let _ = tokio::time::timeout(CLOSE_TIME, all_done()).await;
 }

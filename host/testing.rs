@@ -74,17 +74,6 @@ pub fn forker_command(log: &Path) -> ForkerCommand {
     }
 }
 
-/// The load generator a host in a test drives its ports with: the `porthost` binary named by
-/// `PORTHOST_BIN` (integration tests set it to theirs), else this one.
-fn load_command() -> LoadCommand {
-    LoadCommand {
-        program: std::env::var_os("PORTHOST_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::current_exe().expect("the test binary's path")),
-        args: vec!["bench".to_owned()],
-    }
-}
-
 /// One `[ports.N]` entry: the service, the model and any extra lines.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry<'a> {
@@ -123,6 +112,24 @@ impl TestHost {
 
     /// Like [`TestHost::start`], returning why the host did not start.
     pub fn try_start(host_table: &str, entries: &[Entry<'_>]) -> Result<TestHost, String> {
+        TestHost::try_start_with(host_table, entries, None)
+    }
+
+    /// Like [`TestHost::start`], with `load` as the load generator the live page starts (a
+    /// `porthost` binary: the test binary itself has none).
+    pub fn start_with_load(host_table: &str, entries: &[Entry<'_>], load: &Path) -> TestHost {
+        let load = LoadCommand {
+            program: load.to_path_buf(),
+            args: vec!["bench".to_owned()],
+        };
+        TestHost::try_start_with(host_table, entries, Some(load)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_with(
+        host_table: &str,
+        entries: &[Entry<'_>],
+        load: Option<LoadCommand>,
+    ) -> Result<TestHost, String> {
         let listeners: Vec<std::net::TcpListener> = entries
             .iter()
             .map(|e| {
@@ -155,7 +162,9 @@ impl TestHost {
         }
         let programs = Programs {
             forker: forker_command(&dir.join("forker.log")),
-            load: load_command(),
+            load: load
+                .map_or_else(LoadCommand::this_binary, Ok)
+                .expect("the test binary's path"),
         };
         // Threads the host starts (a sequential port's) log where the thread starting them does.
         let supervisor = tracing::dispatcher::with_default(&log.dispatch, || {

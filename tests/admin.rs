@@ -406,3 +406,68 @@ fn the_state_shows_each_model_at_work() {
     );
     drop((waiting, clients));
 }
+
+#[test]
+fn a_load_run_from_the_page_drives_the_ports_and_says_how_it_ended() {
+    let host = TestHost::start_with_load(
+        "admin = \"127.0.0.1:0\"",
+        &[
+            entry("palindrome-v3", "async", ""),
+            entry("palindrome-v3", "thread-per-client", ""),
+        ],
+        std::path::Path::new(env!("CARGO_BIN_EXE_porthost")),
+    );
+    let admin = host.admin_addr().unwrap();
+    let post = |body: &str| {
+        let stream = std::net::TcpStream::connect(admin).unwrap();
+        let request = format!(
+            "POST /api/drive HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut &stream, request.as_bytes()).unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut &stream, &mut response).unwrap();
+        response
+    };
+    // Bounded: more than 1000 clients, or a port that is not this host's, is refused.
+    assert!(
+        post(r#"{"clients":5000,"seconds":2,"workload":"sessions"}"#).starts_with("HTTP/1.1 409")
+    );
+    assert!(
+        post(r#"{"ports":[1],"clients":5,"seconds":2,"workload":"sessions"}"#)
+            .starts_with("HTTP/1.1 409")
+    );
+    let started = post(r#"{"clients":4,"seconds":2,"workload":"sessions"}"#);
+    assert!(started.starts_with("HTTP/1.1 202"), "{started}");
+    // One run at a time.
+    assert!(post(r#"{"clients":4,"seconds":2,"workload":"churn"}"#).starts_with("HTTP/1.1 409"));
+    let drive = || -> serde_json::Value {
+        let state: serde_json::Value = serde_json::from_str(&get(admin, "/api/state")).unwrap();
+        state["drive"].clone()
+    };
+    assert!(
+        eventually(|| drive()["outcome"] == "finished"),
+        "{}",
+        drive()
+    );
+    let progress = &drive()["progress"];
+    assert_eq!(progress["done"], true, "{progress}");
+    assert_eq!(progress["errors"], 0, "{progress}");
+    let replies = progress["replies"].as_u64().unwrap();
+    assert!(replies > 0, "{progress}");
+    // Every reply the generator counted is a line the ports counted.
+    let metrics = get(admin, "/metrics");
+    let lines: f64 = (0..2)
+        .map(|i| {
+            let model = ["async", "thread-per-client"][i];
+            sample(
+                &metrics,
+                "porthost_lines_total",
+                &labels(&host, i, "palindrome-v3", model),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(lines as u64, replies, "{metrics}");
+}

@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::util::{porthost, text};
 
-const SUBJECTS: [&str; 6] = [
+/// Every model, each followed by its hand-written twin.
+const SUBJECTS: [&str; 8] = [
     "sequential",
+    "baseline-sequential",
     "thread-per-client",
     "baseline-threads",
     "process-per-client",
+    "baseline-fork",
     "async",
     "baseline-async",
 ];
@@ -24,33 +27,33 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
         dir.path().join("b.csv"),
         dir.path().join("b.svg"),
     );
+    // --quick, with its sizes made smaller still by the flags; no --idle: the footprint holds
+    // as many idle clients as the largest --clients.
     let out = porthost()
-        .args([
-            "bench",
-            "--runs",
-            "1",
-            "--clients",
-            "1,3",
-            "--lines",
-            "4",
-            "--churn",
-            "12",
-            "--idle",
-            "3",
-        ])
-        .args([
-            "--duration",
-            "2",
-            "--json",
-            json.to_str().unwrap(),
-            "--csv",
-            csv.to_str().unwrap(),
-        ])
+        .args(["bench", "--quick", "--clients", "1,3", "--lines", "4"])
+        .args(["--churn", "12", "--duration", "2"])
+        .args(["--json", json.to_str().unwrap()])
+        .args(["--csv", csv.to_str().unwrap()])
         .args(["--svg", svg.to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    // stdout is not a terminal: one progress line per measurement, on stderr.
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("] run 1/1: "))
+        .collect();
+    assert_eq!(progress.len(), SUBJECTS.len() * 4, "{stderr}");
+    assert!(progress[0].starts_with("[1/32 "), "{stderr}");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("async sessions c=3 l=4: ") && l.contains(" req/s")),
+        "{stderr}"
+    );
 
     let header = stdout.lines().next().unwrap();
     let columns: Vec<&str> = header.split_whitespace().collect();
@@ -70,43 +73,72 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
         "p99 µs",
         "p99.9 µs",
         "first reply p50 ms",
+        "first reply max ms",
         "conn/s",
-        "RSS growth KiB/conn",
+        "still waiting",
+        "PSS KiB/idle client",
         "threads",
         "processes",
         "errors",
     ] {
         assert!(stdout.contains(metric), "no {metric} row in\n{stdout}");
     }
-    // Sequential serves one idle client of three: the other two are reported as waiting.
     assert!(
-        stdout.contains("sequential footprint c=3: queued: 2 of 3 clients still waiting at 2 s"),
+        stdout.contains("\nMemory: PSS (proportional set size"),
+        "{stdout}"
+    );
+    // Sequential serves one idle client of three: the other two are reported as waiting, and
+    // the bench does not wait out its budget for them.
+    assert!(
+        stdout.contains(
+            "sequential footprint c=3: queued: 2 of 3 clients still waiting \
+             (none answered in the last 1 s)"
+        ),
         "{stdout}"
     );
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["memory"].as_str().unwrap().starts_with("PSS"));
     let entries = report["entries"].as_array().unwrap();
     assert_eq!(entries.len(), SUBJECTS.len() * 4);
     for e in entries {
         assert_eq!(e["per_run"].as_array().unwrap().len(), 1, "{e}");
         assert_eq!(e["errors"], 0, "{e}");
     }
-    let async_sessions = entries
-        .iter()
-        .find(|e| e["subject"] == "async" && e["load"] == "sessions c=3 l=4")
-        .unwrap();
-    assert!(async_sessions["medians"]["req_per_s"].as_f64().unwrap() > 0.0);
+    let entry = |subject: &str, load: &str| {
+        entries
+            .iter()
+            .find(|e| e["subject"] == subject && e["load"] == load)
+            .unwrap()
+    };
+    assert!(
+        entry("async", "sessions c=3 l=4")["medians"]["req_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let sequential = &entry("sequential", "footprint c=3")["medians"];
+    assert_eq!(sequential["waiting"], 2.0, "{sequential}");
+    assert!(sequential.get("pss_per_conn_kib").is_none(), "{sequential}");
+    // The hand-written forking server holds a child per idle client.
+    let fork = &entry("baseline-fork", "footprint c=3")["medians"];
+    assert_eq!(fork["processes"], 4.0, "{fork}");
+    assert!(fork["pss_per_conn_kib"].as_f64().unwrap() > 0.0, "{fork}");
 
     let csv = std::fs::read_to_string(&csv).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("workload,load,size,service,subject,metric,median,runs")
+        Some("workload,load,size,service,subject,metric,median,lower_bound,runs")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert!(rows.iter().all(|r| r.len() == 8), "{csv}");
+    assert!(rows.iter().all(|r| r.len() == 9), "{csv}");
     assert!(rows.iter().all(|r| r[6].parse::<f64>().is_ok()), "{csv}");
+    assert!(
+        rows.iter().all(|r| r[7] == "true" || r[7] == "false"),
+        "{csv}"
+    );
     for subject in SUBJECTS {
         assert!(
             rows.iter().any(|r| r[4] == subject && r[5] == "req_per_s"),
@@ -116,19 +148,24 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
 
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    for subject in SUBJECTS {
-        let legend = format!(">\n{subject}\n</text>");
-        assert_eq!(
-            svg.matches(&legend).count(),
-            2,
-            "one legend entry per chart for {subject}"
-        );
+    for title in [
+        "Throughput (sessions)",
+        "Slowest replies: p99.9 latency (sessions, log scale)",
+        "Time to first reply of the last client (log scale)",
+        "Churn: connect, one line, close",
+        "Memory per idle client (PSS growth, log scale)",
+    ] {
+        assert!(svg.contains(&format!(">\n{title}\n</text>")), "no {title}");
     }
-    // Two charts, each with one line per server.
-    assert!(
-        svg.matches("<polyline").count() >= 2 * SUBJECTS.len(),
-        "{svg}"
-    );
+    for subject in SUBJECTS {
+        // In the legend, and as a bar in the churn and the memory charts.
+        let label = format!(">\n{subject}\n</text>");
+        assert!(svg.matches(&label).count() >= 3, "{subject}");
+    }
+    // Sequential's two queued idle clients are in the memory chart, not left out.
+    assert!(svg.contains(">\n2 of 3 never served\n</text>"), "{svg}");
+    // The x-axes have a tick at each client count measured.
+    assert!(svg.contains(">\n1\n</text>") && svg.contains(">\n3\n</text>"));
 }
 
 #[test]
@@ -168,6 +205,60 @@ fn a_server_that_never_answers_is_reported_not_waited_for() {
         "{stdout}"
     );
     assert!(stdout.contains("stuck churn n=5: cut: "), "{stdout}");
+    // The clients that waited are in the latency figures, as lower bounds, not left out.
+    let row = |label: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} row in\n{stdout}"))
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(row("still waiting"), "3", "{stdout}");
+    let first = row("first reply max ms");
+    let waited: f64 = first.strip_prefix('≥').unwrap().parse().unwrap();
+    assert!(waited >= 1000.0, "{stdout}");
+    assert!(row("p99 µs").starts_with('≥'), "{stdout}");
+    assert!(stdout.contains("\n≥: a lower bound."), "{stdout}");
+}
+
+#[test]
+fn tcpserver_missing_is_said_clearly() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = porthost()
+        .args([
+            "bench",
+            "--tcpserver",
+            "--models",
+            "async",
+            "--workloads",
+            "churn",
+        ])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--tcpserver: cannot run tcpserver") && stderr.contains("ucspi-tcp"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn targets_need_five_runs() {
+    let out = porthost()
+        .args(["bench", "--targets", "--runs", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("medians of at least 5 runs, not 3"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

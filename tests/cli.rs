@@ -18,8 +18,10 @@ fn services_lists_exactly_the_registered_names() {
     let out = run(&["services"]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
+    // A service's first line starts with its name; its models and options are indented.
     let names: Vec<&str> = stdout
         .lines()
+        .filter(|l| !l.starts_with(' '))
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(
@@ -32,6 +34,10 @@ fn services_lists_exactly_the_registered_names() {
         ]
     );
     assert!(stdout.contains("models: sequential, thread-per-client, process-per-client, async"));
+    // Each option with its default.
+    assert!(stdout.contains("options: strict = false"), "{stdout}");
+    assert!(stdout.contains("once = false"), "{stdout}");
+    assert!(stdout.contains("players = 2"), "{stdout}");
 }
 
 fn palindrome_client(addr: &str, input: &str) -> (i32, String, String) {
@@ -138,8 +144,14 @@ fn sigterm_drains_every_model_and_leaves_no_process() {
         took >= Duration::from_secs(2),
         "clients were cut before the grace period: {took:?}"
     );
-    for client in &mut clients {
-        assert!(client.is_closed());
+    // Cut off at the end of the grace period, each is told why first.
+    for (client, model) in clients.iter_mut().zip(MODELS) {
+        assert_eq!(
+            client.line().as_deref(),
+            Some("ERR server is shutting down"),
+            "{model}"
+        );
+        assert!(client.is_closed(), "{model}");
     }
     for pid in descendants {
         assert!(!alive(pid), "process {pid} outlived the host");
@@ -330,4 +342,26 @@ fn json_logs_carry_each_connections_port_service_model_and_peer() {
             );
         }
     }
+}
+
+#[test]
+fn the_line_client_sends_what_is_typed_and_prints_what_comes_back() {
+    let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
+    let mut child = crate::util::porthost()
+        // A port alone is on this machine.
+        .args(["client", "line", &host.ports[0].to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("abba\nabc\nА роза упала на лапу Азора\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n\n1\n");
 }

@@ -133,13 +133,21 @@ fn invalid_service_options_carry_the_service_message() {
         "[ports.7001]\nservice = \"palindrome-v3\"\nmodel = \"async\"\noptions = { strict = \"yes\" }\n",
         "4:11",
         "[ports.7001]: ",
-        "invalid options for palindrome-v3: invalid type: string \"yes\", expected a boolean",
+        "invalid options for palindrome-v3: strict must be true or false, not the string \"yes\"",
     );
     assert_error(
         "[ports.7001]\nservice = \"palindrome-v2\"\nmodel = \"async\"\noptions = { once = true }\n",
         "4:11",
         "[ports.7001]: ",
         "invalid options for palindrome-v2: unknown field `once`, expected `strict`",
+    );
+    // Every mistake in the table, not only the first.
+    assert_error(
+        "[ports.7001]\nservice = \"palindrome-v1\"\nmodel = \"async\"\noptions = { strictt = true, once = 1 }\n",
+        "4:11",
+        "[ports.7001]: ",
+        "invalid options for palindrome-v1: unknown field `strictt`, expected `strict` or `once`; \
+         once must be true or false, not 1",
     );
 }
 

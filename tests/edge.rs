@@ -43,7 +43,7 @@ fn build(_options: &Options) -> Result<Arc<dyn Service>, String> {
 }
 
 inventory::submit! {
-    Registration { name: "test-peer", summary: "answers with the client's address (tests only)", build }
+    Registration { name: "test-peer", summary: "answers with the client's address (tests only)", options: &[], build }
 }
 
 const DENIED: &str = "ERR access denied";

@@ -37,7 +37,7 @@ fn build(_options: &Options) -> Result<Arc<dyn Service>, String> {
 }
 
 inventory::submit! {
-    Registration { name: "test-panics", summary: "panics on the line `panic` (tests only)", build }
+    Registration { name: "test-panics", summary: "panics on the line `panic` (tests only)", options: &[], build }
 }
 
 #[test]

@@ -103,9 +103,15 @@ fn ports_are_added_removed_changed_or_left_alone() {
     assert!(eventually(
         || std::net::TcpStream::connect(addr(removed)).is_err()
     ));
-    // After the grace period the drained ports' old clients are closed; the kept one is not.
-    assert!(on_removed.is_closed());
-    assert!(on_changed.is_closed());
+    // After the grace period the drained ports' old clients are told why and closed; the kept
+    // one is not.
+    for client in [&mut on_removed, &mut on_changed] {
+        assert_eq!(
+            client.line().as_deref(),
+            Some("ERR server is restarting, closing")
+        );
+        assert!(client.is_closed());
+    }
     assert_eq!(on_kept.ask("abc"), "");
 }
 

@@ -1,6 +1,7 @@
 """The palindrome server as the lecture writes it, on socketserver.ForkingTCPServer: the peer
 that porthost's process-per-client model is measured against (`porthost bench --python`, or
-examples/compare_forking.sh).
+examples/compare_forking.sh). Like every ForkingTCPServer it serves at most `max_children` (40)
+clients at once; the next wait until a child ends.
 
 Usage: python3 forking_server.py [PORT]   (0 or nothing: an ephemeral port, printed on stdout)
 """
@@ -27,8 +28,9 @@ class RequestHandler(socketserver.StreamRequestHandler):
 
 class PalindromeServer(socketserver.ForkingTCPServer):
     allow_reuse_address = True
-    # The default backlog of 5 would make the comparison about the backlog, not forking.
-    request_queue_size = 128
+    # The default backlog of 5 would make the comparison about the backlog, not forking: the
+    # same backlog as porthost's ports and the bench's other servers.
+    request_queue_size = 4096
 
 
 def main():

@@ -244,7 +244,7 @@ impl Drives {
         };
         info!(pid = child.id(), "started a load run from the admin page");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut stderr = child.stderr.take().expect("piped");
+        let complaint = tokio::spawn(complaint(child.stderr.take().expect("piped")));
         let cancelled = loop {
             tokio::select! {
                 line = lines.next_line() => match line {
@@ -267,15 +267,11 @@ impl Drives {
             );
         }
         let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
-        let mut complaint = String::new();
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut complaint).await;
+        let complaint = complaint.await.unwrap_or_default();
         match status {
             _ if cancelled => "cancelled".to_owned(),
             Ok(Ok(status)) if status.success() => "finished".to_owned(),
-            Ok(Ok(status)) => format!(
-                "failed ({status}): {}",
-                complaint.lines().last().unwrap_or("no message")
-            ),
+            Ok(Ok(status)) => format!("failed ({status}): {complaint}"),
             Ok(Err(e)) => format!("failed: {e}"),
             Err(_) => {
                 let _ = child.kill().await;
@@ -283,4 +279,28 @@ impl Drives {
             }
         }
     }
+}
+
+/// What a failed run said: clap's `error: ...` line, or else the first line it wrote, cut to a
+/// line's length. Reads all of stderr meanwhile, so a chatty generator never blocks on a full
+/// pipe.
+async fn complaint(stderr: tokio::process::ChildStderr) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let (mut error, mut first) = (None, None);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if error.is_none() && line.starts_with("error") {
+            error = Some(line.to_owned());
+        }
+        first.get_or_insert_with(|| line.to_owned());
+    }
+    let mut said = error.or(first).unwrap_or_else(|| "no message".to_owned());
+    if let Some((cut, _)) = said.char_indices().nth(200) {
+        said.truncate(cut);
+        said.push('…');
+    }
+    said
 }

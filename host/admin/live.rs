@@ -53,6 +53,9 @@ pub struct HostView {
     /// Proportional set size of the fork server and its children: shared pages counted once.
     pub children_pss_kib: u64,
     pub threads: u64,
+    /// The shared runtime's worker threads, which run every async port's tasks (and this
+    /// endpoint).
+    pub runtime_workers: usize,
     pub open_fds: u64,
 }
 
@@ -129,7 +132,6 @@ pub async fn sample(
     drive: super::drive::Drives,
     stop: CancellationToken,
 ) {
-    let started = Instant::now();
     let mut memory: HashMap<usize, Memory> = HashMap::new();
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -158,11 +160,14 @@ pub async fn sample(
         let snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             pid: std::process::id(),
-            uptime: started.elapsed().as_secs_f64(),
+            // The events' clock, so an event's `at` and the uptime agree even when the admin
+            // endpoint was turned on by a reload, long after the host started.
+            uptime: observed.events.uptime(),
             host: HostView {
                 rss_kib: figures.host_rss_bytes / 1024,
                 children_pss_kib: figures.children_pss_bytes / 1024,
                 threads: figures.threads,
+                runtime_workers: tokio::runtime::Handle::current().metrics().num_workers(),
                 open_fds: figures.open_fds,
             },
             ports: views,

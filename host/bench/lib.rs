@@ -5,35 +5,42 @@
 //! baselines, measured on this machine.
 //!
 //! Each server runs in a process of its own ([`server`]); the load generator ([`load`]) runs
-//! here on its own runtime; every workload has a time budget; every number in the table is the
-//! median of `--runs` runs ([`report`]).
+//! here on its own runtime; every workload has a time budget, and clients still waiting when it
+//! runs out are counted, not dropped; every figure ([`metric`]) in the table is the median of
+//! `--runs` runs ([`report`]), and the chart ([`chart`]) draws them.
 //!
-//! - [`baseline`]: the minimal hand-written servers the models are held against.
+//! - [`baseline`]: the minimal hand-written servers the models are held against, one per model
+//!   (`palindrome.c` is the program `tcpserver` runs for `--tcpserver`).
 //! - [`targets`]: the scenarios and thresholds the project holds itself to.
 //! - [`soak`]: `porthost soak`, a bounded soak of a real host under load, garbage and reloads.
+//! - [`drive`]: the load the live page starts (`--drive`).
 //!
 //! What both need from `/proc` is the host library's [`porthost::procfs`].
 
 pub mod baseline;
+pub mod chart;
+pub mod drive;
 pub mod load;
+pub mod metric;
 pub mod report;
 pub mod server;
 pub mod soak;
 pub mod targets;
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
-use load::Sample;
+use metric::Sample;
 use porthost::config::Model;
 use report::Report;
-use server::{Server, Subject};
+use server::{Server, Subject, TcpserverProgram};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -49,45 +56,61 @@ pub struct BenchArgs {
     /// Also measure Python's socketserver.ForkingTCPServer for the same protocol (needs python3).
     #[arg(long)]
     pub python: bool,
+    /// Also measure the classic fork+exec-per-connection server: tcpserver (Debian's
+    /// ucspi-tcp) running a small C palindrome program (needs tcpserver and a C compiler).
+    #[arg(long)]
+    pub tcpserver: bool,
+    /// Measure every porthost model twice, with its admin endpoint off and on (`[host] admin`
+    /// in the host's config), and show what the endpoint costs the service port.
+    #[arg(long)]
+    pub admin: bool,
     /// Benchmark a server that is already running, as [NAME=]HOST:PORT; repeatable. Without
     /// --models, only these are measured.
     #[arg(long = "addr", value_name = "[NAME=]HOST:PORT")]
     pub addrs: Vec<String>,
-    /// Client counts for the sessions workload, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
-    pub clients: Vec<usize>,
-    /// Lines each sessions client sends.
-    #[arg(long, default_value_t = 100)]
-    pub lines: usize,
-    /// Connections the churn workload makes.
-    #[arg(long, default_value_t = 2000)]
-    pub churn: usize,
-    /// Idle connections the footprint workload holds open.
-    #[arg(long, default_value_t = 1000)]
-    pub idle: usize,
+    /// A small bench that finishes in seconds: every model and baseline, one run of each
+    /// workload at 1, 10 and 50 clients (50 lines, 300 connections of churn), a 3 s budget.
+    /// Sizes given as flags still apply.
+    #[arg(long)]
+    pub quick: bool,
+    /// Client counts for the sessions workload, comma-separated [default: 1,10,100,1000].
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Option<Vec<usize>>,
+    /// Lines each sessions client sends [default: 100].
+    #[arg(long)]
+    pub lines: Option<usize>,
+    /// Connections the churn workload makes [default: 2000].
+    #[arg(long)]
+    pub churn: Option<usize>,
+    /// Idle connections the footprint workload holds open [default: the largest --clients].
+    #[arg(long)]
+    pub idle: Option<usize>,
     /// Two-player games played at once by the game workload (--service word-guess).
     #[arg(long, default_value_t = 100)]
     pub games: usize,
     /// Workloads to run, comma-separated [default: sessions,churn,footprint; game for word-guess].
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<Workload>>,
-    /// Time budget of every workload run, in seconds; what has not finished is reported.
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-    /// How many times to run everything; the report shows medians.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
+    /// Time budget of every workload run, in seconds; what has not finished is reported
+    /// [default: 10].
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// How many times to run everything; the report shows medians [default: 3; at least 5
+    /// with --targets].
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the results as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Draw throughput and p99 latency against client count, one line per model, as SVG.
+    /// Draw the results as SVG: throughput, p99.9 latency and time to first reply against client
+    /// count (clients still waiting shown at the budget), churn and memory per idle client.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Run the project's target scenarios (10,000 async clients, 500 games, ...) and check them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "quick")]
     pub targets: bool,
     /// Let servers and the load generator share every CPU, instead of giving the servers the
     /// first half of the CPUs and the load generator the rest.
@@ -97,6 +120,71 @@ pub struct BenchArgs {
     /// this way).
     #[arg(long, value_enum, hide = true)]
     pub serve_baseline: Option<baseline::Kind>,
+    /// Drive these addresses with load for the live page, printing a JSON line a second,
+    /// instead of benchmarking (the host starts it this way).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub drive: Option<Vec<String>>,
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub drive_clients: u32,
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub drive_seconds: u32,
+    #[arg(long, hide = true, value_enum, default_value_t = DriveWorkload::Sessions)]
+    pub drive_workload: DriveWorkload,
+}
+
+/// The sizes of a bench: the flags given, else `--quick`'s, else the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sizes {
+    pub clients: Vec<usize>,
+    pub lines: usize,
+    pub churn: usize,
+    pub idle: usize,
+    pub games: usize,
+    pub budget: Duration,
+    pub runs: usize,
+}
+
+/// The least number of runs whose medians the targets are judged on.
+pub const TARGET_RUNS: usize = 5;
+
+impl Sizes {
+    pub fn of(args: &BenchArgs) -> anyhow::Result<Sizes> {
+        let quick = args.quick;
+        let clients = args.clients.clone().unwrap_or_else(|| {
+            if quick {
+                vec![1, 10, 50]
+            } else {
+                vec![1, 10, 100, 1000]
+            }
+        });
+        if clients.is_empty() || clients.contains(&0) {
+            bail!("--clients needs counts of at least 1");
+        }
+        let largest = clients.iter().copied().max().unwrap_or(1);
+        let runs = args.runs.unwrap_or(if quick {
+            1
+        } else if args.targets {
+            TARGET_RUNS
+        } else {
+            3
+        });
+        if runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        if args.targets && runs < TARGET_RUNS {
+            bail!("the targets are judged on medians of at least {TARGET_RUNS} runs, not {runs}");
+        }
+        Ok(Sizes {
+            lines: args.lines.unwrap_or(if quick { 50 } else { 100 }),
+            churn: args.churn.unwrap_or(if quick { 300 } else { 2000 }),
+            // The footprint holds as many idle clients as the largest sessions workload.
+            idle: args.idle.unwrap_or(largest),
+            games: args.games,
+            budget: Duration::from_secs(args.duration.unwrap_or(if quick { 3 } else { 10 }).max(1)),
+            runs,
+            clients,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -170,7 +258,7 @@ pub struct Job {
 const CHURN_WORKERS: usize = 4;
 
 /// The jobs of an ordinary comparison.
-fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
+fn plan(args: &BenchArgs, sizes: &Sizes) -> anyhow::Result<Vec<Job>> {
     let palindrome = args.service.starts_with("palindrome");
     let mut subjects: Vec<Subject> = Vec::new();
     if args.models.is_some() || args.addrs.is_empty() {
@@ -180,16 +268,24 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
         // measured one right after the other.
         for model in models {
             subjects.push(Subject::Model(model));
-            match model {
-                Model::ThreadPerClient if baselines => {
-                    subjects.push(Subject::Baseline(baseline::Kind::Threads));
-                }
-                Model::Async if baselines => {
-                    subjects.push(Subject::Baseline(baseline::Kind::Async))
-                }
-                _ => {}
+            if args.admin {
+                subjects.push(Subject::Admin(model));
+            }
+            if baselines {
+                subjects.push(Subject::Baseline(baseline::Kind::twin_of(model)));
             }
         }
+    }
+    if args.tcpserver {
+        if !palindrome {
+            bail!(
+                "--tcpserver measures a palindrome server; it cannot play {}",
+                args.service
+            );
+        }
+        subjects.push(Subject::Tcpserver(
+            TcpserverProgram::build().context("--tcpserver")?,
+        ));
     }
     if args.python {
         if !palindrome {
@@ -229,21 +325,23 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
         for workload in &workloads {
             match workload {
                 Workload::Sessions => {
-                    loads.extend(args.clients.iter().map(|&clients| Load::Sessions {
+                    loads.extend(sizes.clients.iter().map(|&clients| Load::Sessions {
                         clients,
-                        lines: args.lines,
+                        lines: sizes.lines,
                     }))
                 }
                 Workload::Churn => loads.push(Load::Churn {
-                    total: args.churn,
+                    total: sizes.churn,
                     workers: CHURN_WORKERS,
                 }),
                 // Only a server the bench started has a process tree to measure.
                 Workload::Footprint if !matches!(subject, Subject::External { .. }) => {
-                    loads.push(Load::Footprint { clients: args.idle });
+                    loads.push(Load::Footprint {
+                        clients: sizes.idle,
+                    });
                 }
                 Workload::Footprint => {}
-                Workload::Game => loads.push(Load::Game { games: args.games }),
+                Workload::Game => loads.push(Load::Game { games: sizes.games }),
             }
         }
         jobs.push(Job {
@@ -256,24 +354,38 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Vec<Job>> {
 }
 
 /// `porthost bench`.
+/// `--drive-workload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriveWorkload {
+    Sessions,
+    Churn,
+}
+
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(addrs) = &args.drive {
+        let workload = match args.drive_workload {
+            DriveWorkload::Sessions => porthost::admin::drive::Workload::Sessions,
+            DriveWorkload::Churn => porthost::admin::drive::Workload::Churn,
+        };
+        return drive::main(addrs, args.drive_clients, args.drive_seconds, workload);
+    }
     if let Some(kind) = args.serve_baseline {
         return baseline::main(kind);
     }
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
+    let sizes = Sizes::of(&args)?;
     let jobs = if args.targets {
-        targets::plan(&args)
+        targets::plan(&args, &sizes)
     } else {
-        plan(&args)?
+        plan(&args, &sizes)?
     };
     // The target scenarios connect thousands of clients at once: give them room.
-    let budget = Duration::from_secs(if args.targets {
-        args.duration.max(targets::MIN_BUDGET_SECS)
+    let budget = if args.targets {
+        sizes
+            .budget
+            .max(Duration::from_secs(targets::MIN_BUDGET_SECS))
     } else {
-        args.duration.max(1)
-    });
+        sizes.budget
+    };
     let cpus = if args.no_pin { None } else { Cpus::split() };
     if let Some(cpus) = &cpus {
         // Before the runtime starts: its workers inherit the load generator's CPUs.
@@ -282,14 +394,10 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let steps: usize = jobs.iter().map(|j| j.loads.len()).sum::<usize>() * args.runs;
-    let progress = ProgressBar::new(steps as u64).with_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let mut report = Report::new(&jobs, args.runs);
-    for run in 1..=args.runs {
+    let steps: usize = jobs.iter().map(|j| j.loads.len()).sum::<usize>() * sizes.runs;
+    let mut progress = Progress::new(steps);
+    let mut report = Report::new(&jobs, sizes.runs, budget.as_secs_f64());
+    for run in 1..=sizes.runs {
         // Every run goes through every server, forwards then backwards, so slow drift on the
         // machine hits all alike and a server is always measured next to its baseline.
         let order: Vec<&Job> = if run % 2 == 1 {
@@ -299,11 +407,8 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         };
         for job in order {
             for load in &job.loads {
-                progress.set_message(format!(
-                    "run {run}/{}: {} {load}",
-                    args.runs,
-                    job.subject.name()
-                ));
+                let what = format!("run {run}/{}: {} {load}", sizes.runs, job.subject.name());
+                progress.start(&what);
                 // A fresh server for every measurement: what one load leaves behind (allocator
                 // caches, a grown runtime) must not flatter or burden the next.
                 let server = Cpus::for_servers(cpus.as_ref(), || {
@@ -311,20 +416,26 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
                 })
                 .with_context(|| format!("starting {}", job.subject.name()))?;
                 let sample = runtime.block_on(measure(&server, *load, budget));
+                progress.done(&what, &sample);
                 report.add(job, *load, sample);
                 let log = server.log();
                 server
                     .stop()
                     .with_context(|| format!("stopping {}: {log}", job.subject.name()))?;
-                progress.inc(1);
             }
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     print!("{}", report.table());
     // Only the target scenarios measure long enough to judge a ratio of a few percent.
     if args.targets {
         println!("\n{}", targets::render(&targets::evaluate(&report)));
+    }
+    if args.admin {
+        println!(
+            "\nWhat the admin endpoint costs:\n{}",
+            targets::render(&targets::admin_cost(&report))
+        );
     }
     if let Some(path) = &args.json {
         std::fs::write(path, report.json()?)
@@ -339,6 +450,68 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// How the bench shows that it is working: a bar on a terminal, else one line per measurement
+/// on stderr (for logs, CI, and `porthost bench > results.txt`), with its headline figures.
+#[derive(Debug)]
+enum Progress {
+    Bar(ProgressBar),
+    Lines {
+        steps: usize,
+        done: usize,
+        started: Instant,
+    },
+}
+
+impl Progress {
+    fn new(steps: usize) -> Progress {
+        if std::io::stdout().is_terminal() {
+            Progress::Bar(
+                ProgressBar::new(steps as u64).with_style(
+                    ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                ),
+            )
+        } else {
+            Progress::Lines {
+                steps,
+                done: 0,
+                started: Instant::now(),
+            }
+        }
+    }
+
+    fn start(&mut self, what: &str) {
+        if let Progress::Bar(bar) = self {
+            bar.set_message(what.to_owned());
+        }
+    }
+
+    fn done(&mut self, what: &str, sample: &Sample) {
+        match self {
+            Progress::Bar(bar) => bar.inc(1),
+            Progress::Lines {
+                steps,
+                done,
+                started,
+            } => {
+                *done += 1;
+                eprintln!(
+                    "[{done}/{steps} {:.1} s] {what}: {}",
+                    started.elapsed().as_secs_f64(),
+                    sample.summary()
+                );
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Servers on the first half of the CPUs, the load generator on the rest: on a small machine
@@ -391,6 +564,25 @@ impl Cpus {
 }
 
 async fn measure(server: &Server, load: Load, budget: Duration) -> Sample {
+    // With the admin endpoint on, someone is watching it, as a page open on it would: its
+    // state once a second.
+    let watcher = server
+        .admin
+        .map(|admin| tokio::spawn(load::watch_admin(admin)));
+    let mut sample = measure_load(server, load, budget).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+        if let Ok(Some(failure)) = watcher.await {
+            sample.errors += 1;
+            sample
+                .unfinished
+                .get_or_insert(format!("admin endpoint: {failure}"));
+        }
+    }
+    sample
+}
+
+async fn measure_load(server: &Server, load: Load, budget: Duration) -> Sample {
     match load {
         Load::Sessions { clients, lines } => {
             load::sessions(server.addr, clients, lines, budget).await

@@ -10,20 +10,13 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
 
 use porthost::procfs;
 use porthost_services::word_guess::protocol::{self, Command, ServerLine};
 
-/// What one run of a workload measured.
-#[derive(Debug, Clone, Default)]
-pub struct Sample {
-    pub metrics: Vec<(&'static str, f64)>,
-    /// Connections that failed, broke, or got an answer the protocol does not allow.
-    pub errors: u64,
-    /// What did not finish within the budget, in words.
-    pub unfinished: Option<String>,
-}
+pub use crate::metric::{Metric, Sample};
 
 /// The lines the palindrome workloads send, with the answers they must get.
 const REQUESTS: [(&str, &str); 2] = [("А роза упала на лапу Азора\n", "1"), ("palindrome\n", "")];
@@ -64,14 +57,77 @@ fn reply_is(line: &[u8], want: &str) -> bool {
 /// How one session client fared.
 #[derive(Debug, Default)]
 struct SessionClient {
+    /// Latencies of the requests answered, in µs.
     latencies: Vec<u64>,
+    /// The request still unanswered when the budget ran out: how long it had waited, in µs.
+    pending: Option<u64>,
     first_reply: Option<Duration>,
     error: bool,
+    /// The budget ran out before the client was done (`first_reply` tells whether it had
+    /// been served at all).
     cut: bool,
+}
+
+/// A histogram of latencies some of which are only lower bounds (requests still waiting when
+/// the budget ran out, counted with the time they had waited).
+struct Censored {
+    /// Every value, lower bounds included: what the figures show.
+    all: Histogram<u64>,
+    /// The exact values only.
+    exact: Histogram<u64>,
+}
+
+impl Censored {
+    fn new() -> Censored {
+        Censored {
+            all: histogram(),
+            exact: histogram(),
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        self.all.record(micros).expect("in bounds");
+        self.exact.record(micros).expect("in bounds");
+    }
+
+    fn record_bound(&mut self, micros: u64) {
+        self.all.record(micros).expect("in bounds");
+    }
+
+    fn bounds(&self) -> u64 {
+        self.all.len() - self.exact.len()
+    }
+
+    /// The value at `quantile`, and whether it is only a lower bound. The true value lies
+    /// between the value shown and what it would be were every lower bound infinite: the value
+    /// at the same rank among the exact values alone, or none if the rank falls among the
+    /// bounds. It is exact when both ends agree.
+    fn at(&self, quantile: f64) -> (u64, bool) {
+        let value = self.all.value_at_quantile(quantile);
+        if self.bounds() == 0 {
+            return (value, false);
+        }
+        let rank = (quantile * self.all.len() as f64).ceil().max(1.0);
+        if rank > self.exact.len() as f64 {
+            return (value, true);
+        }
+        let upper = self.exact.value_at_quantile(rank / self.exact.len() as f64);
+        (value, !self.all.equivalent(value, upper))
+    }
+
+    /// The largest value: a lower bound as soon as any value is.
+    fn max(&self) -> (u64, bool) {
+        (self.all.max(), self.bounds() > 0)
+    }
 }
 
 /// `sessions`: `clients` connected at once, each sending `lines` lines one at a time and
 /// waiting for each answer.
+///
+/// Clients still waiting when the budget runs out are part of the latency users see: the
+/// request each of them had in flight counts with the time it had waited, and a client never
+/// answered counts the whole budget as its time to first reply. Figures that such waits reach
+/// are marked as lower bounds.
 pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Duration) -> Sample {
     let connect_deadline = Instant::now() + budget;
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
@@ -83,9 +139,17 @@ pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Du
             let stream = timeout_at(connect_deadline, TcpStream::connect(addr)).await;
             barrier.wait().await;
             let mut client = SessionClient::default();
-            let Ok(Ok(stream)) = stream else {
-                client.error = true;
-                return client;
+            let stream = match stream {
+                Ok(Ok(stream)) => stream,
+                // Still in a full backlog at the end of the budget: waiting, not broken.
+                Err(_) => {
+                    client.cut = true;
+                    return client;
+                }
+                Ok(Err(_)) => {
+                    client.error = true;
+                    return client;
+                }
             };
             let _ = stream.set_nodelay(true);
             let started: Instant = *start.get().expect("set before the barrier opens");
@@ -109,6 +173,7 @@ pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Du
                         client.latencies.push(micros(now - sent));
                     }
                     Ok(None) => {
+                        client.pending = Some(micros(sent.elapsed()));
                         client.cut = true;
                         break;
                     }
@@ -124,47 +189,56 @@ pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Du
     start.set(Instant::now()).expect("set once");
     barrier.wait().await;
     let started = *start.get().expect("set");
-    let mut latency = histogram();
-    let mut first = histogram();
-    let (mut errors, mut never_served, mut cut) = (0u64, 0usize, 0usize);
+    let mut latency = Censored::new();
+    let mut first = Censored::new();
+    let (mut errors, mut served, mut waiting, mut cut) = (0u64, 0u64, 0usize, 0usize);
     for task in tasks {
         let client = task.await.unwrap_or_else(|_| SessionClient {
             error: true,
             ..SessionClient::default()
         });
+        served += client.latencies.len() as u64;
         for l in &client.latencies {
-            latency.record(*l).expect("in bounds");
+            latency.record(*l);
         }
-        if let Some(f) = client.first_reply {
-            first.record(micros(f)).expect("in bounds");
+        if let Some(pending) = client.pending {
+            latency.record_bound(pending);
+        }
+        match client.first_reply {
+            Some(f) => first.record(micros(f)),
+            None if client.cut => first.record_bound(micros(budget)),
+            None => {}
         }
         errors += u64::from(client.error);
         if client.cut {
             cut += 1;
-            never_served += usize::from(client.first_reply.is_none());
+            waiting += usize::from(client.first_reply.is_none());
         }
     }
     let elapsed = started.elapsed().min(budget + Duration::from_millis(100));
     let mut sample = Sample {
-        metrics: vec![
-            ("served", latency.len() as f64),
-            ("req_per_s", latency.len() as f64 / elapsed.as_secs_f64()),
-            ("p50_us", latency.value_at_quantile(0.5) as f64),
-            ("p99_us", latency.value_at_quantile(0.99) as f64),
-            ("p999_us", latency.value_at_quantile(0.999) as f64),
-            (
-                "first_reply_p50_ms",
-                first.value_at_quantile(0.5) as f64 / 1000.0,
-            ),
-            ("first_reply_max_ms", first.max() as f64 / 1000.0),
-        ],
         errors,
-        unfinished: None,
+        ..Sample::default()
     };
+    sample.set(Metric::Served, served as f64);
+    sample.set(Metric::ReqPerS, served as f64 / elapsed.as_secs_f64());
+    for (metric, quantile) in [
+        (Metric::P50Us, 0.5),
+        (Metric::P99Us, 0.99),
+        (Metric::P999Us, 0.999),
+    ] {
+        let (value, bound) = latency.at(quantile);
+        sample.set_bound(metric, value as f64, bound);
+    }
+    let (p50, bound) = first.at(0.5);
+    sample.set_bound(Metric::FirstReplyP50Ms, p50 as f64 / 1000.0, bound);
+    let (max, bound) = first.max();
+    sample.set_bound(Metric::FirstReplyMaxMs, max as f64 / 1000.0, bound);
+    sample.set(Metric::Waiting, waiting as f64);
     if cut > 0 {
         let secs = budget.as_secs_f64();
-        sample.unfinished = Some(if never_served > 0 {
-            format!("queued: {never_served} of {clients} clients still waiting at {secs} s")
+        sample.unfinished = Some(if waiting > 0 {
+            format!("queued: {waiting} of {clients} clients still waiting at {secs} s")
         } else {
             format!("cut: {cut} of {clients} clients had not finished at {secs} s")
         });
@@ -220,13 +294,7 @@ pub async fn churn(addr: SocketAddr, total: usize, workers: usize, budget: Durat
     }
     let elapsed = started.elapsed();
     let done = latency.len() as usize;
-    Sample {
-        metrics: vec![
-            ("served", done as f64),
-            ("conn_per_s", done as f64 / elapsed.as_secs_f64()),
-            ("p50_us", latency.value_at_quantile(0.5) as f64),
-            ("p99_us", latency.value_at_quantile(0.99) as f64),
-        ],
+    let mut sample = Sample {
         errors,
         unfinished: (done + (errors as usize) < total).then(|| {
             format!(
@@ -235,67 +303,143 @@ pub async fn churn(addr: SocketAddr, total: usize, workers: usize, budget: Durat
                 budget.as_secs_f64()
             )
         }),
-    }
+        ..Sample::default()
+    };
+    sample.set(Metric::Served, done as f64);
+    sample.set(Metric::ConnPerS, done as f64 / elapsed.as_secs_f64());
+    sample.set(Metric::P50Us, latency.value_at_quantile(0.5) as f64);
+    sample.set(Metric::P99Us, latency.value_at_quantile(0.99) as f64);
+    sample
 }
 
+/// How long the footprint waits without a single new client answered before it takes the
+/// measure: a sequential server serves its first idle client and never the others, and waiting
+/// the whole budget for them would teach nothing more.
+const STALL: Duration = Duration::from_secs(1);
+
 /// `footprint`: `clients` idle connections held open (each answered once, so the server has
-/// really taken it on): the server's memory, threads and processes, against its idle level.
+/// really taken it on): the server's memory (PSS, summed over its processes), threads and
+/// processes, against its idle level.
 pub async fn footprint(addr: SocketAddr, pid: u32, clients: usize, budget: Duration) -> Sample {
     // Warm the server up so that one-off start-up allocations do not count per connection.
     let warm = sessions(addr, 1, 2, budget).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = procfs::footprint(pid);
     let deadline = Instant::now() + budget;
+    let served = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Notify::new());
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
+        let (served, failed, progress) = (served.clone(), failed.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = timeout_at(deadline, TcpStream::connect(addr))
-                .await
-                .ok()?
-                .ok()?;
-            let (read, mut write) = stream.into_split();
-            timeout_at(deadline, write.write_all(REQUESTS[0].0.as_bytes()))
-                .await
-                .ok()?
-                .ok()?;
-            let mut reader = BufReader::new(read);
-            let mut line = Vec::new();
-            let served = read_reply(&mut reader, &mut line, deadline).await;
-            // Keep the connection open either way: unserved clients still weigh on a server.
-            Some((served.ok().flatten().is_some(), reader, write))
+            let held = async {
+                let stream = timeout_at(deadline, TcpStream::connect(addr)).await.ok()?;
+                let Ok(stream) = stream else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                };
+                let (read, mut write) = stream.into_split();
+                timeout_at(deadline, write.write_all(REQUESTS[0].0.as_bytes()))
+                    .await
+                    .ok()?
+                    .ok()?;
+                let mut reader = BufReader::new(read);
+                let mut line = Vec::new();
+                match read_reply(&mut reader, &mut line, deadline).await {
+                    Ok(Some(())) if reply_is(&line, REQUESTS[0].1) => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Unserved clients still weigh on a server: keep them connected.
+                    Ok(None) => {}
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+                Some((reader, write))
+            }
+            .await;
+            progress.notify_one();
+            // Hold the connection until the measure is taken and this task is aborted.
+            let _held = held;
+            std::future::pending::<()>().await;
         }));
     }
-    let mut held = Vec::with_capacity(clients);
-    let (mut served, mut errors) = (0usize, warm.errors);
-    for task in tasks {
-        match task.await.ok().flatten() {
-            Some((ok, reader, write)) => {
-                served += usize::from(ok);
-                held.push((reader, write));
-            }
-            None => errors += 1,
+    let mut stalled = false;
+    while served.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < clients {
+        let wake = (Instant::now() + STALL).min(deadline);
+        if timeout_at(wake, progress.notified()).await.is_err() {
+            stalled = Instant::now() < deadline;
+            break;
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let loaded = procfs::footprint(pid);
-    drop(held);
-    let growth = loaded.rss_kib.saturating_sub(idle.rss_kib) as f64;
-    Sample {
-        metrics: vec![
-            ("rss_idle_mib", idle.rss_kib as f64 / 1024.0),
-            ("rss_mib", loaded.rss_kib as f64 / 1024.0),
-            ("rss_per_conn_kib", growth / served.max(1) as f64),
-            ("threads", loaded.threads as f64),
-            ("processes", loaded.processes as f64),
-        ],
-        errors,
-        unfinished: (served < clients).then(|| {
-            format!(
-                "queued: {} of {clients} clients still waiting at {} s",
-                clients - served,
-                budget.as_secs_f64()
-            )
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let served = served.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+    let waiting = clients - served - failed;
+    let growth = loaded.pss_kib.saturating_sub(idle.pss_kib) as f64;
+    let mut sample = Sample {
+        errors: warm.errors + failed as u64,
+        unfinished: (waiting > 0).then(|| {
+            if stalled {
+                format!(
+                    "queued: {waiting} of {clients} clients still waiting \
+                     (none answered in the last {} s)",
+                    STALL.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "queued: {waiting} of {clients} clients still waiting at {} s",
+                    budget.as_secs_f64()
+                )
+            }
         }),
+        ..Sample::default()
+    };
+    sample.set(Metric::PssIdleMib, idle.pss_kib as f64 / 1024.0);
+    sample.set(Metric::PssMib, loaded.pss_kib as f64 / 1024.0);
+    // Per client only where most clients were served: the growth of a handful (a sequential
+    // server serves one) is mostly noise, and the table says how many were left waiting.
+    if served * 2 >= clients {
+        sample.set(Metric::PssPerConnKib, growth / served.max(1) as f64);
+    }
+    sample.set(Metric::Threads, loaded.threads as f64);
+    sample.set(Metric::Processes, loaded.processes as f64);
+    sample.set(Metric::Waiting, waiting as f64);
+    sample
+}
+
+/// Fetches the host's `/api/state` from its admin endpoint once a second, as the live page
+/// would, until aborted. Returns the first failure, if the endpoint ever failed to answer.
+pub async fn watch_admin(admin: SocketAddr) -> Option<String> {
+    let request = format!("GET /api/state HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    loop {
+        let fetched = async {
+            let mut stream = TcpStream::connect(admin).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), fetched).await {
+            Ok(Ok(response)) if response.starts_with(b"HTTP/1.1 200") => {}
+            Ok(Ok(response)) => {
+                let status = String::from_utf8_lossy(&response);
+                let status = status.lines().next().unwrap_or("nothing").to_owned();
+                return Some(format!("GET /api/state answered {status:?}"));
+            }
+            Ok(Err(e)) => return Some(format!("GET /api/state failed: {e}")),
+            Err(_) => return Some("GET /api/state took over 5 s".to_owned()),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -331,13 +475,7 @@ pub async fn game(addr: SocketAddr, games: usize, budget: Duration) -> Sample {
     }
     let elapsed = started.elapsed();
     let games_done = finished / 2;
-    Sample {
-        metrics: vec![
-            ("games_per_s", games_done as f64 / elapsed.as_secs_f64()),
-            ("move_p50_us", latency.value_at_quantile(0.5) as f64),
-            ("move_p99_us", latency.value_at_quantile(0.99) as f64),
-            ("games_finished", games_done as f64),
-        ],
+    let mut sample = Sample {
         errors,
         unfinished: (finished < games * 2).then(|| {
             format!(
@@ -346,7 +484,13 @@ pub async fn game(addr: SocketAddr, games: usize, budget: Duration) -> Sample {
                 budget.as_secs_f64()
             )
         }),
-    }
+        ..Sample::default()
+    };
+    sample.set(Metric::GamesPerS, games_done as f64 / elapsed.as_secs_f64());
+    sample.set(Metric::MoveP50Us, latency.value_at_quantile(0.5) as f64);
+    sample.set(Metric::MoveP99Us, latency.value_at_quantile(0.99) as f64);
+    sample.set(Metric::GamesFinished, games_done as f64);
+    sample
 }
 
 /// One player: names itself, and on each `/turn` sends the most frequent letter nobody has
@@ -424,6 +568,60 @@ mod tests {
         for word in GAME_WORDS {
             assert!(word.chars().all(|c| ALPHABET.contains(c)), "{word}");
         }
+    }
+
+    #[test]
+    fn waits_cut_short_make_a_quantile_a_lower_bound_only_where_they_reach_it() {
+        let mut latencies = Censored::new();
+        for _ in 0..990 {
+            latencies.record(100);
+        }
+        // One client cut while being served (a short wait), nine queued for the whole budget.
+        latencies.record_bound(50);
+        for _ in 0..9 {
+            latencies.record_bound(2_000_000);
+        }
+        let (p50, bound) = latencies.at(0.5);
+        assert_eq!((latencies.all.equivalent(p50, 100), bound), (true, false));
+        let (p99, bound) = latencies.at(0.99);
+        assert!(
+            latencies.all.equivalent(p99, 100) && !bound,
+            "{p99} {bound}"
+        );
+        let (p999, bound) = latencies.at(0.999);
+        assert!(
+            latencies.all.equivalent(p999, 2_000_000) && bound,
+            "{p999} {bound}"
+        );
+        assert!(latencies.max().1);
+
+        let mut exact = Censored::new();
+        exact.record(100);
+        assert!(!exact.at(0.99).1);
+        assert!(!exact.max().1);
+    }
+
+    #[tokio::test]
+    async fn the_admin_watcher_reports_an_endpoint_that_stops_answering() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap();
+                assert!(request[..n].starts_with(b"GET /api/state HTTP/1.1\r\n"));
+                write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}").unwrap();
+            }
+        });
+        let failure = tokio::time::timeout(Duration::from_secs(10), watch_admin(admin))
+            .await
+            .unwrap();
+        assert_eq!(
+            failure.as_deref(),
+            Some("GET /api/state answered \"HTTP/1.1 404 Not Found\"")
+        );
     }
 
     #[test]

@@ -1,35 +1,17 @@
 //! The bench's results: medians over runs, as a side-by-side table, JSON, CSV and an SVG chart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use plotters::prelude::*;
 use serde::Serialize;
 
-use super::load::Sample;
+use super::metric::{Metric, Sample};
 use super::{Job, Load, Workload};
 use porthost::cli::table::render as render_table;
 
-/// The metrics a table shows, in order, with their labels.
-const METRICS: [(&str, &str); 18] = [
-    ("req_per_s", "req/s"),
-    ("conn_per_s", "conn/s"),
-    ("games_per_s", "games/s"),
-    ("games_finished", "games finished"),
-    ("p50_us", "p50 µs"),
-    ("p99_us", "p99 µs"),
-    ("p999_us", "p99.9 µs"),
-    ("move_p50_us", "move p50 µs"),
-    ("move_p99_us", "move p99 µs"),
-    ("first_reply_p50_ms", "first reply p50 ms"),
-    ("first_reply_max_ms", "first reply max ms"),
-    ("rss_idle_mib", "RSS idle MiB"),
-    ("rss_mib", "RSS loaded MiB"),
-    ("rss_per_conn_kib", "RSS growth KiB/conn"),
-    ("threads", "threads"),
-    ("processes", "processes"),
-    ("errors", "errors"),
-    ("runs", "runs"),
-];
+/// How the bench measures memory, for the table and the outputs.
+pub const MEMORY: &str = "PSS (proportional set size, from /proc/<pid>/smaps_rollup) summed over \
+     the server's processes: a page shared by several processes is split among them, so \
+     shared pages count once in all, however many processes map them";
 
 /// One workload against one server, over every run.
 #[derive(Debug, Serialize)]
@@ -42,24 +24,50 @@ pub struct Entry {
     pub service: String,
     pub subject: String,
     /// The median of each metric over the runs.
-    pub medians: BTreeMap<&'static str, f64>,
-    pub per_run: Vec<BTreeMap<&'static str, f64>>,
+    pub medians: BTreeMap<Metric, f64>,
+    /// Medians that are only lower bounds, because clients were still waiting when the
+    /// budget ran out (see [`crate::load::sessions`]).
+    pub lower_bounds: BTreeSet<Metric>,
+    pub per_run: Vec<Run>,
     /// Errors summed over the runs.
     pub errors: u64,
     /// What did not finish in time, per run where something did not.
     pub unfinished: Vec<String>,
 }
 
+/// One run of one entry.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    pub metrics: BTreeMap<Metric, f64>,
+    pub lower_bounds: BTreeSet<Metric>,
+    pub errors: u64,
+    pub unfinished: Option<String>,
+}
+
+impl Entry {
+    pub fn median(&self, metric: Metric) -> Option<f64> {
+        self.medians.get(&metric).copied()
+    }
+
+    pub fn measured(&self) -> bool {
+        !self.per_run.is_empty()
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub runs: usize,
+    /// The time budget of every workload run, in seconds.
+    pub budget_secs: f64,
+    /// How memory is measured.
+    pub memory: &'static str,
     /// The table's columns, in order.
     pub subjects: Vec<String>,
     pub entries: Vec<Entry>,
 }
 
 impl Report {
-    pub fn new(jobs: &[Job], runs: usize) -> Report {
+    pub fn new(jobs: &[Job], runs: usize, budget_secs: f64) -> Report {
         let mut subjects: Vec<String> = Vec::new();
         let mut entries = Vec::new();
         for job in jobs {
@@ -75,6 +83,7 @@ impl Report {
                     service: job.service.clone(),
                     subject: subject.clone(),
                     medians: BTreeMap::new(),
+                    lower_bounds: BTreeSet::new(),
                     per_run: Vec::new(),
                     errors: 0,
                     unfinished: Vec::new(),
@@ -83,6 +92,8 @@ impl Report {
         }
         Report {
             runs,
+            budget_secs,
+            memory: MEMORY,
             subjects,
             entries,
         }
@@ -96,21 +107,35 @@ impl Report {
             .iter_mut()
             .find(|e| e.subject == subject && e.load == label && e.service == job.service)
             .expect("every planned load has an entry");
-        entry.per_run.push(sample.metrics.into_iter().collect());
         entry.errors += sample.errors;
-        entry.unfinished.extend(sample.unfinished);
-        let keys: Vec<&'static str> = entry.per_run[0].keys().copied().collect();
-        entry.medians = keys
-            .into_iter()
-            .map(|key| {
-                let values: Vec<f64> = entry
-                    .per_run
-                    .iter()
-                    .filter_map(|r| r.get(key).copied())
-                    .collect();
-                (key, median(values))
-            })
+        entry.unfinished.extend(sample.unfinished.clone());
+        entry.per_run.push(Run {
+            metrics: sample.metrics,
+            lower_bounds: sample.lower_bounds,
+            errors: sample.errors,
+            unfinished: sample.unfinished,
+        });
+        let keys: BTreeSet<Metric> = entry
+            .per_run
+            .iter()
+            .flat_map(|r| r.metrics.keys().copied())
             .collect();
+        entry.medians.clear();
+        entry.lower_bounds.clear();
+        for key in keys {
+            let values: Vec<(f64, bool)> = entry
+                .per_run
+                .iter()
+                .filter_map(|r| Some((*r.metrics.get(&key)?, r.lower_bounds.contains(&key))))
+                .collect();
+            let middle = median(values.iter().map(|v| v.0).collect());
+            entry.medians.insert(key, middle);
+            // A lower bound at or below the median could, once its true value is known, move
+            // the median up; lower bounds above it cannot.
+            if values.iter().any(|&(v, bound)| bound && v <= middle) {
+                entry.lower_bounds.insert(key);
+            }
+        }
     }
 
     pub fn find(&self, subject: &str, load: Load, service: &str) -> Option<&Entry> {
@@ -134,7 +159,7 @@ impl Report {
         for load in loads {
             let of_load: Vec<&Entry> = self.entries.iter().filter(|e| e.load == load).collect();
             let mut first = true;
-            for (key, label) in METRICS {
+            for row in Row::ALL {
                 let cells: Vec<String> = self
                     .subjects
                     .iter()
@@ -142,11 +167,19 @@ impl Report {
                         of_load
                             .iter()
                             .find(|e| &e.subject == s)
-                            .and_then(|e| cell(e, key))
+                            .and_then(|e| row.cell(e))
                             .unwrap_or_else(|| "-".to_owned())
                     })
                     .collect();
                 if cells.iter().all(|c| c == "-") {
+                    continue;
+                }
+                if let Row::Metric(metric) = row
+                    && metric.only_if_nonzero()
+                    && of_load
+                        .iter()
+                        .all(|e| e.median(metric).unwrap_or(0.0) == 0.0)
+                {
                     continue;
                 }
                 let mut row = vec![
@@ -155,7 +188,7 @@ impl Report {
                     } else {
                         String::new()
                     },
-                    label.to_owned(),
+                    row.label().to_owned(),
                 ];
                 row.extend(cells);
                 rows.push(row);
@@ -163,6 +196,20 @@ impl Report {
             }
         }
         let mut out = render_table(&rows);
+        if self
+            .entries
+            .iter()
+            .any(|e| e.median(Metric::PssMib).is_some())
+        {
+            out.push_str(&format!("\nMemory: {MEMORY}.\n"));
+        }
+        if self.entries.iter().any(|e| !e.lower_bounds.is_empty()) {
+            out.push_str(&format!(
+                "\n≥: a lower bound. Clients still waiting when the {} s budget ran out count \
+                 with the time they had waited; the queue is longer than that.\n",
+                self.budget_secs
+            ));
+        }
         let notes: Vec<String> = self
             .entries
             .iter()
@@ -190,17 +237,27 @@ impl Report {
         Ok(serde_json::to_string_pretty(self)?)
     }
 
-    /// One row per entry and metric: `workload,size,service,subject,metric,median,runs`.
+    /// One row per entry and metric:
+    /// `workload,load,size,service,subject,metric,median,lower_bound,runs`.
     pub fn csv(&self) -> String {
-        let mut out = String::from("workload,load,size,service,subject,metric,median,runs\n");
+        let mut out =
+            String::from("workload,load,size,service,subject,metric,median,lower_bound,runs\n");
         for e in &self.entries {
             let workload = serde_json::to_value(e.workload).expect("a unit variant");
             let workload = workload.as_str().unwrap_or_default();
-            let mut metrics: Vec<(&str, f64)> = e.medians.iter().map(|(k, v)| (*k, *v)).collect();
-            metrics.push(("errors", e.errors as f64));
-            for (metric, value) in metrics {
+            let mut metrics: Vec<(String, f64, bool)> = e
+                .medians
+                .iter()
+                .map(|(k, v)| {
+                    let name = serde_json::to_value(k).expect("a unit variant");
+                    let name = name.as_str().unwrap_or_default().to_owned();
+                    (name, *v, e.lower_bounds.contains(k))
+                })
+                .collect();
+            metrics.push(("errors".to_owned(), e.errors as f64, false));
+            for (metric, value, bound) in metrics {
                 out.push_str(&format!(
-                    "{workload},{},{},{},{},{metric},{value},{}\n",
+                    "{workload},{},{},{},{},{metric},{value},{bound},{}\n",
                     e.load,
                     e.size,
                     e.service,
@@ -212,102 +269,68 @@ impl Report {
         out
     }
 
-    /// Throughput and p99 latency of the sessions workload against client count, one line per
-    /// server.
+    /// The chart: see [`crate::chart`].
     pub fn svg(&self) -> anyhow::Result<String> {
-        let mut out = String::new();
-        {
-            let root = SVGBackend::with_string(&mut out, (900, 900)).into_drawing_area();
-            root.fill(&WHITE)?;
-            let (top, bottom) = root.split_vertically(450);
-            self.chart(&top, "req_per_s", "sessions throughput (req/s)")?;
-            self.chart(&bottom, "p99_us", "sessions p99 latency (µs)")?;
-            root.present()?;
-        }
-        Ok(out)
-    }
-
-    fn chart(
-        &self,
-        area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-        metric: &str,
-        title: &str,
-    ) -> anyhow::Result<()> {
-        let series: Vec<(&String, Vec<(f64, f64)>)> = self
-            .subjects
-            .iter()
-            .map(|s| {
-                let mut points: Vec<(f64, f64)> = self
-                    .entries
-                    .iter()
-                    .filter(|e| &e.subject == s && e.workload == Workload::Sessions)
-                    .filter_map(|e| Some((e.size as f64, *e.medians.get(metric)?)))
-                    .collect();
-                points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                (s, points)
-            })
-            .filter(|(_, points)| !points.is_empty())
-            .collect();
-        let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
-        let (x_min, x_max) = xs.fold((f64::MAX, 1.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
-        let x_min = x_min.min(x_max).max(1.0);
-        let y_max = series
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
-            .fold(1.0f64, f64::max);
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d((x_min..x_max * 1.5).log_scale(), 0.0..y_max * 1.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("clients connected at once")
-            .y_desc(title)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()?;
-        for (i, (subject, points)) in series.into_iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(subject.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
-        Ok(())
+        crate::chart::svg(self)
     }
 }
 
-/// The table cell for one metric of an entry, formatted for its unit.
-fn cell(entry: &Entry, key: &str) -> Option<String> {
-    let value = match key {
-        "errors" => entry.errors as f64,
-        "runs" => entry.per_run.len() as f64,
-        key => *entry.medians.get(key)?,
-    };
-    Some(if key.ends_with("_ms") || key.ends_with("_mib") {
-        format!("{value:.1}")
-    } else if key.ends_with("_kib") {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.0}")
-    })
+/// A row of the table under each workload: a metric, or the errors and runs of the entry.
+#[derive(Debug, Clone, Copy)]
+enum Row {
+    Metric(Metric),
+    Errors,
+    Runs,
 }
 
+impl Row {
+    const ALL: [Row; 19] = [
+        Row::Metric(Metric::ReqPerS),
+        Row::Metric(Metric::ConnPerS),
+        Row::Metric(Metric::GamesPerS),
+        Row::Metric(Metric::GamesFinished),
+        Row::Metric(Metric::P50Us),
+        Row::Metric(Metric::P99Us),
+        Row::Metric(Metric::P999Us),
+        Row::Metric(Metric::MoveP50Us),
+        Row::Metric(Metric::MoveP99Us),
+        Row::Metric(Metric::FirstReplyP50Ms),
+        Row::Metric(Metric::FirstReplyMaxMs),
+        Row::Metric(Metric::Waiting),
+        Row::Metric(Metric::PssIdleMib),
+        Row::Metric(Metric::PssMib),
+        Row::Metric(Metric::PssPerConnKib),
+        Row::Metric(Metric::Threads),
+        Row::Metric(Metric::Processes),
+        Row::Errors,
+        Row::Runs,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Row::Metric(metric) => metric.label().unwrap_or_default(),
+            Row::Errors => "errors",
+            Row::Runs => "runs",
+        }
+    }
+
+    /// The cell for one entry, formatted for the unit; `≥` marks a lower bound.
+    fn cell(self, entry: &Entry) -> Option<String> {
+        match self {
+            Row::Metric(metric) => {
+                let value = entry.median(metric)?;
+                let bound = if entry.lower_bounds.contains(&metric) {
+                    "≥"
+                } else {
+                    ""
+                };
+                Some(format!("{bound}{}", metric.format(value)))
+            }
+            Row::Errors => Some(entry.errors.to_string()),
+            Row::Runs => Some(entry.per_run.len().to_string()),
+        }
+    }
+}
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -320,6 +343,36 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_median_is_a_lower_bound_when_a_bound_at_or_below_it_could_raise_it() {
+        use crate::server::Subject;
+        let load = Load::Sessions {
+            clients: 10,
+            lines: 1,
+        };
+        let job = Job {
+            subject: Subject::Model(porthost::config::Model::Sequential),
+            service: "palindrome-v3".to_owned(),
+            loads: vec![load],
+        };
+        let mut report = Report::new(std::slice::from_ref(&job), 3, 1.0);
+        for (value, bound) in [(10.0, false), (20.0, false), (30.0, true)] {
+            let mut sample = Sample::default();
+            sample.set_bound(Metric::FirstReplyMaxMs, value, bound);
+            report.add(&job, load, sample);
+        }
+        let entry = &report.entries[0];
+        assert_eq!(entry.median(Metric::FirstReplyMaxMs), Some(20.0));
+        assert!(entry.lower_bounds.is_empty(), "a bound above the median");
+        let mut sample = Sample::default();
+        sample.set_bound(Metric::FirstReplyMaxMs, 15.0, true);
+        report.add(&job, load, sample);
+        let entry = &report.entries[0];
+        assert_eq!(entry.median(Metric::FirstReplyMaxMs), Some(17.5));
+        assert!(entry.lower_bounds.contains(&Metric::FirstReplyMaxMs));
+        assert!(report.table().contains("≥17.5"), "{}", report.table());
+    }
 
     #[test]
     fn medians() {

@@ -1,12 +1,14 @@
 //! The servers a bench measures, each in a process of its own so that the load generator never
-//! shares their runtime or their CPU accounting: a `porthost run` per model, the two baselines,
-//! or a server someone else started (`--addr`).
+//! shares their runtime or their CPU accounting: a `porthost run` per model (with or without
+//! its admin endpoint), the baselines, Python's `ForkingTCPServer`, `tcpserver` running a C
+//! program, or a server someone else started (`--addr`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,13 +22,21 @@ use porthost::config::Model;
 /// the lecture's own kind of server, kept in the repository as a script.
 const PYTHON_FORKING_SERVER: &str = include_str!("../../examples/python/forking_server.py");
 
+/// The C program `tcpserver` runs per connection.
+const TCPSERVER_PROGRAM: &str = include_str!("palindrome.c");
+
 /// What the bench measures, one column of its table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Subject {
     Model(Model),
+    /// A model with the host's admin endpoint on (`[host] admin = ...`), to measure what the
+    /// endpoint costs the service ports.
+    Admin(Model),
     Baseline(baseline::Kind),
     /// Python's `socketserver.ForkingTCPServer` for the palindrome protocol.
     Python,
+    /// `tcpserver` (ucspi-tcp) forking and exec'ing a C palindrome program per connection.
+    Tcpserver(TcpserverProgram),
     /// A server already running, named for the table (`--addr [NAME=]HOST:PORT`).
     External {
         name: String,
@@ -38,10 +48,63 @@ impl Subject {
     pub fn name(&self) -> String {
         match self {
             Subject::Model(model) => model.name().to_owned(),
+            Subject::Admin(model) => format!("{model}+admin"),
             Subject::Baseline(kind) => kind.subject().to_owned(),
-            Subject::Python => "python-forking".to_owned(),
+            Subject::Python => PYTHON.to_owned(),
+            Subject::Tcpserver(_) => TCPSERVER.to_owned(),
             Subject::External { name, .. } => name.clone(),
         }
+    }
+}
+
+/// The names of the forking peers in the table.
+pub const PYTHON: &str = "python-forking";
+pub const TCPSERVER: &str = "tcpserver-exec";
+
+/// The palindrome program for `tcpserver`, compiled once per bench.
+#[derive(Debug, Clone)]
+pub struct TcpserverProgram {
+    path: PathBuf,
+    /// Removed, with the program, when the last subject using it is dropped.
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl TcpserverProgram {
+    /// Checks that `tcpserver` is installed and compiles the program with `cc`; says what is
+    /// missing otherwise.
+    pub fn build() -> anyhow::Result<TcpserverProgram> {
+        // tcpserver has no --version: run it without arguments, which prints its usage.
+        if let Err(e) = Command::new("tcpserver").output() {
+            bail!(
+                "cannot run tcpserver ({e}): it comes with ucspi-tcp (apt-get install ucspi-tcp)"
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let source = dir.path().join("palindrome.c");
+        let path = dir.path().join("palindrome");
+        std::fs::write(&source, TCPSERVER_PROGRAM)?;
+        let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+        let out = Command::new(&compiler)
+            .args(["-O2", "-o"])
+            .arg(&path)
+            .arg(&source)
+            .output()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot run the C compiler {compiler:?} ({e}) to build tcpserver's palindrome \
+                     program: install one (apt-get install gcc) or name it in $CC"
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "{compiler} could not build tcpserver's palindrome program:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(TcpserverProgram {
+            path,
+            _dir: Arc::new(dir),
+        })
     }
 }
 
@@ -49,6 +112,8 @@ impl Subject {
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
+    /// The host's admin endpoint, when it is on.
+    pub admin: Option<SocketAddr>,
     child: Option<Child>,
     /// The host's config and log; kept until the server is stopped.
     dir: Option<tempfile::TempDir>,
@@ -64,11 +129,12 @@ impl Server {
     /// Starts the server for `subject`, serving `service`, sized for `max_clients` at once.
     pub fn start(subject: &Subject, service: &str, max_clients: usize) -> anyhow::Result<Server> {
         match subject {
-            Subject::Model(model) => start_host(*model, service, max_clients),
+            Subject::Model(model) => start_host(*model, service, max_clients, false),
+            Subject::Admin(model) => start_host(*model, service, max_clients, true),
             Subject::Baseline(kind) => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["bench", "--serve-baseline", kind.arg()]);
-                start_printing_addr(command, None)
+                start_printing_addr(command, None, "")
             }
             Subject::Python => {
                 let dir = tempfile::tempdir()?;
@@ -76,10 +142,25 @@ impl Server {
                 std::fs::write(&script, PYTHON_FORKING_SERVER)?;
                 let mut command = Command::new("python3");
                 command.arg(&script);
-                start_printing_addr(command, Some(dir)).context("is python3 installed?")
+                start_printing_addr(command, Some(dir), "").context("is python3 installed?")
+            }
+            Subject::Tcpserver(program) => {
+                // -1: print the port; -H -R -l0: no DNS or ident look-ups per connection; -D:
+                // TCP_NODELAY like every other server here; the host's backlog and room for
+                // every client at once.
+                let mut command = Command::new("tcpserver");
+                command
+                    .args(["-1", "-q", "-H", "-R", "-D", "-l", "0"])
+                    .args(["-b", &porthost::sockets::BACKLOG.to_string()])
+                    .args(["-c", &(max_clients + 16).to_string()])
+                    .args(["127.0.0.1", "0"])
+                    .arg(&program.path);
+                // It prints the port alone.
+                start_printing_addr(command, None, "127.0.0.1:")
             }
             Subject::External { addr, .. } => Ok(Server {
                 addr: *addr,
+                admin: None,
                 child: None,
                 dir: None,
             }),
@@ -127,10 +208,12 @@ impl Drop for Server {
     }
 }
 
-/// Starts a server that binds an ephemeral port and prints its address as its first line.
+/// Starts a server that binds an ephemeral port and prints its address (after `prefix`) as its
+/// first line.
 fn start_printing_addr(
     mut command: Command,
     dir: Option<tempfile::TempDir>,
+    prefix: &str,
 ) -> anyhow::Result<Server> {
     let mut child = command
         .stdout(Stdio::piped())
@@ -138,33 +221,42 @@ fn start_printing_addr(
         .with_context(|| format!("cannot start {command:?}"))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let addr = line
-        .trim()
+    let addr = format!("{prefix}{}", line.trim())
         .parse()
         .with_context(|| format!("{command:?} printed {line:?}, not an address"))?;
     Ok(Server {
         addr,
+        admin: None,
         child: Some(child),
         dir,
     })
 }
 
-/// Starts `porthost run` on a config with one free loopback port.
-fn start_host(model: Model, service: &str, max_clients: usize) -> anyhow::Result<Server> {
+/// Starts `porthost run` on a config with one free loopback port (and, with `admin`, the admin
+/// endpoint on another).
+fn start_host(
+    model: Model,
+    service: &str,
+    max_clients: usize,
+    admin: bool,
+) -> anyhow::Result<Server> {
     let mut last_error = None;
     // A free port can be taken by someone else before the host binds it: try again.
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
+        let admin = if admin { Some(free_port()?) } else { None };
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("services.toml");
-        std::fs::write(&config, host_config(port, model, service, max_clients))?;
+        std::fs::write(
+            &config,
+            host_config(port, model, service, max_clients, admin),
+        )?;
         let log = std::fs::File::create(dir.path().join("host.log"))?;
         let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
         if let Some(child) = run_host(&config, 1, log, &level)? {
             return Ok(Server {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                admin: admin.map(|admin| SocketAddr::from(([127, 0, 0, 1], admin))),
                 child: Some(child),
                 dir: Some(dir),
             });
@@ -209,10 +301,28 @@ pub fn run_host(
     Ok(Some(child))
 }
 
-fn host_config(port: u16, model: Model, service: &str, max_clients: usize) -> String {
-    let mut text = format!(
-        "[host]\nshutdown_grace_secs = 1\n\n[ports.{port}]\nservice = \"{service}\"\nmodel = \"{model}\"\n"
-    );
+/// A loopback port free at the time of asking.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The config of a host the bench starts: one port, and the admin endpoint on `admin` if given.
+fn host_config(
+    port: u16,
+    model: Model,
+    service: &str,
+    max_clients: usize,
+    admin: Option<u16>,
+) -> String {
+    let mut text = String::from("[host]\nshutdown_grace_secs = 1\n");
+    if let Some(admin) = admin {
+        text.push_str(&format!("admin = \"127.0.0.1:{admin}\"\n"));
+    }
+    text.push_str(&format!(
+        "\n[ports.{port}]\nservice = \"{service}\"\nmodel = \"{model}\"\n"
+    ));
     // Size every model for the load, so the table compares models, not default limits.
     if model != Model::Sequential {
         let max = model.default_max_connections().max(max_clients + 16);
@@ -226,4 +336,22 @@ fn host_config(port: u16, model: Model, service: &str, max_clients: usize) -> St
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_config_is_valid_and_turns_the_admin_endpoint_on_when_asked() {
+        let plain = host_config(7001, Model::ThreadPerClient, "palindrome-v3", 2000, None);
+        let config = porthost::config::Config::parse(&plain, Path::new("bench.toml")).unwrap();
+        assert_eq!(config.ports.len(), 1);
+        assert_eq!(config.ports[0].entry.max_connections, 2016);
+        assert!(!plain.contains("admin"));
+        let admin = host_config(7001, Model::Async, "palindrome-v3", 10, Some(7000));
+        let host = admin.split("\n\n").next().unwrap();
+        assert!(host.starts_with("[host]\n"), "{admin}");
+        assert!(host.ends_with("\nadmin = \"127.0.0.1:7000\""), "{admin}");
+    }
 }

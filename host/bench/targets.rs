@@ -1,47 +1,105 @@
 //! The targets porthost holds itself to, as bench scenarios and thresholds. `porthost bench
 //! --targets` runs them and checks each; an ordinary bench measures too briefly to judge them.
+//!
+//! Every model is held against its hand-written twin ([`crate::baseline`]) measured right next
+//! to it in the same run; a ratio is the median over the runs (at least
+//! [`crate::TARGET_RUNS`]) of the ratio within each run, so the machine's slow swings cancel out.
 
+use super::metric::Metric;
 use super::report::{Entry, Report, median};
-use super::server::Subject;
-use super::{BenchArgs, CHURN_WORKERS, Job, Load, baseline};
+use super::server::{PYTHON, Subject, TCPSERVER, TcpserverProgram};
+use super::{BenchArgs, CHURN_WORKERS, Job, Load, Sizes, Workload, baseline};
 use porthost::config::Model;
 
 /// Client counts at which the async and thread models are held against their baselines.
 const COMPARED_AT: [usize; 2] = [10, 100];
+/// Clients at which process-per-client sessions are held against `baseline-threads`.
+const PROCESS_COMPARED_AT: usize = 10;
 /// The least time budget of a target run.
 pub const MIN_BUDGET_SECS: u64 = 30;
-/// Requests per measurement in the baseline comparisons.
+/// Requests per measurement in the baseline comparisons: a few seconds each.
 const COMPARED_REQUESTS: usize = 200_000;
-const MIN_THROUGHPUT_RATIO: f64 = 0.9;
-const MAX_P99_RATIO: f64 = 1.2;
-const MIN_CHURN_RATIO_VS_PYTHON: f64 = 4.0;
+/// Requests of the one sequential client: the model serves ~20,000 a second.
+const SEQUENTIAL_REQUESTS: usize = 40_000;
 const ASYNC_CLIENTS: usize = 10_000;
 const THREAD_CLIENTS: usize = 2_000;
+/// Idle clients at which thread-per-client's memory is held against `baseline-threads`'.
+const THREAD_IDLE: usize = 1_000;
 const LINES_AT_SCALE: usize = 5;
-const MAX_RSS_PER_IDLE_CONN_KIB: f64 = 6.0;
+const MAX_PSS_PER_IDLE_CONN_KIB: f64 = 6.0;
 const GAMES: usize = 500;
 
+/// A model against its baseline: throughput at least `throughput`×, p99 at most `p99`×.
+struct Pairing {
+    model: Model,
+    baseline: baseline::Kind,
+    clients: &'static [usize],
+    throughput: f64,
+    p99: Option<f64>,
+}
+
+const PAIRINGS: [Pairing; 4] = [
+    Pairing {
+        model: Model::ThreadPerClient,
+        baseline: baseline::Kind::Threads,
+        clients: &COMPARED_AT,
+        throughput: 0.95,
+        p99: Some(1.1),
+    },
+    Pairing {
+        model: Model::Sequential,
+        baseline: baseline::Kind::Sequential,
+        clients: &[1],
+        throughput: 0.95,
+        p99: None,
+    },
+    Pairing {
+        model: Model::ProcessPerClient,
+        baseline: baseline::Kind::Threads,
+        clients: &[PROCESS_COMPARED_AT],
+        throughput: 0.9,
+        p99: None,
+    },
+    Pairing {
+        model: Model::Async,
+        baseline: baseline::Kind::Async,
+        clients: &COMPARED_AT,
+        throughput: 0.95,
+        p99: Some(1.2),
+    },
+];
+
+/// Thread-per-client's PSS per idle client, against `baseline-threads`'.
+const MAX_THREAD_PSS_RATIO: f64 = 1.1;
+/// Process-per-client churn against the classic fork+exec server and Python's.
+const MIN_CHURN_VS_TCPSERVER: f64 = 1.5;
+const MIN_CHURN_VS_PYTHON: f64 = 5.0;
+
 /// The target scenarios.
-pub fn plan(args: &BenchArgs) -> Vec<Job> {
+pub fn plan(_args: &BenchArgs, sizes: &Sizes) -> Vec<Job> {
     let palindrome = "palindrome-v3".to_owned();
-    // Enough requests per measurement that it lasts about a second, at either client count.
+    let sessions = |clients: usize, requests: usize| Load::Sessions {
+        clients,
+        // Enough requests per measurement that it lasts a few seconds at any client count.
+        lines: sizes.lines.max(requests / clients),
+    };
     let compared: Vec<Load> = COMPARED_AT
         .iter()
-        .map(|&clients| Load::Sessions {
-            clients,
-            lines: args.lines.max(COMPARED_REQUESTS / clients),
-        })
+        .map(|&clients| sessions(clients, COMPARED_REQUESTS))
         .collect();
     let churn = Load::Churn {
-        total: args.churn,
+        total: sizes.churn,
         workers: CHURN_WORKERS,
+    };
+    let thread_idle = Load::Footprint {
+        clients: THREAD_IDLE,
     };
     let job = |subject, loads: Vec<Load>| Job {
         subject,
         service: palindrome.clone(),
         loads,
     };
-    // Each model next to its baseline: runs alternate direction, so the pair stays adjacent.
+    // Each model next to its baseline: runs alternate direction, so pairs stay adjacent.
     let mut jobs = vec![
         job(
             Subject::Model(Model::Async),
@@ -60,23 +118,47 @@ pub fn plan(args: &BenchArgs) -> Vec<Job> {
             .concat(),
         ),
         job(Subject::Baseline(baseline::Kind::Async), compared.clone()),
-        job(Subject::Baseline(baseline::Kind::Threads), compared.clone()),
         job(
             Subject::Model(Model::ThreadPerClient),
             [
-                compared,
-                vec![Load::Sessions {
-                    clients: THREAD_CLIENTS,
-                    lines: LINES_AT_SCALE,
-                }],
+                compared.clone(),
+                vec![
+                    Load::Sessions {
+                        clients: THREAD_CLIENTS,
+                        lines: LINES_AT_SCALE,
+                    },
+                    thread_idle,
+                ],
             ]
             .concat(),
         ),
-        job(Subject::Model(Model::ProcessPerClient), vec![churn]),
+        job(
+            Subject::Baseline(baseline::Kind::Threads),
+            [compared, vec![thread_idle]].concat(),
+        ),
+        job(
+            Subject::Model(Model::ProcessPerClient),
+            vec![sessions(PROCESS_COMPARED_AT, COMPARED_REQUESTS), churn],
+        ),
+        job(Subject::Baseline(baseline::Kind::Fork), vec![churn]),
     ];
+    match TcpserverProgram::build() {
+        Ok(program) => jobs.push(job(Subject::Tcpserver(program), vec![churn])),
+        Err(e) => eprintln!("{TCPSERVER} left out of the targets: {e:#}"),
+    }
     if python_available() {
         jobs.push(job(Subject::Python, vec![churn]));
+    } else {
+        eprintln!("{PYTHON} left out of the targets: python3 does not run");
     }
+    jobs.push(job(
+        Subject::Model(Model::Sequential),
+        vec![sessions(1, SEQUENTIAL_REQUESTS)],
+    ));
+    jobs.push(job(
+        Subject::Baseline(baseline::Kind::Sequential),
+        vec![sessions(1, SEQUENTIAL_REQUESTS)],
+    ));
     jobs.push(Job {
         subject: Subject::Model(Model::Async),
         service: "word-guess".to_owned(),
@@ -85,11 +167,22 @@ pub fn plan(args: &BenchArgs) -> Vec<Job> {
     jobs
 }
 
-fn python_available() -> bool {
+pub fn python_available() -> bool {
     std::process::Command::new("python3")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// How a target came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Met,
+    Missed,
+    /// The results do not cover it.
+    NotMeasured,
+    /// A comparison shown for information, with no threshold.
+    Info,
 }
 
 /// One target and how the results measure up to it.
@@ -97,119 +190,198 @@ fn python_available() -> bool {
 pub struct Verdict {
     pub target: String,
     pub measured: String,
-    /// `None` when the results do not cover it.
-    pub met: Option<bool>,
+    pub mark: Mark,
+}
+
+impl Verdict {
+    fn judged(target: String, measured: String, met: bool) -> Verdict {
+        let mark = if met { Mark::Met } else { Mark::Missed };
+        Verdict {
+            target,
+            measured,
+            mark,
+        }
+    }
+}
+
+/// The measured entry of `subject` for a workload of `size`, serving palindrome-v3.
+fn entry<'a>(
+    report: &'a Report,
+    subject: &str,
+    workload: Workload,
+    size: usize,
+) -> Option<&'a Entry> {
+    report.entries.iter().find(|e| {
+        e.subject == subject
+            && e.workload == workload
+            && e.size == size
+            && e.service == "palindrome-v3"
+            && e.measured()
+    })
 }
 
 /// Checks every target against the report; those it does not cover are listed as such.
 pub fn evaluate(report: &Report) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
-    let service = "palindrome-v3";
-    for (model, base) in [
-        (Model::Async, baseline::Kind::Async),
-        (Model::ThreadPerClient, baseline::Kind::Threads),
-    ] {
-        for clients in COMPARED_AT {
-            let ours = report.entries.iter().find(|e| {
-                e.subject == model.name()
-                    && e.load.starts_with(&format!("sessions c={clients} "))
-                    && !e.per_run.is_empty()
-            });
-            let theirs = ours.and_then(|o| {
-                report.entries.iter().find(|e| {
-                    e.subject == base.subject() && e.load == o.load && !e.per_run.is_empty()
-                })
-            });
-            let target = format!(
-                "{model} vs {} at {clients} clients: throughput ≥ {MIN_THROUGHPUT_RATIO}×, p99 ≤ {MAX_P99_RATIO}×",
-                base.subject()
+    for pairing in &PAIRINGS {
+        let theirs_name = pairing.baseline.subject();
+        for &clients in pairing.clients {
+            let mut target = format!(
+                "{} vs {theirs_name} at {clients} client{}: throughput ≥ {}×",
+                pairing.model,
+                if clients == 1 { "" } else { "s" },
+                pairing.throughput
             );
-            match (ours, theirs) {
-                (Some(ours), Some(theirs)) => {
-                    let throughput = paired_ratio(ours, theirs, "req_per_s");
-                    let p99 = paired_ratio(ours, theirs, "p99_us");
-                    verdicts.push(Verdict {
-                        target,
-                        measured: format!("throughput {throughput:.2}×, p99 {p99:.2}×"),
-                        met: Some(throughput >= MIN_THROUGHPUT_RATIO && p99 <= MAX_P99_RATIO),
-                    });
-                }
-                _ => verdicts.push(not_measured(target)),
+            if let Some(p99) = pairing.p99 {
+                target.push_str(&format!(", p99 ≤ {p99}×"));
             }
+            let ours = entry(report, pairing.model.name(), Workload::Sessions, clients);
+            let theirs = entry(report, theirs_name, Workload::Sessions, clients);
+            let (Some(ours), Some(theirs)) = (ours, theirs) else {
+                verdicts.push(not_measured(target));
+                continue;
+            };
+            let throughput = paired_ratio(ours, theirs, Metric::ReqPerS);
+            let mut measured = format!(
+                "throughput {throughput:.2}× ({:.0} vs {:.0} req/s)",
+                ours.median(Metric::ReqPerS).unwrap_or(f64::NAN),
+                theirs.median(Metric::ReqPerS).unwrap_or(f64::NAN)
+            );
+            let mut met = throughput >= pairing.throughput;
+            if let Some(max) = pairing.p99 {
+                let p99 = paired_ratio(ours, theirs, Metric::P99Us);
+                measured.push_str(&format!(", p99 {p99:.2}×"));
+                met &= p99 <= max;
+            }
+            met &= unfinished_and_errors(&[ours, theirs], &mut measured);
+            verdicts.push(Verdict::judged(target, measured, met));
         }
+    }
+
+    let target = format!(
+        "thread-per-client PSS per idle client ≤ {MAX_THREAD_PSS_RATIO}× baseline-threads' ({THREAD_IDLE} idle clients)"
+    );
+    match (
+        entry(
+            report,
+            Model::ThreadPerClient.name(),
+            Workload::Footprint,
+            THREAD_IDLE,
+        ),
+        entry(
+            report,
+            baseline::Kind::Threads.subject(),
+            Workload::Footprint,
+            THREAD_IDLE,
+        ),
+    ) {
+        (Some(ours), Some(theirs)) => {
+            let ratio = paired_ratio(ours, theirs, Metric::PssPerConnKib);
+            let mut measured = format!(
+                "{ratio:.2}× ({:.1} vs {:.1} KiB)",
+                ours.median(Metric::PssPerConnKib).unwrap_or(f64::NAN),
+                theirs.median(Metric::PssPerConnKib).unwrap_or(f64::NAN)
+            );
+            let complete = unfinished_and_errors(&[ours, theirs], &mut measured);
+            verdicts.push(Verdict::judged(
+                target,
+                measured,
+                ratio <= MAX_THREAD_PSS_RATIO && complete,
+            ));
+        }
+        _ => verdicts.push(not_measured(target)),
     }
 
     let churn = |subject: &str| {
         report
             .entries
             .iter()
-            .find(|e| e.subject == subject && e.load.starts_with("churn") && !e.per_run.is_empty())
+            .find(|e| e.subject == subject && e.workload == Workload::Churn && e.measured())
     };
-    let target = format!(
-        "process-per-client churn ≥ {MIN_CHURN_RATIO_VS_PYTHON}× Python's ForkingTCPServer"
-    );
-    match (
-        churn(Model::ProcessPerClient.name()),
-        churn(&Subject::Python.name()),
-    ) {
-        (Some(ours), Some(python)) => {
-            let ratio = ours.medians["conn_per_s"] / python.medians["conn_per_s"];
-            verdicts.push(Verdict {
+    let ours = churn(Model::ProcessPerClient.name());
+    for (peer, at_least, why) in [
+        (
+            TCPSERVER,
+            Some(MIN_CHURN_VS_TCPSERVER),
+            "tcpserver's fork+exec per connection",
+        ),
+        (
+            PYTHON,
+            Some(MIN_CHURN_VS_PYTHON),
+            "Python's ForkingTCPServer",
+        ),
+        (
+            baseline::Kind::Fork.subject(),
+            None,
+            "a hand-written fork per connection",
+        ),
+    ] {
+        let target = match at_least {
+            Some(ratio) => format!("process-per-client churn ≥ {ratio}× {why} ({peer})"),
+            None => format!("process-per-client churn vs {why} ({peer})"),
+        };
+        let (Some(ours), Some(theirs)) = (ours, churn(peer)) else {
+            verdicts.push(not_measured(target));
+            continue;
+        };
+        let ratio = paired_ratio(ours, theirs, Metric::ConnPerS);
+        let mut measured = format!(
+            "{ratio:.2}× ({:.0} vs {:.0} conn/s)",
+            ours.median(Metric::ConnPerS).unwrap_or(f64::NAN),
+            theirs.median(Metric::ConnPerS).unwrap_or(f64::NAN)
+        );
+        let complete = unfinished_and_errors(&[ours, theirs], &mut measured);
+        verdicts.push(match at_least {
+            Some(min) => Verdict::judged(target, measured, ratio >= min && complete),
+            None => Verdict {
                 target,
-                measured: format!(
-                    "{ratio:.2}× ({:.0} vs {:.0} conn/s)",
-                    ours.medians["conn_per_s"], python.medians["conn_per_s"]
-                ),
-                met: Some(ratio >= MIN_CHURN_RATIO_VS_PYTHON),
-            });
-        }
-        _ => verdicts.push(not_measured(target + " (needs python3)")),
+                measured,
+                mark: Mark::Info,
+            },
+        });
     }
 
-    let scale = |model: Model, clients: usize, verdicts: &mut Vec<Verdict>| {
-        let load = Load::Sessions {
-            clients,
-            lines: LINES_AT_SCALE,
-        };
+    for (model, clients) in [
+        (Model::Async, ASYNC_CLIENTS),
+        (Model::ThreadPerClient, THREAD_CLIENTS),
+    ] {
         let target = format!(
             "{model}: {clients} clients at once, {LINES_AT_SCALE} requests each, zero errors"
         );
-        match report.find(model.name(), load, service) {
-            Some(e) => verdicts.push(Verdict {
+        match entry(report, model.name(), Workload::Sessions, clients) {
+            Some(e) => verdicts.push(Verdict::judged(
                 target,
-                measured: format!(
+                format!(
                     "{} errors, {}",
                     e.errors,
                     e.unfinished.last().map_or("all finished", String::as_str)
                 ),
-                met: Some(e.errors == 0 && e.unfinished.is_empty()),
-            }),
+                e.errors == 0 && e.unfinished.is_empty(),
+            )),
             None => verdicts.push(not_measured(target)),
         }
-    };
-    scale(Model::Async, ASYNC_CLIENTS, &mut verdicts);
-    scale(Model::ThreadPerClient, THREAD_CLIENTS, &mut verdicts);
-
-    let target = format!("async: RSS growth ≤ {MAX_RSS_PER_IDLE_CONN_KIB} KiB per idle connection");
-    let footprints: Vec<_> = report
-        .entries
-        .iter()
-        .filter(|e| {
-            e.subject == Model::Async.name()
-                && e.load.starts_with("footprint")
-                && !e.per_run.is_empty()
-        })
-        .collect();
-    for e in &footprints {
-        let growth = e.medians["rss_per_conn_kib"];
-        verdicts.push(Verdict {
-            target: format!("{target} ({})", e.load),
-            measured: format!("{growth:.2} KiB"),
-            met: Some(growth <= MAX_RSS_PER_IDLE_CONN_KIB && e.unfinished.is_empty()),
-        });
     }
-    if footprints.is_empty() {
-        verdicts.push(not_measured(target));
+
+    let target = format!(
+        "async: PSS growth ≤ {MAX_PSS_PER_IDLE_CONN_KIB} KiB per idle connection ({ASYNC_CLIENTS} clients)"
+    );
+    match entry(
+        report,
+        Model::Async.name(),
+        Workload::Footprint,
+        ASYNC_CLIENTS,
+    ) {
+        Some(e) => {
+            let growth = e.median(Metric::PssPerConnKib).unwrap_or(f64::NAN);
+            let mut measured = format!("{growth:.2} KiB");
+            let complete = unfinished_and_errors(&[e], &mut measured);
+            verdicts.push(Verdict::judged(
+                target,
+                measured,
+                growth <= MAX_PSS_PER_IDLE_CONN_KIB && complete,
+            ));
+        }
+        None => verdicts.push(not_measured(target)),
     }
 
     let target = format!(
@@ -221,27 +393,100 @@ pub fn evaluate(report: &Report) -> Vec<Verdict> {
         Load::Game { games: GAMES },
         "word-guess",
     ) {
-        Some(e) => verdicts.push(Verdict {
-            target,
-            measured: format!(
-                "{:.0} of {GAMES} finished, {} errors",
-                e.medians["games_finished"], e.errors
-            ),
-            met: Some(e.medians["games_finished"] as usize == GAMES && e.errors == 0),
-        }),
+        Some(e) => {
+            let finished = e.median(Metric::GamesFinished).unwrap_or(0.0);
+            verdicts.push(Verdict::judged(
+                target,
+                format!("{finished:.0} of {GAMES} finished, {} errors", e.errors),
+                finished as usize == GAMES && e.errors == 0,
+            ));
+        }
         None => verdicts.push(not_measured(target)),
     }
     verdicts
 }
 
+/// Throughput with the admin endpoint on, against the same model with it off in the same run.
+const MIN_ADMIN_THROUGHPUT_RATIO: f64 = 0.97;
+
+/// What the admin endpoint costs each model (`porthost bench --admin`): its sessions throughput
+/// and p99 with the endpoint on, against the same model with it off, measured next to each
+/// other. Async and thread-per-client are held to `MIN_ADMIN_THROUGHPUT_RATIO` (0.97×).
+pub fn admin_cost(report: &Report) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    for model in Model::ALL {
+        let on = Subject::Admin(model).name();
+        for ours in report
+            .entries
+            .iter()
+            .filter(|e| e.subject == on && e.workload == Workload::Sessions && e.measured())
+        {
+            let held = matches!(model, Model::Async | Model::ThreadPerClient);
+            let target = if held {
+                format!(
+                    "{on} vs {model}, {}: throughput ≥ {MIN_ADMIN_THROUGHPUT_RATIO}×",
+                    ours.load
+                )
+            } else {
+                format!("{on} vs {model}, {}", ours.load)
+            };
+            let off = report.entries.iter().find(|e| {
+                e.subject == model.name()
+                    && e.load == ours.load
+                    && e.service == ours.service
+                    && e.measured()
+            });
+            let Some(off) = off else {
+                verdicts.push(not_measured(target));
+                continue;
+            };
+            let throughput = paired_ratio(ours, off, Metric::ReqPerS);
+            let p99 = paired_ratio(ours, off, Metric::P99Us);
+            let mut measured = format!("throughput {throughput:.2}×, p99 {p99:.2}×");
+            let complete = unfinished_and_errors(&[ours, off], &mut measured);
+            verdicts.push(if held {
+                Verdict::judged(
+                    target,
+                    measured,
+                    throughput >= MIN_ADMIN_THROUGHPUT_RATIO && complete,
+                )
+            } else {
+                Verdict {
+                    target,
+                    measured,
+                    mark: Mark::Info,
+                }
+            });
+        }
+    }
+    verdicts
+}
+
+/// Notes errors and unfinished runs of compared entries in `measured`; `true` when there were
+/// none, as a comparison needs.
+fn unfinished_and_errors(entries: &[&Entry], measured: &mut String) -> bool {
+    let mut clean = true;
+    for e in entries {
+        if e.errors > 0 {
+            measured.push_str(&format!("; {}: {} errors", e.subject, e.errors));
+            clean = false;
+        }
+        if let Some(note) = e.unfinished.last() {
+            measured.push_str(&format!("; {}: {note}", e.subject));
+            clean = false;
+        }
+    }
+    clean
+}
+
 /// The median over runs of `ours / theirs` for one metric, each ratio taken within one run: the
 /// two were measured one right after the other, so the machine's slow swings cancel out.
-fn paired_ratio(ours: &Entry, theirs: &Entry, metric: &str) -> f64 {
+fn paired_ratio(ours: &Entry, theirs: &Entry, metric: Metric) -> f64 {
     let ratios = ours
         .per_run
         .iter()
         .zip(&theirs.per_run)
-        .filter_map(|(o, t)| Some(o.get(metric)? / t.get(metric)?))
+        .filter_map(|(o, t)| Some(o.metrics.get(&metric)? / t.metrics.get(&metric)?))
         .collect();
     median(ratios)
 }
@@ -250,21 +495,22 @@ fn not_measured(target: String) -> Verdict {
     Verdict {
         target,
         measured: "not measured".to_owned(),
-        met: None,
+        mark: Mark::NotMeasured,
     }
 }
 
 pub fn render(verdicts: &[Verdict]) -> String {
     let mut rows = vec![vec![
         "TARGET".to_owned(),
-        "MEASURED (medians)".to_owned(),
+        "MEASURED (medians of per-run ratios)".to_owned(),
         "".to_owned(),
     ]];
     for v in verdicts {
-        let mark = match v.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "-",
+        let mark = match v.mark {
+            Mark::Met => "met",
+            Mark::Missed => "MISSED",
+            Mark::NotMeasured => "-",
+            Mark::Info => "info",
         };
         rows.push(vec![v.target.clone(), v.measured.clone(), mark.to_owned()]);
     }

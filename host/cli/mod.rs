@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
+use crate::client;
 use crate::config::{Config, LoadError};
 use crate::logging;
 use crate::models::process_per_client::fork_server;
@@ -95,16 +96,21 @@ pub enum ClientCommand {
     /// The lecture's palindrome client: sends each stdin line until an empty line or EOF and
     /// prints the verdicts.
     Palindrome {
-        /// The server, e.g. 127.0.0.1:7004.
+        /// The server, e.g. 127.0.0.1:7004 (a port alone is on this machine: 7004).
         addr: String,
     },
     /// The word-guess game client: prints the game as it goes and asks for your moves.
     WordGuess {
-        /// The server, e.g. 127.0.0.1:7021.
+        /// The server, e.g. 127.0.0.1:7021 (a port alone is on this machine: 7021).
         addr: String,
         /// Your name in the game; asked for on stdin when absent.
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Any line service: sends each line you type, prints every line the server sends.
+    Line {
+        /// The server, e.g. 127.0.0.1:7100 (a port alone is on this machine: 7100).
+        addr: String,
     },
 }
 
@@ -138,18 +144,7 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Services) => {
-            let rows: Vec<Vec<String>> = registry::listing()
-                .into_iter()
-                .map(|l| {
-                    let models: Vec<&str> = l.models.iter().map(|m| m.name()).collect();
-                    vec![
-                        l.name.to_owned(),
-                        l.summary.to_owned(),
-                        format!("models: {}", models.join(", ")),
-                    ]
-                })
-                .collect();
-            logging::print(&table::render(&rows));
+            logging::print(&table::services(&registry::listing()));
             Ok(())
         }
         Some(Command::Status {
@@ -167,10 +162,13 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
             status::run(&addr, token.as_deref(), watch)
         }
         Some(Command::Client(ClientCommand::Palindrome { addr })) => {
-            crate::client::palindrome::run(&addr)
+            crate::client::palindrome::run(&client::address(&addr))
         }
         Some(Command::Client(ClientCommand::WordGuess { addr, name })) => {
-            crate::client::word_guess::run(&addr, name)
+            crate::client::word_guess::run(&client::address(&addr), name)
+        }
+        Some(Command::Client(ClientCommand::Line { addr })) => {
+            crate::client::line::run(&client::address(&addr))
         }
         Some(Command::Forker) => {
             logging::init(logging::Format::from_env());
@@ -229,7 +227,13 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         let mut host = Supervisor::start(config, sockets, programs)
             .await
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        logging::print(&table::plan(host.ports().map(|(p, o)| (p, Some(o)))));
+        let mut plan = table::plan(host.ports().map(|(p, o)| (p, Some(o))));
+        if let Some(addr) = host.admin_addr() {
+            plan += &format!(
+                "live page: http://{addr}/   metrics: http://{addr}/metrics   porthost status\n"
+            );
+        }
+        logging::print(&plan);
         info!(
             pid = std::process::id(),
             config = %shown,

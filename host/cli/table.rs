@@ -34,6 +34,32 @@ pub fn plan<'a>(ports: impl IntoIterator<Item = (&'a PortPlan, Option<&'a Origin
     render(&rows)
 }
 
+/// `porthost services`: each service's name and summary, the models it runs under, and its
+/// options with their defaults.
+pub fn services(listing: &[crate::registry::Listing]) -> String {
+    let width = listing.iter().map(|l| l.name.len()).max().unwrap_or(0) + 2;
+    let indent = " ".repeat(width);
+    let mut out = String::new();
+    for l in listing {
+        let models: Vec<&str> = l.models.iter().map(|m| m.name()).collect();
+        out += &format!("{:width$}{}\n", l.name, l.summary);
+        out += &format!("{indent}models: {}\n", models.join(", "));
+        let options: Vec<Vec<String>> = l
+            .options
+            .iter()
+            .map(|o| vec![format!("{} = {}", o.name, o.default), o.meaning.to_owned()])
+            .collect();
+        for (i, line) in render(&options).lines().enumerate() {
+            let label = if i == 0 { "options: " } else { "         " };
+            out += &format!("{indent}{label}{line}\n");
+        }
+        if options.is_empty() {
+            out += &format!("{indent}options: none\n");
+        }
+    }
+    out
+}
+
 /// Left-aligned columns separated by two spaces.
 pub fn render(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -1,7 +1,17 @@
-//! The bundled clients: the lecture's palindrome client and the word-guess game client.
+//! The bundled clients: the lecture's palindrome client, the word-guess game client, and a
+//! generic line client for any line service.
 
+pub mod line;
 pub mod palindrome;
 pub mod word_guess;
+
+/// `7004` alone means `127.0.0.1:7004`, so a client of this host's own ports needs no address.
+pub fn address(addr: &str) -> String {
+    match addr.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => addr.to_owned(),
+    }
+}
 
 /// How much of a line messages about it show: a refused or unexpected line may be megabytes.
 const EXCERPT_CHARS: usize = 80;
@@ -20,6 +30,13 @@ pub(crate) fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_alone_is_on_this_machine() {
+        assert_eq!(address("7004"), "127.0.0.1:7004");
+        assert_eq!(address("[::1]:7004"), "[::1]:7004");
+        assert_eq!(address("example.org:7"), "example.org:7");
+    }
 
     #[test]
     fn an_excerpt_is_at_most_80_characters_of_the_line() {

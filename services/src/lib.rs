@@ -18,6 +18,10 @@
 //!
 //! Adding a service is one new module here with its `inventory::submit!`, plus a `mod` line.
 
+// Services in this crate may name it `porthost_services`, as services outside it do, so the
+// code of a service reads the same wherever it lives (the README's "Adding a service").
+extern crate self as porthost_services;
+
 mod conn;
 pub mod lines;
 pub mod meter;
@@ -31,4 +35,7 @@ pub use conn::{
     close_gracefully_blocking, prepare_blocking, until, write_reply, write_reply_blocking,
 };
 pub use meter::Meter;
-pub use service::{BlockingService, Needs, Options, Registration, Service, Stat, find, registered};
+pub use service::{
+    BlockingService, Needs, OptionDoc, OptionReader, Options, Registration, Service, Stat, find,
+    registered,
+};

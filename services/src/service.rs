@@ -91,6 +91,15 @@ impl Default for Needs {
     }
 }
 
+/// One option of a service, as `porthost services` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDoc {
+    pub name: &'static str,
+    /// The value it has when left out, as TOML (`false`, `2`), or how it is decided.
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
 /// An entry in the service registry, submitted by each service module with
 /// `inventory::submit!`.
 ///
@@ -107,7 +116,7 @@ impl Default for Needs {
 /// }
 ///
 /// inventory::submit! {
-///     Registration { name: "echo", summary: "sends every line back", build }
+///     Registration { name: "echo", summary: "sends every line back", options: &[], build }
 /// }
 /// ```
 #[derive(Debug)]
@@ -116,6 +125,8 @@ pub struct Registration {
     pub name: &'static str,
     /// One line for `porthost services`.
     pub summary: &'static str,
+    /// The keys of its `options = { ... }` table, for `porthost services`.
+    pub options: &'static [OptionDoc],
     /// Builds the instance for one port from that port's `options` table. The error is shown
     /// to the user next to the config line, so it should say what is wrong and what is allowed.
     pub build: fn(&Options) -> Result<Arc<dyn Service>, String>,
@@ -164,5 +175,66 @@ impl Options {
     /// Where relative paths in the options are resolved from.
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
+    }
+
+    /// Reads the options one by one, collecting every problem rather than stopping at the
+    /// first as serde does; see [`OptionReader`].
+    pub fn reader(&self) -> OptionReader<'_> {
+        OptionReader {
+            table: &self.table,
+            known: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Reads a service's options by hand, so that every mistake in them is reported at once:
+/// ask for each option, then [`OptionReader::finish`] also reports the keys nobody asked for.
+#[derive(Debug)]
+pub struct OptionReader<'a> {
+    table: &'a toml::Table,
+    known: Vec<&'static str>,
+    errors: Vec<String>,
+}
+
+impl OptionReader<'_> {
+    /// A `true`/`false` option.
+    pub fn bool(&mut self, key: &'static str, default: bool) -> bool {
+        self.known.push(key);
+        match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                let got = match other {
+                    toml::Value::String(s) => format!("the string {s:?}"),
+                    other => other.to_string(),
+                };
+                self.errors
+                    .push(format!("{key} must be true or false, not {got}"));
+                default
+            }
+        }
+    }
+
+    /// Every problem found, joined with "; ", or nothing.
+    pub fn finish(mut self) -> Result<(), String> {
+        let expected: Vec<String> = self.known.iter().map(|k| format!("`{k}`")).collect();
+        let expected = match expected.as_slice() {
+            [] => "no options".to_owned(),
+            [one] => one.clone(),
+            [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+        };
+        let unknown: Vec<String> = self
+            .table
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .map(|k| format!("unknown field `{k}`, expected {expected}"))
+            .collect();
+        self.errors.splice(0..0, unknown);
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors.join("; "))
+        }
     }
 }

@@ -83,6 +83,8 @@ impl Runner for ProcessPerClient {
             admission,
             span,
         } = conn;
+        // The host keeps a handle too: to tell the client why, should a drain cut it off.
+        crate::connection::keep_closer(&admission, &stream, &span);
         let fd = match stream.into_std() {
             Ok(stream) => OwnedFd::from(stream),
             Err(e) => {

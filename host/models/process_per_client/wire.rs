@@ -1,6 +1,7 @@
-//! Messages between the host and its forker: one TOML-encoded message per packet of a
+//! Messages between the host and its forker: one postcard-encoded message per packet of a
 //! `SOCK_SEQPACKET` socket pair (so boundaries survive), with a connection's descriptor passed
-//! alongside `Serve` as `SCM_RIGHTS`.
+//! alongside `Serve` as `SCM_RIGHTS`. Both ends are the same binary, so a compact encoding
+//! without field names is safe, and it keeps the per-connection messages cheap to read.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -21,13 +22,14 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub struct ChildSpec {
     pub port: u16,
     pub service: String,
+    /// Sent as TOML text: postcard, having no field names, cannot carry a free-form table.
+    #[serde(with = "toml_text")]
     pub options: toml::Table,
     pub base_dir: PathBuf,
     pub limits: Limits,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ToForker {
     /// Build this port's service, to serve its connections from now on.
     Port { port_id: u64, spec: ChildSpec },
@@ -46,7 +48,6 @@ pub enum ToForker {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FromForker {
     /// A child was forked for the connection.
     Forked { conn: u64, pid: i32 },
@@ -73,8 +74,8 @@ pub fn send<T: Serialize>(
     message: &T,
     pass: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
-    let text = toml::to_string(message).map_err(std::io::Error::other)?;
-    let iov = [IoSlice::new(text.as_bytes())];
+    let bytes = postcard::to_allocvec(message).map_err(std::io::Error::other)?;
+    let iov = [IoSlice::new(&bytes)];
     let fds: Vec<RawFd> = pass.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
         Vec::new()
@@ -119,9 +120,22 @@ pub fn recv<T: DeserializeOwned>(
             "message larger than the packet buffer",
         ));
     }
-    let text = std::str::from_utf8(&buf[..bytes]).map_err(std::io::Error::other)?;
-    let message = toml::from_str(text).map_err(std::io::Error::other)?;
+    let message = postcard::from_bytes(&buf[..bytes]).map_err(std::io::Error::other)?;
     Ok(Some((message, passed)))
+}
+
+/// A TOML table as its text, for [`ChildSpec::options`].
+mod toml_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+
+    pub fn serialize<S: Serializer>(table: &toml::Table, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(&toml::to_string(table).map_err(S::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<toml::Table, D::Error> {
+        let text = String::deserialize(from)?;
+        toml::from_str(&text).map_err(D::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +193,38 @@ mod tests {
         ));
         assert_eq!(fds.len(), 1);
         assert!(recv::<ToForker>(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_forkers_reports_cross_intact() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let totals = Totals {
+            lines: 3,
+            replies: 2,
+            ..Totals::default()
+        };
+        send(a.as_fd(), &FromForker::Served { conn: 5, totals }, None).unwrap();
+        let exited = FromForker::Exited {
+            conn: 5,
+            pid: 4321,
+            how: ("signal".into(), "SIGKILL".into()),
+            status: "killed by SIGKILL".into(),
+            clean: false,
+        };
+        send(a.as_fd(), &exited, None).unwrap();
+        let mut buf = vec![0; MAX_MESSAGE];
+        let (served, _) = recv::<FromForker>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(matches!(served, FromForker::Served { conn: 5, totals: t } if t == totals));
+        let (ended, _) = recv::<FromForker>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert!(matches!(
+            ended,
+            FromForker::Exited { conn: 5, pid: 4321, ref how, clean: false, .. } if how.1 == "SIGKILL"
+        ));
     }
 }

@@ -10,15 +10,25 @@ pub mod v1;
 pub mod v2;
 pub mod v3;
 
-use serde::Deserialize;
+use crate::OptionDoc;
 
-/// Options shared by the three versions.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    /// Compare the exact characters instead of letters and digits ignoring case.
-    #[serde(default)]
-    pub strict: bool,
+/// `strict`, the option every version has.
+pub const STRICT: OptionDoc = OptionDoc {
+    name: "strict",
+    default: "false",
+    meaning: "compare every character exactly, instead of letters and digits ignoring case",
+};
+
+/// Reads `strict` (and whatever `more` reads too), reporting every mistake at once.
+fn strict_and<T>(
+    options: &crate::Options,
+    more: impl FnOnce(&mut crate::OptionReader<'_>) -> T,
+) -> Result<(bool, T), String> {
+    let mut reader = options.reader();
+    let strict = reader.bool(STRICT.name, false);
+    let more = more(&mut reader);
+    reader.finish()?;
+    Ok((strict, more))
 }
 
 /// The palindrome test. By default it is Unicode-aware and compares letters and digits only,

@@ -12,29 +12,18 @@ use std::sync::Arc;
 use std::io::Read;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::conn::until;
 use crate::{
-    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, Options, Registration, Service,
-    close_gracefully, close_gracefully_blocking, prepare_blocking, write_reply,
+    BlockingConn, BlockingService, Conn, DeadlineReader, Limits, OptionDoc, Options, Registration,
+    Service, close_gracefully, close_gracefully_blocking, prepare_blocking, write_reply,
     write_reply_blocking,
 };
 
 /// The lecture's `recv` size.
 const CHUNK: usize = 1024;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct V1Options {
-    #[serde(default)]
-    strict: bool,
-    /// Stop accepting on this port after the first client has left.
-    #[serde(default)]
-    once: bool,
-}
 
 #[derive(Debug)]
 struct PalindromeV1 {
@@ -244,8 +233,15 @@ impl Service for PalindromeV1 {
     }
 }
 
+/// Stop accepting on this port after the first client has left.
+const ONCE: OptionDoc = OptionDoc {
+    name: "once",
+    default: "false",
+    meaning: "stop accepting after the first client has left, like the lecture's v1",
+};
+
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let V1Options { strict, once } = options.parse()?;
+    let (strict, once) = super::strict_and(options, |r| r.bool(ONCE.name, false))?;
     Ok(Arc::new(PalindromeV1 { strict, once }))
 }
 
@@ -253,6 +249,7 @@ inventory::submit! {
     Registration {
         name: "palindrome-v1",
         summary: "palindrome checker at byte level with its own framing (lecture v1, recv/sendall)",
+        options: &[super::STRICT, ONCE],
         build,
     }
 }

@@ -167,13 +167,14 @@ impl Service for PalindromeV2 {
 }
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let super::Options { strict } = options.parse()?;
+    let (strict, ()) = super::strict_and(options, |_| ())?;
     Ok(Arc::new(PalindromeV2 { strict }))
 }
 
 inventory::submit! {
     Registration {
         name: "palindrome-v2",
+        options: &[super::STRICT],
         summary: "palindrome checker over buffered reader/writer (lecture v2, makefile)",
         build,
     }

@@ -39,13 +39,14 @@ impl LineHandler for Handler {
 }
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let super::Options { strict } = options.parse()?;
+    let (strict, ()) = super::strict_and(options, |_| ())?;
     Ok(Arc::new(LineServer(PalindromeV3 { strict })))
 }
 
 inventory::submit! {
     Registration {
         name: "palindrome-v3",
+        options: &[super::STRICT],
         summary: "palindrome checker on the host's line framing (lecture v3, StreamRequestHandler)",
         build,
     }

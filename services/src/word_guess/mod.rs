@@ -106,7 +106,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::lines::{Flow, Inbox, LineHandler, LineServer, LineService};
-use crate::{Needs, Options, Registration, Service, Stat};
+use crate::{Needs, OptionDoc, Options, Registration, Service, Stat};
 use game::{PlayerId, Word};
 use hall::Hall;
 
@@ -443,6 +443,28 @@ inventory::submit! {
     Registration {
         name: "word-guess",
         summary: "multiplayer word guessing: letters or the whole word, turns, scores, many games per port",
+        options: &[
+            OptionDoc {
+                name: "players",
+                default: "2",
+                meaning: "players per game, 1 to 16; a game starts when that many have joined",
+            },
+            OptionDoc {
+                name: "words",
+                default: "60 built-in Ukrainian and English words",
+                meaning: "the words to guess, e.g. [\"socket\", \"сервер\"]",
+            },
+            OptionDoc {
+                name: "words_file",
+                default: "none",
+                meaning: "a file of words, one a line, relative to the config file (instead of words)",
+            },
+            OptionDoc {
+                name: "turn_timeout_secs",
+                default: "no limit",
+                meaning: "seconds a player has for a move before the turn passes, 1 to 86400",
+            },
+        ],
         build,
     }
 }
