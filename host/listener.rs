@@ -126,7 +126,8 @@ async fn hand_over(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
     }
     info!(
         port = port.port(),
-        "stopped accepting; the socket is closed and its queue handed over"
+        "stopped accepting; its queued clients are served and its socket closed (unless \
+         systemd holds it)"
     );
 }
 

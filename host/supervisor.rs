@@ -336,15 +336,25 @@ impl Supervisor {
                 "reload: {change}; old connections drain, new ones get the new entry"
             );
             self.reload_event(number, change.clone());
+            // Taken before the old accept loop is told to stop, so that its hand-over (which
+            // would serve the queue and close the socket) finds nothing to take.
+            let listener = old.port.take_listener();
             old.port.stop.cancel();
-            // A socket on another address, or with other options, is dropped here, before the
-            // new one is bound.
-            let same_socket = old.port.plan.entry.edge.reuse_port == plan.entry.edge.reuse_port;
-            let reusable = old
-                .port
-                .take_listener()
-                .filter(|l| same_socket && l.local_addr().ok() == Some(plan.entry.addr));
             let origin = old.origin.clone();
+            // A socket on another address, or with other options, is dropped here, before the
+            // new one is bound; a passed socket is made claimable again, for a later reload.
+            let reusable = listener.filter(|l| match &origin {
+                Origin::Passed { name, .. } if name.as_deref() == Some(&*number.to_string()) => {
+                    true
+                }
+                _ => {
+                    old.port.plan.entry.edge.reuse_port == plan.entry.edge.reuse_port
+                        && l.local_addr().ok() == Some(plan.entry.addr)
+                }
+            });
+            if reusable.is_none() {
+                self.sockets.release(number, old.port.plan.entry.addr);
+            }
             self.retire(old);
             let (listener, origin) = match reusable {
                 Some(listener) => (listener, origin),
@@ -410,7 +420,11 @@ impl Supervisor {
 
     /// Stops accepting everywhere, lets connected clients finish for the grace period, then
     /// closes the rest (children get SIGTERM, then SIGKILL) and reaps every child.
-    pub async fn drain(self) {
+    pub async fn drain(mut self) {
+        // The passed sockets kept for reloads: with them gone, each port's hand-over closes
+        // the last descriptor of its socket, and new clients are refused at once instead of
+        // waiting unanswered in a backlog nobody will accept from.
+        drop(std::mem::take(&mut self.sockets));
         let served: Vec<Served> = self.ports.into_values().collect();
         let grace = self.grace;
         // Alongside any port a reload is still draining; each drain is bounded on its own.

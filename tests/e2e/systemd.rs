@@ -11,9 +11,6 @@
 //! with `sd_listen_fds()` (so `LISTEN_PID` must be its own pid: it is started through `sh`,
 //! which sets it to `$$` and `exec`s it) and passes on to porthost with the names `--fdname`
 //! gives them.
-//!
-//! The tests marked `#[ignore]` each show a bug of the host, described on the test, and fail
-//! until it is fixed: `cargo test --test systemd -- --ignored` runs them.
 
 #[path = "support.rs"]
 #[allow(dead_code)] // each end-to-end target uses part of it
@@ -369,15 +366,12 @@ fn a_passed_socket_no_port_claims_stops_the_host_naming_its_descriptor() {
 }
 
 /// A stopping host closes its listening sockets so that new clients are refused at once
-/// (`host/listener.rs`, `hand_over`), and a proxy or client tries elsewhere. With a passed
-/// socket it does not: `Sockets` keeps a descriptor of every socket systemd passed (for
-/// reloads) until `Supervisor::drain` has waited out the grace period, so the socket goes on
-/// listening; new clients complete their handshake, wait unanswered, and are reset when the
-/// host exits. Under a real `.socket` unit systemd holds the socket anyway and clients wait
-/// for the next start, but a host started by `systemd-socket-activate`, by a test, or by any
-/// parent that gave its sockets away resets them.
+/// (`host/listener.rs`, `hand_over`), and a proxy or client tries elsewhere, passed sockets
+/// included: `Supervisor::drain` first lets go of the descriptors `Sockets` keeps for reloads.
+/// (Under a real `.socket` unit systemd holds the socket anyway and clients wait for the next
+/// start; a host started by `systemd-socket-activate`, by a test or by any parent that gave
+/// its sockets away would otherwise leave them waiting unanswered, then reset them.)
 #[test]
-#[ignore = "fails: a draining host keeps passed sockets listening until it exits (see the doc)"]
 fn a_draining_host_refuses_new_clients_on_passed_sockets_at_once() {
     let passed = listener(loopback(1));
     let number = port_of(&passed);
@@ -427,15 +421,12 @@ fn a_draining_host_refuses_new_clients_on_passed_sockets_at_once() {
 }
 
 /// A reload that changes a port continues on the port's socket (README: "ports whose entry
-/// changed drain their clients and continue on the same socket"). For a socket claimed by its
-/// name whose address is not the config's (a `.socket` unit with `ListenStream=[::]:7004`,
-/// as `examples/systemd/porthost@.socket` suggests, for a port the config binds to
-/// 127.0.0.1), it does not: `Supervisor::reload` reuses the old listener only when its
-/// address equals the config's, else it calls `Sockets::listen`, which finds the passed
-/// socket still marked claimed and binds the config's address itself. The passed socket goes
-/// on listening, with nobody accepting: its clients wait for ever.
+/// changed drain their clients and continue on the same socket"), also a socket claimed by its
+/// name whose address is not the config's (a `.socket` unit with `ListenStream=[::]:7004`, as
+/// `examples/systemd/porthost@.socket` suggests, for a port the config binds to 127.0.0.1).
+/// Rebinding the config's address instead would leave the passed socket listening with nobody
+/// accepting, its clients waiting for ever.
 #[test]
-#[ignore = "fails: a reload that changes a port abandons the socket it claimed by name (see the doc)"]
 fn a_reload_that_changes_a_port_keeps_the_socket_it_claimed_by_name() {
     let named = listener(loopback(2));
     let number = port_of(&named);
@@ -468,15 +459,12 @@ fn a_reload_that_changes_a_port_keeps_the_socket_it_claimed_by_name() {
     );
 }
 
-/// The same, for a socket claimed by its address, and a race: `Supervisor::reload` stops the
-/// old port (`stop.cancel()`) and then takes its listener to reuse it, while the old port's
-/// accept loop, woken by the cancel, runs `hand_over`, which takes the same listener. When
-/// `hand_over` wins (about one reload in ten here), the reload binds anew; for a passed socket
-/// `Sockets::listen` finds it still marked claimed, and binding its address fails because it
-/// still listens: "reload: cannot bind ...: Address already in use; the port is not served".
-/// This test changes the port's model 100 times and checks that it is served after each.
+/// The same, for a socket claimed by its address, where a race used to lose it: the reload
+/// must take the old port's listener before it tells the old accept loop to stop, or that
+/// loop's `hand_over` takes (and closes) it first, and the reload, finding the passed socket
+/// still listening, cannot bind its address. This test changes the port's model 100 times and
+/// checks that it is served after each.
 #[test]
-#[ignore = "fails: a reload that changes a port can lose its passed socket to a race (see the doc)"]
 fn every_reload_that_changes_a_port_keeps_its_passed_socket() {
     let passed = listener(loopback(1));
     let number = port_of(&passed);
