@@ -531,6 +531,8 @@ where
         .disable_y_mesh()
         .y_labels(bars)
         .y_label_formatter(y_label)
+        // Few enough that labels like "40,000" never run into each other.
+        .x_labels(6)
         .x_desc(x_desc)
         .x_label_formatter(&x_label)
         .label_style((FONT, 14))

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, timeout_at};
 
 use porthost::procfs;
@@ -317,6 +317,12 @@ pub async fn churn(addr: SocketAddr, total: usize, workers: usize, budget: Durat
 /// the whole budget for them would teach nothing more.
 const STALL: Duration = Duration::from_secs(1);
 
+/// Footprint clients connecting, and not yet answered, at once. Thousands of handshakes at once
+/// overflow a listen backlog (the kernel's cap is 4096 here), and the handshakes it drops
+/// complete a second or three later, when the kernel sends them again: a stall that is the
+/// load generator's, not the server's.
+const CONNECTING_AT_ONCE: usize = 1000;
+
 /// `footprint`: `clients` idle connections held open (each answered once, so the server has
 /// really taken it on): the server's memory (PSS, summed over its processes), threads and
 /// processes, against its idle level.
@@ -328,12 +334,18 @@ pub async fn footprint(addr: SocketAddr, pid: u32, clients: usize, budget: Durat
     let deadline = Instant::now() + budget;
     let served = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    let connecting = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let progress = Arc::new(Notify::new());
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
         let (served, failed, progress) = (served.clone(), failed.clone(), progress.clone());
+        let connecting = connecting.clone();
         tasks.push(tokio::spawn(async move {
             let held = async {
+                let _turn = timeout_at(deadline, connecting.acquire())
+                    .await
+                    .ok()?
+                    .ok()?;
                 let stream = timeout_at(deadline, TcpStream::connect(addr)).await.ok()?;
                 let Ok(stream) = stream else {
                     failed.fetch_add(1, Ordering::Relaxed);

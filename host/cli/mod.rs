@@ -208,6 +208,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
     // Before any thread starts: it reads and clears the environment.
     let sockets = Sockets::from_systemd().context("socket activation")?;
     raise_descriptor_limit();
+    say_if_descriptors_are_short(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -261,6 +262,33 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Descriptors a connection costs the host: its socket, and the second handle the host keeps to
+/// close it at the end of a drain wherever it is served.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+
+/// Says, once at start, when the descriptor limit cannot hold every port full: beyond it, accept
+/// waits for descriptors to free up (with a warning each time), which looks like a slow server.
+fn say_if_descriptors_are_short(config: &crate::config::Config) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let connections: u64 = config
+        .ports
+        .iter()
+        .map(|p| p.entry.max_connections as u64)
+        .sum();
+    let needed = connections.saturating_mul(DESCRIPTORS_PER_CONNECTION);
+    if let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && needed > limit
+    {
+        info!(
+            "the ports may hold {connections} connections at once, {DESCRIPTORS_PER_CONNECTION} \
+             descriptors each, but this process may open {limit}: beyond about {} clients, \
+             accept waits for descriptors to free up (raise `ulimit -n`, or LimitNOFILE= under \
+             systemd)",
+            limit / DESCRIPTORS_PER_CONNECTION
+        );
+    }
 }
 
 /// Many clients at once need many descriptors: lift the soft limit to the hard one, as servers
