@@ -319,11 +319,36 @@ fn per_port(
     Ok(())
 }
 
+/// A histogram in seconds per port, from `value`: the counts per bucket of `bounds` (and one
+/// past the last) and the sum in nanoseconds.
+fn histogram_per_port<'r>(
+    encoder: &mut DescriptorEncoder<'_>,
+    rows: &'r [Row],
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    value: impl Fn(&'r Row) -> (&'r [u64], u64),
+) -> std::fmt::Result {
+    let mut family =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for row in rows {
+        let (counts, sum_nanos) = value(row);
+        family
+            .encode_family(&row.labels)?
+            .encode_histogram::<NoLabelSet>(
+                sum_nanos as f64 / 1e9,
+                counts.iter().sum(),
+                &buckets(bounds, counts),
+                None,
+            )?;
+    }
+    Ok(())
+}
+
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         use MetricType::{Counter, Gauge};
         let rows = &self.rows;
-        let seconds = Some(&Unit::Seconds);
         let bytes = Some(&Unit::Bytes);
         per_port(
             &mut e,
@@ -371,26 +396,14 @@ impl prometheus_client::collector::Collector for Collector {
                 }
             }
         }
-        {
-            let mut family = e.encode_descriptor(
-                "porthost_session_duration",
-                "How long connections lasted.",
-                seconds,
-                MetricType::Histogram,
-            )?;
-            for row in rows {
-                let buckets = buckets(&SESSION_BUCKETS, &row.counts.sessions);
-                let count = row.counts.sessions.iter().sum();
-                family
-                    .encode_family(&row.labels)?
-                    .encode_histogram::<NoLabelSet>(
-                        row.counts.session_nanos as f64 / 1e9,
-                        count,
-                        &buckets,
-                        None,
-                    )?;
-            }
-        }
+        histogram_per_port(
+            &mut e,
+            rows,
+            "porthost_session_duration",
+            "How long connections lasted.",
+            &SESSION_BUCKETS,
+            |r| (&r.counts.sessions, r.counts.session_nanos),
+        )?;
         per_port(
             &mut e,
             rows,
@@ -427,26 +440,14 @@ impl prometheus_client::collector::Collector for Collector {
             Counter,
             |r| r.traffic.bytes_out as i64,
         )?;
-        {
-            let mut family = e.encode_descriptor(
-                "porthost_reply_latency",
-                "From a request line read to its reply written.",
-                seconds,
-                MetricType::Histogram,
-            )?;
-            for row in rows {
-                let buckets = buckets(&LATENCY_BUCKETS, &row.traffic.latency);
-                let count = row.traffic.latency.iter().sum();
-                family
-                    .encode_family(&row.labels)?
-                    .encode_histogram::<NoLabelSet>(
-                        row.traffic.latency_sum_nanos as f64 / 1e9,
-                        count,
-                        &buckets,
-                        None,
-                    )?;
-            }
-        }
+        histogram_per_port(
+            &mut e,
+            rows,
+            "porthost_reply_latency",
+            "From a request line read to its reply written.",
+            &LATENCY_BUCKETS,
+            |r| (&r.traffic.latency, r.traffic.latency_sum_nanos),
+        )?;
         per_port(
             &mut e,
             rows,

@@ -141,15 +141,7 @@ impl TestHost {
             .iter()
             .map(|l| l.local_addr().expect("bound").port())
             .collect();
-        let grace = if host_table.contains("shutdown_grace_secs") {
-            ""
-        } else {
-            "shutdown_grace_secs = 2\n"
-        };
-        let mut text = format!("[host]\n{grace}{host_table}\n");
-        for (port, e) in ports.iter().zip(entries) {
-            text.push_str(&port_entry(*port, e));
-        }
+        let text = config_text(host_table, &listeners, entries);
         let dir = scratch_dir();
         let path = dir.join("services.toml");
         std::fs::write(&path, &text).expect("write the config");
@@ -256,6 +248,26 @@ fn bind_line(extra: &str) -> Option<std::net::IpAddr> {
         .filter_map(|l| l.trim().strip_prefix("bind"))
         .filter_map(|rest| rest.trim_start().strip_prefix('='))
         .find_map(|value| value.trim().trim_matches('"').parse().ok())
+}
+
+/// A config serving `entries` on `listeners` (one each, in order) with `host_table` as its
+/// `[host]` table, and a grace period of 2 s unless it says otherwise: tests drain quickly.
+pub fn config_text(
+    host_table: &str,
+    listeners: &[std::net::TcpListener],
+    entries: &[Entry<'_>],
+) -> String {
+    let grace = if host_table.contains("shutdown_grace_secs") {
+        ""
+    } else {
+        "shutdown_grace_secs = 2\n"
+    };
+    let mut text = format!("[host]\n{grace}{host_table}\n");
+    for (listener, e) in listeners.iter().zip(entries) {
+        let port = listener.local_addr().expect("bound").port();
+        text.push_str(&port_entry(port, e));
+    }
+    text
 }
 
 /// A `[ports.N]` table.

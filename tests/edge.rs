@@ -295,12 +295,11 @@ fn untrusted_sources_and_bad_or_slow_headers_are_closed_and_counted() {
     let addr = host.addr(0);
     let connect = |via: [u8; 4]| Client::connect_from(via.into(), addr).stream;
 
-    // A valid header from a source that is not a trusted proxy.
+    // A valid header from a source that is not a trusted proxy. The port may close it before
+    // the writes arrive, so a write may fail: only the silent close matters.
     let mut stream = connect([127, 0, 0, 2]);
-    stream
-        .write_all(&v1("10.1.2.3:5555".parse().unwrap(), addr))
-        .unwrap();
-    stream.write_all(b"abba\n").unwrap();
+    let _ = stream.write_all(&v1("10.1.2.3:5555".parse().unwrap(), addr));
+    let _ = stream.write_all(b"abba\n");
     assert!(closed_silently(stream), "untrusted source");
 
     // No header at all: never guessed.

@@ -137,15 +137,7 @@ impl Launch {
             .iter()
             .map(|l| l.local_addr().unwrap().port())
             .collect();
-        let grace = if host_table.contains("shutdown_grace_secs") {
-            ""
-        } else {
-            "shutdown_grace_secs = 2\n"
-        };
-        let mut text = format!("[host]\n{grace}{host_table}\n");
-        for (port, e) in ports.iter().zip(entries) {
-            text.push_str(&port_entry(*port, e));
-        }
+        let text = porthost::testing::config_text(host_table, &listeners, entries);
         let config = config_file(&text);
         let mut command = match self.nofile {
             None => porthost(),

@@ -258,9 +258,13 @@ impl Session {
                             Ask::Name => "name",
                             Ask::Move => "move",
                         };
-                        return fail(format!(
+                        // What this step has to say (why the last lines were refused, say)
+                        // is still said.
+                        step.end = fail(format!(
                             "standard input ended, but the game needs your {needed}"
-                        ));
+                        ))
+                        .end;
+                        return step;
                     }
                     None => break,
                 }
@@ -768,6 +772,24 @@ mod tests {
         assert_eq!(
             failed(&session.server_line(protocol::WELCOME)),
             "standard input ended, but the game needs your name"
+        );
+    }
+
+    #[test]
+    fn a_script_that_ends_on_refused_moves_still_says_why_they_were_refused() {
+        // The script is read ahead; its lines are used when the turn comes.
+        let mut session = in_game(Input::Script);
+        session.user_line("ab");
+        session.input_ended();
+        let step = my_turn(&mut session);
+        assert!(
+            step.print
+                .ends_with(&["\"ab\" has 2 letters, but the word has 4.".to_owned()]),
+            "{step:?}"
+        );
+        assert_eq!(
+            failed(&step),
+            "standard input ended, but the game needs your move"
         );
     }
 
