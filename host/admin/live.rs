@@ -252,7 +252,11 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
         if stat.value > before {
             let n = stat.value - before;
             port.events.push(Some(port.port()), Kind::Game, || {
-                format!("{n} {}", stat.name.replace('_', " "))
+                format!(
+                    "{}: +{n} ({} in all)",
+                    stat.name.replace('_', " "),
+                    stat.value
+                )
             });
         }
     }
