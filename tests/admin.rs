@@ -471,3 +471,66 @@ fn a_load_run_from_the_page_drives_the_ports_and_says_how_it_ended() {
         .sum();
     assert_eq!(lines as u64, replies, "{metrics}");
 }
+
+/// The live page lists the oldest 40 connections of a port, oldest first, and counts the rest.
+#[test]
+fn the_connection_list_is_the_oldest_forty_in_order_and_a_count_of_the_rest() {
+    let (host, admin) = admin_host("", &[entry("palindrome-v3", "async", "")]);
+    let clients: Vec<Client> = (0..45)
+        .map(|_| {
+            let mut client = Client::connect(host.addr(0));
+            assert_eq!(client.ask("abba"), "1");
+            client
+        })
+        .collect();
+    let peers: Vec<String> = clients
+        .iter()
+        .map(|c| c.stream.local_addr().unwrap().to_string())
+        .collect();
+    let mut state = serde_json::Value::Null;
+    assert!(
+        eventually(|| {
+            state = serde_json::from_str(&get(admin, "/api/state")).unwrap();
+            state["ports"][0]["open"] == 45
+        }),
+        "{state}"
+    );
+    let port = &state["ports"][0];
+    let listed: Vec<&str> = port["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["peer"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, peers[..40], "{port}");
+    assert_eq!(port["more_connections"], 5);
+}
+
+/// A game starting and ending shows in the feed, with the count so far.
+#[test]
+fn games_show_in_the_event_feed() {
+    let (host, admin) = admin_host(
+        "",
+        &[entry(
+            "word-guess",
+            "async",
+            "options = { words = [\"ab\"] }",
+        )],
+    );
+    let players: Vec<Client> = ["Ann", "Bob"]
+        .iter()
+        .map(|name| {
+            let mut client = Client::connect(host.addr(0));
+            client.line();
+            client.send(format!("{name}\n").as_bytes());
+            client
+        })
+        .collect();
+    let events = || get(admin, "/api/state");
+    assert!(
+        eventually(|| events().contains("games started: +1 (1 in all)")),
+        "{}",
+        events()
+    );
+    drop(players);
+}

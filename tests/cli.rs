@@ -365,3 +365,24 @@ fn the_line_client_sends_what_is_typed_and_prints_what_comes_back() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "1\n\n1\n");
 }
+
+/// A host whose descriptor limit cannot hold its ports full says so once at start, and one
+/// whose limit can says nothing about it.
+#[test]
+fn a_descriptor_limit_too_low_for_the_ports_is_said_at_start() {
+    let short = HostProcess::start_limited(64, "", &[entry("palindrome-v3", "async", "")]);
+    assert!(
+        eventually(|| short.log().contains(
+            "the ports may hold 10000 connections at once, 2 descriptors each, but this process \
+             may open 64: beyond about 32 clients"
+        )),
+        "{}",
+        short.log()
+    );
+    let ample = HostProcess::start(
+        "",
+        &[entry("palindrome-v3", "async", "max_connections = 10")],
+    );
+    assert!(eventually(|| ample.log().contains("serving 1 port")));
+    assert!(!ample.log().contains("descriptors each"), "{}", ample.log());
+}

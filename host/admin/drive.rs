@@ -304,3 +304,33 @@ async fn complaint(stderr: tokio::process::ChildStderr) -> String {
     }
     said
 }
+
+#[cfg(test)]
+mod tests {
+    use super::complaint;
+
+    async fn said(script: &str) -> String {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let said = complaint(child.stderr.take().unwrap()).await;
+        child.wait().await.unwrap();
+        said
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_is_told_by_its_error_line_or_its_first_line() {
+        assert_eq!(
+            said("echo; echo 'Usage: x' >&2; echo 'error: bad flag' >&2; echo 'try --help' >&2")
+                .await,
+            "error: bad flag"
+        );
+        assert_eq!(said("echo first >&2; echo second >&2").await, "first");
+        assert_eq!(said("true").await, "no message");
+        let long = said("printf '%0300d\\n' 0 >&2").await;
+        assert_eq!(long.chars().count(), 201, "{long}");
+        assert!(long.ends_with('…'));
+    }
+}

@@ -244,11 +244,10 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
     });
 
     let stats = port.plan.service.stats();
+    // A counter counts from the port's start: on first sight, everything so far is news (a
+    // game that started before the first sample is reported, not taken as the baseline).
     for stat in stats.iter().filter(|s| s.counter) {
-        let before = memory
-            .stats
-            .insert(stat.name, stat.value)
-            .unwrap_or(stat.value);
+        let before = memory.stats.insert(stat.name, stat.value).unwrap_or(0);
         if stat.value > before {
             let n = stat.value - before;
             port.events.push(Some(port.port()), Kind::Game, || {
