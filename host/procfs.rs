@@ -94,6 +94,11 @@ pub struct Memory {
     pub pss_kib: u64,
     /// Unique set size: pages mapped by this process only (`Private_Clean + Private_Dirty`).
     pub uss_kib: u64,
+    /// The anonymous part of `pss_kib` (`Pss_Anon`, Linux 5.14): stacks, heaps, buffers and the
+    /// copy-on-write copies of a forked child. Unlike file pages, which every other process
+    /// mapping the same binary or libc shares, these are shared only within the process tree,
+    /// so what a client adds to them does not move when unrelated processes come and go.
+    pub pss_anon_kib: u64,
 }
 
 /// The memory of a process, `None` when it is gone (or the kernel predates `smaps_rollup`,
@@ -116,6 +121,7 @@ pub fn memory(pid: u32) -> Option<Memory> {
                 seen = true;
             }
             "Private_Clean" | "Private_Dirty" => memory.uss_kib += kib,
+            "Pss_Anon" => memory.pss_anon_kib = kib,
             _ => {}
         }
     }
@@ -138,6 +144,9 @@ pub struct Footprint {
     pub pss_kib: u64,
     /// USS summed over the processes: pages private to one process.
     pub uss_kib: u64,
+    /// `Pss_Anon` summed over the processes: what clients add to a server's memory, unmoved
+    /// by other processes that map the same files.
+    pub pss_anon_kib: u64,
     pub threads: usize,
     pub processes: usize,
 }
@@ -161,6 +170,7 @@ pub fn footprint(pid: u32) -> Footprint {
         if let Some(memory) = memory(pid) {
             footprint.pss_kib += memory.pss_kib;
             footprint.uss_kib += memory.uss_kib;
+            footprint.pss_anon_kib += memory.pss_anon_kib;
         }
     }
     footprint

@@ -397,7 +397,9 @@ pub async fn footprint(addr: SocketAddr, pid: u32, clients: usize, budget: Durat
     let served = served.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
     let waiting = clients - served - failed;
-    let growth = loaded.pss_kib.saturating_sub(idle.pss_kib) as f64;
+    // Growth in anonymous PSS: the file pages' share of PSS moves whenever another process maps
+    // the same binary or libc (a test run starts dozens), by more than a few idle clients add.
+    let growth = loaded.pss_anon_kib.saturating_sub(idle.pss_anon_kib) as f64;
     let mut sample = Sample {
         errors: warm.errors + failed as u64,
         unfinished: (waiting > 0).then(|| {

@@ -35,7 +35,9 @@ pub enum Metric {
     PssIdleMib,
     /// ... and with them connected.
     PssMib,
-    /// The growth, per client served.
+    /// The growth of anonymous PSS (`Pss_Anon`: stacks, heaps, buffers, copy-on-write copies),
+    /// per client served: the file pages' share moves with every unrelated process that maps
+    /// the same binary or libc.
     PssPerConnKib,
     Threads,
     Processes,

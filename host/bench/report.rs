@@ -11,7 +11,8 @@ use porthost::cli::table::render as render_table;
 /// How the bench measures memory, for the table and the outputs.
 pub const MEMORY: &str = "PSS (proportional set size, from /proc/<pid>/smaps_rollup) summed over \
      the server's processes: a page shared by several processes is split among them, so \
-     shared pages count once in all, however many processes map them";
+     shared pages count once in all, however many processes map them; growth per idle client \
+     from its anonymous part (Pss_Anon), which other processes mapping the same files leave alone";
 
 /// One workload against one server, over every run.
 #[derive(Debug, Serialize)]
