@@ -176,6 +176,20 @@ impl TestHost {
         SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
     }
 
+    /// How many clients wait in the accept queue of the port at `index`: connected by the
+    /// kernel, not yet accepted by the host. `None` once the port no longer listens.
+    pub fn waiting(&self, index: usize) -> Option<u64> {
+        let supervisor = self.supervisor();
+        let port = self.ports[index];
+        supervisor
+            .as_ref()?
+            .observed()
+            .ports()
+            .into_iter()
+            .find(|p| p.port() == port)?
+            .waiting()
+    }
+
     /// Everything the host and its fork server logged so far.
     pub fn log(&self) -> String {
         let forker = std::fs::read_to_string(self.dir.join("forker.log")).unwrap_or_default();

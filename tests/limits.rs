@@ -67,8 +67,12 @@ fn above_max_connections_clients_wait_instead_of_being_dropped() {
         // The kernel completes the handshake from the backlog; the host does not accept yet.
         let mut third = Client::connect(host.addr(i));
         third.send(b"abba\n");
+        assert!(
+            eventually(|| host.waiting(i) == Some(1)),
+            "{model}: the client above max_connections is not left in the accept queue"
+        );
         assert_eq!(
-            third.line_within(Duration::from_millis(300)),
+            third.line_within(Duration::from_millis(1)),
             None,
             "{model}: served above max_connections"
         );

@@ -50,6 +50,11 @@ const PORT_KEYS: [&str; 4] = [
 fn refused_or_served(host_table: &str, entries: &[crate::util::Entry<'_>]) {
     match TestHost::try_start(host_table, entries) {
         Err(errors) => {
+            // A refusal with no lines would be a start that failed without saying why.
+            assert!(
+                errors.lines().next().is_some(),
+                "{host_table:?}: refused with no error line"
+            );
             for line in errors.lines() {
                 let (_, place) = line
                     .split_once("services.toml:")

@@ -41,6 +41,35 @@ pub fn port_of(listener: &TcpListener) -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// How many clients wait in the accept queue of the sockets listening on `port`, whichever
+/// process holds them: for a listening socket, the `rx_queue` of `/proc/net/tcp{,6}` is the
+/// accept queue's length. `None` when nothing listens there.
+pub fn accept_queue(port: u16) -> Option<u32> {
+    let mut found = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (Some(local), Some(&"0A"), Some(queues)) =
+                (fields.get(1), fields.get(3), fields.get(4))
+            else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
+            if local_port != Some(Ok(port)) {
+                continue;
+            }
+            let queued = queues
+                .split(':')
+                .nth(1)
+                .and_then(|q| u32::from_str_radix(q, 16).ok())
+                .unwrap_or(0);
+            *found.get_or_insert(0) += queued;
+        }
+    }
+    found
+}
+
 /// Polls `check` until it holds or [`PATIENCE`] runs out; returns whether it held.
 pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + PATIENCE;
