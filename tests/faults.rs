@@ -7,13 +7,12 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use porthost::services::palindrome::verdict;
 
 use crate::util::{
-    Client, HostProcess, PATIENCE, TestHost, children_of, combos, entry, eventually, fds, threads,
-    zombies_of,
+    Client, HostProcess, TestHost, children_of, combos, entry, eventually, fds, held_connections,
+    threads, zombies_of,
 };
 
 /// One host serving every palindrome version under every model, shared by a test's threads.
@@ -140,7 +139,12 @@ fn abandoned_connections_are_reclaimed(model: &str) {
     assert!(warm_up.is_closed());
     drop(warm_up);
     assert!(eventually(|| threads(pid) == idle_threads));
-    let idle_fds = stable(|| fds(pid));
+    let port = host.addr(0).port();
+    assert!(
+        eventually(|| held_connections(port) == 0),
+        "{model}: the warm-up connection is still open"
+    );
+    let idle_fds = fds(pid);
     for _ in 0..3 {
         let clients: Vec<Client> = (0..1000).map(|_| Client::connect(host.addr(0))).collect();
         for mut client in clients {
@@ -163,22 +167,6 @@ fn abandoned_connections_are_reclaimed(model: &str) {
             fds(pid)
         );
     }
-}
-
-/// A count once it has stayed the same for a fifth of a second; the test fails if it never
-/// settles within [`PATIENCE`].
-fn stable(count: impl Fn() -> usize) -> usize {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut last = count();
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("the count never settled: last {last}");
 }
 
 #[test]

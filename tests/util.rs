@@ -428,3 +428,27 @@ pub fn alive(pid: u32) -> bool {
 pub fn fds(pid: u32) -> usize {
     procfs::open_fds(pid)
 }
+
+/// Connected sockets on `port` that some process still holds open (the server's side of its
+/// connections): rows of `/proc/net/tcp{,6}` with that local port, not listening, and with an
+/// inode, which a socket loses when its last descriptor is closed (a FIN_WAIT or TIME_WAIT
+/// left behind holds none).
+pub fn held_connections(port: u16) -> usize {
+    let mut held = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
+            if local_port == Some(Ok(port)) && *state != "0A" && *inode != "0" {
+                held += 1;
+            }
+        }
+    }
+    held
+}
