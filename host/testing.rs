@@ -36,11 +36,16 @@ const FORKER_TEST: &str = "forker_entry_point";
 macro_rules! forker_entry_point {
     () => {
         /// Not a test: the host under test starts this binary again, running only this, as its
-        /// process-per-client fork server (see `porthost::testing`).
+        /// process-per-client fork server (see `porthost::testing`). Run any other way it fails,
+        /// since it has nothing to check.
         #[test]
         #[ignore = "the fork server's entry point, started by the host under test"]
         fn forker_entry_point() {
             $crate::testing::run_forker_if_asked();
+            panic!(
+                "not a test: the entry point through which a host under test starts this \
+                 binary as its fork server"
+            );
         }
     };
 }
