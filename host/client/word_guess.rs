@@ -334,7 +334,7 @@ impl Session {
         let Some(puzzle) = &self.puzzle else {
             return Ok(());
         };
-        if puzzle.scripts.contains(&Script::Other) {
+        if puzzle.scripts.iter().any(|s| !s.is_known()) {
             return Ok(());
         }
         let Some(stray) = guess

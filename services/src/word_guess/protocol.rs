@@ -178,98 +178,43 @@ pub fn quoted(text: &str) -> String {
 }
 
 /// The writing system of a letter, so that players know which keyboard layout the hidden word
-/// needs: Latin `o` and Cyrillic `о` look the same and are different letters. Decided by
-/// Unicode block, which is exact enough for the scripts a word list holds.
+/// needs: Latin `o` and Cyrillic `о` look the same and are different letters. Unicode's Script
+/// property (`unicode-script`), so every script a word list may hold has its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Script {
-    Latin,
-    Greek,
-    Cyrillic,
-    Armenian,
-    Hebrew,
-    Arabic,
-    Devanagari,
-    Thai,
-    Georgian,
-    Hangul,
-    Hiragana,
-    Katakana,
-    Han,
-    /// A letter of any script not listed above.
-    Other,
-}
-
-const SCRIPTS: [Script; 14] = [
-    Script::Latin,
-    Script::Greek,
-    Script::Cyrillic,
-    Script::Armenian,
-    Script::Hebrew,
-    Script::Arabic,
-    Script::Devanagari,
-    Script::Thai,
-    Script::Georgian,
-    Script::Hangul,
-    Script::Hiragana,
-    Script::Katakana,
-    Script::Han,
-    Script::Other,
-];
+pub struct Script(unicode_script::Script);
 
 impl Script {
+    /// A letter's script; one of no script of its own (Common, such as digits, or Inherited,
+    /// combining marks) is [`Script::is_known`] false, since it fits any keyboard.
     pub fn of(letter: char) -> Script {
-        match u32::from(letter) {
-            0x41..=0x5A
-            | 0x61..=0x7A
-            | 0xAA
-            | 0xBA
-            | 0xC0..=0x2AF
-            | 0x1D00..=0x1DBF
-            | 0x1E00..=0x1EFF
-            | 0x2C60..=0x2C7F
-            | 0xA720..=0xA7FF
-            | 0xAB30..=0xAB6F
-            | 0xFF21..=0xFF3A
-            | 0xFF41..=0xFF5A => Script::Latin,
-            0x370..=0x3FF | 0x1F00..=0x1FFF => Script::Greek,
-            0x400..=0x52F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => Script::Cyrillic,
-            0x530..=0x58F => Script::Armenian,
-            0x590..=0x5FF => Script::Hebrew,
-            0x600..=0x6FF | 0x750..=0x77F | 0x8A0..=0x8FF | 0xFB50..=0xFDFF | 0xFE70..=0xFEFF => {
-                Script::Arabic
-            }
-            0x900..=0x97F => Script::Devanagari,
-            0xE00..=0xE7F => Script::Thai,
-            0x10A0..=0x10FF | 0x1C90..=0x1CBF | 0x2D00..=0x2D2F => Script::Georgian,
-            0x1100..=0x11FF | 0x3130..=0x318F | 0xAC00..=0xD7AF => Script::Hangul,
-            0x3040..=0x309F => Script::Hiragana,
-            0x30A0..=0x30FF | 0x31F0..=0x31FF | 0xFF66..=0xFF9F => Script::Katakana,
-            0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF => Script::Han,
-            _ => Script::Other,
+        use unicode_script::{Script as Ucd, UnicodeScript};
+        match letter.script() {
+            Ucd::Common | Ucd::Inherited => Script(Ucd::Unknown),
+            script => Script(script),
         }
     }
 
+    /// Whether the letter belongs to a writing system of its own.
+    pub fn is_known(self) -> bool {
+        self.0 != unicode_script::Script::Unknown
+    }
+
+    /// Unicode's name of the script (`Latin`, `Old_Italic`), or `other`.
     pub fn name(self) -> &'static str {
-        match self {
-            Script::Latin => "Latin",
-            Script::Greek => "Greek",
-            Script::Cyrillic => "Cyrillic",
-            Script::Armenian => "Armenian",
-            Script::Hebrew => "Hebrew",
-            Script::Arabic => "Arabic",
-            Script::Devanagari => "Devanagari",
-            Script::Thai => "Thai",
-            Script::Georgian => "Georgian",
-            Script::Hangul => "Hangul",
-            Script::Hiragana => "Hiragana",
-            Script::Katakana => "Katakana",
-            Script::Han => "Han",
-            Script::Other => "other",
+        if self.is_known() {
+            self.0.full_name()
+        } else {
+            "other"
         }
     }
 
     fn named(name: &str) -> Option<Script> {
-        SCRIPTS.into_iter().find(|s| s.name() == name)
+        match name {
+            "other" => Some(Script(unicode_script::Script::Unknown)),
+            _ => unicode_script::Script::from_full_name(name)
+                .filter(|s| *s != unicode_script::Script::Unknown)
+                .map(Script),
+        }
     }
 }
 
@@ -745,32 +690,38 @@ mod tests {
 
     #[test]
     fn scripts_tell_look_alike_letters_apart() {
-        assert_eq!(Script::of('o'), Script::Latin);
-        assert_eq!(Script::of('о'), Script::Cyrillic);
-        assert_eq!(Script::of('ο'), Script::Greek);
-        for (letter, script) in [
-            ('é', Script::Latin),
-            ('ß', Script::Latin),
-            ('ґ', Script::Cyrillic),
-            ('Ї', Script::Cyrillic),
-            ('ա', Script::Armenian),
-            ('א', Script::Hebrew),
-            ('ب', Script::Arabic),
-            ('क', Script::Devanagari),
-            ('ก', Script::Thai),
-            ('ა', Script::Georgian),
-            ('한', Script::Hangul),
-            ('ひ', Script::Hiragana),
-            ('カ', Script::Katakana),
-            ('一', Script::Han),
-            ('ᚠ', Script::Other),
+        assert_eq!(Script::of('o'), Script::of('a'));
+        assert_eq!(Script::of('о'), Script::of('я'));
+        assert_ne!(Script::of('o'), Script::of('о'), "Latin o, Cyrillic о");
+        for (letter, name) in [
+            ('ο', "Greek"),
+            ('é', "Latin"),
+            ('ß', "Latin"),
+            ('ґ', "Cyrillic"),
+            ('Ї', "Cyrillic"),
+            ('ա', "Armenian"),
+            ('א', "Hebrew"),
+            ('ب', "Arabic"),
+            ('क', "Devanagari"),
+            ('ก', "Thai"),
+            ('ა', "Georgian"),
+            ('한', "Hangul"),
+            ('ひ', "Hiragana"),
+            ('カ', "Katakana"),
+            ('一', "Han"),
+            ('ᚠ', "Runic"),
+            ('𐌰', "Gothic"),
+            ('7', "other"),
+            ('\u{301}', "other"),
         ] {
-            assert_eq!(Script::of(letter), script, "{letter}");
-            assert_eq!(Script::named(script.name()), Some(script));
+            let script = Script::of(letter);
+            assert_eq!(script.name(), name, "{letter}");
+            assert_eq!(Script::named(name), Some(script), "{name}");
         }
+        assert_eq!(Script::named("Klingon"), None);
         assert_eq!(
             scripts("абba".chars()),
-            [Script::Cyrillic, Script::Latin],
+            [Script::of('а'), Script::of('b')],
             "in order of appearance"
         );
     }
@@ -915,11 +866,11 @@ mod tests {
             ServerLine::Error("the letter a was already tried (tried: a)")
         );
         for (word, scripts, letters) in [
-            ("abba", vec![Script::Latin], 4),
-            ("ї", vec![Script::Cyrillic], 1),
+            ("abba", vec![Script::of('a')], 4),
+            ("ї", vec![Script::of('я')], 1),
             (
                 "aβж",
-                vec![Script::Latin, Script::Greek, Script::Cyrillic],
+                vec![Script::of('a'), Script::of('ω'), Script::of('я')],
                 3,
             ),
         ] {
