@@ -21,7 +21,7 @@
 //! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
 //! - [`events`]: the live view's feed of what just happened, bounded under any load.
-//! - [`logging`]: logs and printing that can never take the host down.
+//! - [`logging`]: logs and printing that can never take the host down, nor fill the disk.
 //! - [`metrics`]: what the host counts, and the Prometheus text of it.
 //! - [`cli`]: the `porthost` command line.
 //! - `testing` (feature `testing`): serving services inside a test process.

@@ -20,8 +20,17 @@ use crate::proxy_protocol;
 /// The longest pause between accept attempts after errors such as running out of descriptors.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts connections until the port stops, retires or loses its listener.
+/// Accepts connections until the port stops, retires or loses its listener; meanwhile the
+/// port tidies what it remembers about clients ([`Port::tidy_forever`]), in this task, so that
+/// a restarted loop brings its own and an ended one takes it along.
 pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
+    tokio::select! {
+        () = accept_until_stopped(port.clone(), runner) => {}
+        never = port.tidy_forever() => match never {},
+    }
+}
+
+async fn accept_until_stopped(port: Arc<Port>, runner: Arc<dyn Runner>) {
     let mut backoff = Duration::ZERO;
     loop {
         #[cfg(test)]

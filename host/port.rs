@@ -18,8 +18,9 @@ use tracing::info;
 
 use crate::config::PortPlan;
 use crate::events::{Events, Kind};
+use crate::logging::LogBudget;
 use crate::metrics::PortStats;
-use crate::rate_limit::{ConnectionRate, LogBudget};
+use crate::rate_limit::ConnectionRate;
 
 /// At most this many refusals logged per this interval, per port; the rest are summed up.
 const REFUSALS_LOGGED: (u32, std::time::Duration) = (10, std::time::Duration::from_secs(10));
@@ -264,7 +265,7 @@ impl Port {
             return Err(Refusal::AccessDenied);
         }
         if let Some(rate) = &self.rate
-            && !lock(rate).admit(ip, Instant::now())
+            && !lock(rate).admit(ip, now())
         {
             return Err(Refusal::TooFast);
         }
@@ -316,18 +317,47 @@ impl Port {
         self.events.push(Some(self.port()), Kind::Refused, || {
             format!("{peer} refused: {why}")
         });
-        let verdict = lock(&self.refusal_log).event(Instant::now());
+        let verdict = lock(&self.refusal_log).event(now());
         if let Some(suppressed) = verdict.summary {
-            info!(
-                port = self.port(),
-                "{} more connections refused in the last {:?}",
-                suppressed.count,
-                suppressed.interval
-            );
+            self.log_suppressed(suppressed);
         }
         if verdict.log {
             info!(port = self.port(), %peer, "refused: {why}");
         }
+    }
+
+    /// Keeps what the port remembers about clients bounded in time as well as size, for as
+    /// long as it is polled (its accept loop does): the rate table forgets addresses whose
+    /// bucket has filled up again, so a table that once held a flood gives its memory back,
+    /// and the summary of refusals the log held back is written once the flood is over, not
+    /// only when the next refusal comes. Wakes at the earlier of the two, and at least once
+    /// per log interval.
+    pub async fn tidy_forever(&self) -> ! {
+        let every = match &self.rate {
+            Some(rate) => lock(rate).idle_after().min(REFUSALS_LOGGED.1),
+            None => REFUSALS_LOGGED.1,
+        }
+        .max(std::time::Duration::from_secs(1));
+        loop {
+            let now = now();
+            if let Some(rate) = &self.rate {
+                lock(rate).forget_idle(now);
+            }
+            let flushed = lock(&self.refusal_log).flush(now);
+            if let Some(suppressed) = flushed {
+                self.log_suppressed(suppressed);
+            }
+            let due = lock(&self.refusal_log).due();
+            let wake = due.map_or(now + every, |due| due.min(now + every));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+
+    fn log_suppressed(&self, suppressed: crate::logging::Suppressed) {
+        info!(
+            port = self.port(),
+            "{} more connections refused in the last {:?}", suppressed.count, suppressed.interval
+        );
     }
 
     /// Closes every connection still open: each client gets a line saying why, then its
@@ -418,6 +448,12 @@ impl Port {
             .ok()
             .map(|(queued, _)| u64::from(queued))
     }
+}
+
+/// The clock of rates and log budgets: tokio's, which is the system's monotonic clock except in
+/// tests that pause time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A poisoned lock here only means a panic elsewhere; the map or the socket is still sound.
@@ -566,6 +602,40 @@ mod tests {
         let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
         assert!(lock(&port.table).per_ip.is_empty());
         drop(admission);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tidying_forgets_refilled_rates_and_logs_a_flood_that_stopped() {
+        let port = port("max_connection_rate_per_ip = { per_second = 1, burst = 2 }").await;
+        for last in 1..=20u16 {
+            let slot = port.slot().await.unwrap();
+            let peer = SocketAddr::from(([10, 0, 0, (last % 4) as u8], last));
+            if let Err(refusal) = port.admit(slot, peer) {
+                port.refused(peer, refusal, "test");
+            }
+        }
+        assert_eq!(lock(port.rate.as_ref().unwrap()).len(), 4);
+        assert!(
+            lock(&port.refusal_log).due().is_some(),
+            "refusals held back"
+        );
+
+        let tidy = tokio::spawn({
+            let port = port.clone();
+            async move { port.tidy_forever().await }
+        });
+        tokio::time::sleep(REFUSALS_LOGGED.1 + std::time::Duration::from_secs(1)).await;
+        assert_eq!(
+            lock(&port.refusal_log).due(),
+            None,
+            "the summary of the stopped flood was written"
+        );
+        assert_eq!(
+            lock(port.rate.as_ref().unwrap()).len(),
+            0,
+            "buckets that filled up again are forgotten"
+        );
+        tidy.abort();
     }
 
     #[tokio::test]

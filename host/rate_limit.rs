@@ -1,6 +1,5 @@
-//! Rates with the clock passed in, so tests need no sleeps: new connections per address
-//! ([`ConnectionRate`], for `max_connection_rate_per_ip`) and log lines about refused clients
-//! ([`LogBudget`], so that a flood cannot fill the disk).
+//! New connections per address ([`ConnectionRate`], for `max_connection_rate_per_ip`), with the
+//! clock passed in so tests need no sleeps.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -163,91 +162,6 @@ impl ConnectionRate {
     }
 }
 
-/// At most `lines` log lines per `interval`; the events past that are counted, and the count
-/// comes back once as a [`Suppressed`] summary ("… and K more refused") when the interval is
-/// over. So a flood of refused clients writes at most `lines + 1` lines per interval.
-///
-/// Intervals start with the first event after a quiet spell, not on a fixed grid.
-#[derive(Debug)]
-pub struct LogBudget {
-    lines: u32,
-    interval: Duration,
-    /// The start of the current interval; `None` when no interval is running.
-    started: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-/// What to do with one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    /// Whether to log this event's own line.
-    pub log: bool,
-    /// The previous interval's summary, to log first, if it held back any lines.
-    pub summary: Option<Suppressed>,
-}
-
-/// How many lines an interval held back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Suppressed {
-    pub count: u64,
-    /// The interval they fell in, for the message ("in the last 10 s").
-    pub interval: Duration,
-}
-
-impl LogBudget {
-    pub fn new(lines: u32, interval: Duration) -> LogBudget {
-        LogBudget {
-            lines,
-            interval,
-            started: None,
-            logged: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Counts one event at `now` and says whether to log it.
-    pub fn event(&mut self, now: Instant) -> Verdict {
-        let summary = self.flush(now);
-        if self.started.is_none() {
-            self.started = Some(now);
-        }
-        let log = self.logged < self.lines;
-        if log {
-            self.logged += 1;
-        } else {
-            self.suppressed += 1;
-        }
-        Verdict { log, summary }
-    }
-
-    /// Ends the current interval if it is over, and returns its summary if it held back any
-    /// lines. Call it at [`LogBudget::due`] so that the count of a flood that has stopped is
-    /// still logged; [`LogBudget::event`] calls it too.
-    pub fn flush(&mut self, now: Instant) -> Option<Suppressed> {
-        let started = self.started?;
-        if now.saturating_duration_since(started) < self.interval {
-            return None;
-        }
-        self.started = None;
-        self.logged = 0;
-        let count = std::mem::take(&mut self.suppressed);
-        (count > 0).then_some(Suppressed {
-            count,
-            interval: self.interval,
-        })
-    }
-
-    /// When a summary will be ready to [`flush`](LogBudget::flush); `None` while nothing is
-    /// held back.
-    pub fn due(&self) -> Option<Instant> {
-        match self.started {
-            Some(started) if self.suppressed > 0 => Some(started + self.interval),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,79 +287,5 @@ mod tests {
         assert!(limit.admit(ip("::1"), t0));
         assert!(limit.admit(ip("::2"), t0));
         assert_eq!(limit.len(), 1);
-    }
-
-    #[test]
-    fn the_log_budget_logs_n_lines_then_summarises() {
-        let t0 = Instant::now();
-        let mut budget = LogBudget::new(3, Duration::from_secs(10));
-        let logged: Vec<bool> = (0..10).map(|i| budget.event(t0 + ms(i)).log).collect();
-        assert_eq!(
-            logged,
-            [
-                true, true, true, false, false, false, false, false, false, false
-            ]
-        );
-        assert_eq!(budget.due(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(
-            budget.flush(t0 + Duration::from_secs(9)),
-            None,
-            "not over yet"
-        );
-        // The next event after the interval brings the summary and is logged itself.
-        let v = budget.event(t0 + Duration::from_secs(10));
-        assert_eq!(
-            v,
-            Verdict {
-                log: true,
-                summary: Some(Suppressed {
-                    count: 7,
-                    interval: Duration::from_secs(10)
-                })
-            }
-        );
-        assert_eq!(budget.due(), None, "nothing held back in the new interval");
-    }
-
-    #[test]
-    fn a_flood_that_stops_is_summarised_by_flush() {
-        let t0 = Instant::now();
-        let mut budget = LogBudget::new(1, Duration::from_secs(1));
-        assert!(budget.event(t0).log);
-        for i in 1..=1000 {
-            assert!(!budget.event(t0 + Duration::from_micros(i)).log);
-        }
-        let due = budget.due().unwrap();
-        assert_eq!(
-            budget.flush(due),
-            Some(Suppressed {
-                count: 1000,
-                interval: Duration::from_secs(1)
-            })
-        );
-        assert_eq!(
-            budget.flush(due + Duration::from_secs(5)),
-            None,
-            "only once"
-        );
-        assert_eq!(budget.due(), None);
-        // A quiet spell, then one event: a fresh interval, logged, no summary.
-        let v = budget.event(due + Duration::from_secs(30));
-        assert_eq!(
-            v,
-            Verdict {
-                log: true,
-                summary: None
-            }
-        );
-    }
-
-    #[test]
-    fn a_zero_budget_only_summarises() {
-        let t0 = Instant::now();
-        let mut budget = LogBudget::new(0, Duration::from_secs(1));
-        assert!(!budget.event(t0).log);
-        assert!(!budget.event(t0).log);
-        assert_eq!(budget.flush(t0 + Duration::from_secs(1)).unwrap().count, 2);
     }
 }
