@@ -21,6 +21,7 @@
 //! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
 //! - [`events`]: the live view's feed of what just happened, bounded under any load.
+//! - [`lock`]: taking a mutex that a panicked connection held.
 //! - [`logging`]: logs and printing that can never take the host down, nor fill the disk.
 //! - [`metrics`]: what the host counts, and the Prometheus text of it.
 //! - [`cli`]: the `porthost` command line.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod listener;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod models;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use porthost_services::meter::{LATENCY_BUCKETS, Totals};
@@ -17,6 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
+use crate::lock::lock;
 use crate::port::{Port, Refusal};
 
 /// Upper bounds of the session duration buckets, in seconds.
@@ -39,10 +40,6 @@ pub struct PortStats {
     session_nanos: AtomicU64,
     /// The traffic of connections that have ended.
     closed: Mutex<Totals>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PortStats {

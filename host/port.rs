@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use porthost_services::Meter;
@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::config::PortPlan;
 use crate::events::{Events, Kind};
+use crate::lock::lock;
 use crate::logging::LogBudget;
 use crate::metrics::PortStats;
 use crate::rate_limit::ConnectionRate;
@@ -454,11 +455,6 @@ impl Port {
 /// tests that pause time.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// A poisoned lock here only means a panic elsewhere; the map or the socket is still sound.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a connection holds while it is served: one of the port's `max_connections` slots and,

@@ -103,9 +103,7 @@ impl Observed {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Port>>> {
-        self.ports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.ports)
     }
 
     fn add(&self, port: &Arc<Port>) {

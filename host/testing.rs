@@ -14,12 +14,13 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::runtime::Runtime;
 
 use crate::admin::drive::LoadCommand;
 use crate::config::Config;
+use crate::lock::lock;
 use crate::models::process_per_client::{ForkerCommand, fork_server};
 use crate::sockets::Sockets;
 use crate::supervisor::{Programs, Supervisor};
@@ -244,9 +245,7 @@ impl TestHost {
     }
 
     fn supervisor(&self) -> MutexGuard<'_, Option<Supervisor>> {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.supervisor)
     }
 }
 
@@ -368,8 +367,7 @@ impl Default for Log {
 
 impl Log {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.text.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_owned()
+        String::from_utf8_lossy(&lock(&self.text)).into_owned()
     }
 }
 
@@ -378,10 +376,7 @@ struct Buffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
 

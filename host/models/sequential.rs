@@ -15,6 +15,7 @@ use tracing::{Span, warn};
 use super::Runner;
 use super::thread_per_client::ThreadCount;
 use crate::connection::{self, Accepted};
+use crate::lock::lock;
 use crate::port::{Admission, Port};
 
 /// The port's serving thread and the way connections reach it.
@@ -72,11 +73,7 @@ impl Runner for Sequential {
             Ok(parts) => parts,
             Err(e) => return warn!("cannot hand the connection to the port's thread: {e}"),
         };
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let jobs = lock(&self.jobs).clone();
         let job = Job {
             conn,
             admission,
@@ -95,15 +92,8 @@ impl Runner for Sequential {
     }
 
     async fn finish(&self) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        lock(&self.jobs).take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

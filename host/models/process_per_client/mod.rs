@@ -39,6 +39,7 @@ use super::Runner;
 use crate::config::PortPlan;
 use crate::connection::Accepted;
 use crate::events::Kind;
+use crate::lock::lock;
 use crate::port::{Admission, Port};
 use wire::{ChildSpec, FromForker, ToForker};
 
@@ -353,13 +354,6 @@ impl ForkerHandle {
             }
         }
     }
-}
-
-/// A poisoned lock only means a panic elsewhere; the table it guards is still sound.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ForkerProcess {
