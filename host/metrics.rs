@@ -18,7 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use crate::lock::lock;
-use crate::port::{Port, Refusal};
+use crate::port::{Port, PortState, Refusal};
 
 /// Upper bounds of the session duration buckets, in seconds.
 pub const SESSION_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
@@ -255,7 +255,7 @@ impl Scrape<'_> {
             row.waiting += port.waiting().unwrap_or(0);
             row.threads += port.stats.threads.load(Ordering::Relaxed);
             row.children += port.stats.children.load(Ordering::Relaxed);
-            if port.state() == "accepting" {
+            if port.state() == PortState::Accepting {
                 row.service = port.plan.service.stats();
             }
         }

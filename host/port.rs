@@ -408,15 +408,14 @@ impl Port {
         }
     }
 
-    /// What the port is doing: `accepting`, `draining` (stopped, connections finishing) or
-    /// `retired` (a single-session port after its client).
-    pub fn state(&self) -> &'static str {
+    /// What the port is doing.
+    pub fn state(&self) -> PortState {
         if self.stop.is_cancelled() {
-            "draining"
+            PortState::Draining
         } else if self.retired.is_cancelled() {
-            "retired"
+            PortState::Retired
         } else {
-            "accepting"
+            PortState::Accepting
         }
     }
 
@@ -449,6 +448,18 @@ impl Port {
             .ok()
             .map(|(queued, _)| u64::from(queued))
     }
+}
+
+/// What a port is doing, as the live page, `porthost status` and the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortState {
+    /// Taking new clients.
+    Accepting,
+    /// Stopped (removed or changed by a reload, or the host drains): its connections finish.
+    Draining,
+    /// A single-session port after its client: it takes no one else.
+    Retired,
 }
 
 /// The clock of rates and log budgets: tokio's, which is the system's monotonic clock except in

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Kind};
 use crate::metrics::ProcessFigures;
-use crate::port::Port;
+use crate::port::{Port, PortState};
 use crate::supervisor::Observed;
 
 /// How often the state is sampled.
@@ -67,7 +67,7 @@ pub struct PortView {
     pub service: String,
     pub model: String,
     /// `accepting`, `draining` or `retired`.
-    pub state: &'static str,
+    pub state: PortState,
     pub max_connections: usize,
     pub open: usize,
     /// Clients the kernel has queued in the listen backlog, not yet accepted.

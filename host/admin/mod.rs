@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use crate::config::AdminPlan;
 use crate::metrics::{ProcessFigures, Scrape};
+use crate::port::PortState;
 use crate::supervisor::Observed;
 use drive::{DriveRequest, Drives, LoadCommand};
 use live::Snapshot;
@@ -282,7 +283,7 @@ async fn start_drive(State(app): State<App>, body: axum::Json<DriveRequest>) -> 
         .observed
         .ports()
         .iter()
-        .filter(|p| p.state() == "accepting")
+        .filter(|p| p.state() == PortState::Accepting)
         .filter_map(|p| {
             let addr = p.plan.entry.addr;
             let ip: std::net::IpAddr = match addr.ip() {
