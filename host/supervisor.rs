@@ -72,15 +72,18 @@ pub async fn run(
 #[derive(Debug, Clone)]
 pub struct Programs {
     pub forker: ForkerCommand,
-    pub load: LoadCommand,
+    /// `None` in a binary that offers no load generator: the page refuses load runs, saying
+    /// why.
+    pub load: Option<LoadCommand>,
 }
 
 impl Programs {
-    /// This very binary, for both.
+    /// This very binary, for both: its fork server, and its load generator if it offered one
+    /// ([`crate::admin::drive::offer_load_generator`]).
     pub fn this_binary() -> std::io::Result<Programs> {
         Ok(Programs {
             forker: ForkerCommand::this_binary()?,
-            load: LoadCommand::this_binary()?,
+            load: LoadCommand::offered(),
         })
     }
 }
@@ -124,7 +127,7 @@ pub struct Supervisor {
     ports: BTreeMap<u16, Served>,
     observed: Arc<Observed>,
     admin: Option<Admin>,
-    load: LoadCommand,
+    load: Option<LoadCommand>,
     forker: Arc<ForkerHandle>,
     /// Sockets passed in: systemd's stay here for reloads; a test's wait for their port.
     sockets: Sockets,

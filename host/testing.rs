@@ -160,9 +160,7 @@ impl TestHost {
         }
         let programs = Programs {
             forker: forker_command(&dir.join("forker.log")),
-            load: load
-                .map_or_else(LoadCommand::this_binary, Ok)
-                .expect("the test binary's path"),
+            load,
         };
         // Threads the host starts (a sequential port's) log where the thread starting them does.
         let supervisor = tracing::dispatcher::with_default(&log.dispatch, || {

@@ -407,6 +407,33 @@ fn the_state_shows_each_model_at_work() {
     drop((waiting, clients));
 }
 
+/// Asks the admin endpoint for a load run; the whole response.
+fn post_drive(admin: SocketAddr, body: &str) -> String {
+    let stream = std::net::TcpStream::connect(admin).unwrap();
+    let request = format!(
+        "POST /api/drive HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut &stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut &stream, &mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_host_without_a_load_generator_refuses_a_load_run_saying_why() {
+    // A binary built on the library without `porthost bench` offers none; neither does this
+    // test binary.
+    let (_host, admin) = admin_host("", &[entry("palindrome-v3", "async", "")]);
+    let response = post_drive(admin, r#"{"clients":5,"seconds":2,"workload":"sessions"}"#);
+    assert!(response.starts_with("HTTP/1.1 409"), "{response}");
+    assert!(
+        response.contains("this binary has no load generator"),
+        "{response}"
+    );
+}
+
 #[test]
 fn a_load_run_from_the_page_drives_the_ports_and_says_how_it_ended() {
     let host = TestHost::start_with_load(
@@ -418,18 +445,7 @@ fn a_load_run_from_the_page_drives_the_ports_and_says_how_it_ended() {
         std::path::Path::new(env!("CARGO_BIN_EXE_porthost")),
     );
     let admin = host.admin_addr().unwrap();
-    let post = |body: &str| {
-        let stream = std::net::TcpStream::connect(admin).unwrap();
-        let request = format!(
-            "POST /api/drive HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        std::io::Write::write_all(&mut &stream, request.as_bytes()).unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut &stream, &mut response).unwrap();
-        response
-    };
+    let post = |body: &str| post_drive(admin, body);
     // Bounded: more than 1000 clients, or a port that is not this host's, is refused.
     assert!(
         post(r#"{"clients":5000,"seconds":2,"workload":"sessions"}"#).starts_with("HTTP/1.1 409")

@@ -80,19 +80,35 @@ pub struct LoadCommand {
     pub args: Vec<String>,
 }
 
+/// Set by a binary that has the `bench` subcommand: the host library knows no load generator
+/// (it lives in the `porthost-bench` crate, which the server never links), so only the binary
+/// that links one can say so.
+static OFFERED: std::sync::OnceLock<LoadCommand> = std::sync::OnceLock::new();
+
+/// Says that this binary's `bench` subcommand is the load generator, for the live page's load
+/// runs. `porthost` calls it; a binary built on the library without `porthost-bench` does not,
+/// and its page refuses a run with [`DriveError::NoLoadGenerator`].
+pub fn offer_load_generator() -> std::io::Result<()> {
+    let command = LoadCommand {
+        program: std::env::current_exe()?,
+        args: vec!["bench".to_owned()],
+    };
+    // A second offer can only name the same binary.
+    let _ = OFFERED.set(command);
+    Ok(())
+}
+
 impl LoadCommand {
-    pub fn this_binary() -> std::io::Result<LoadCommand> {
-        Ok(LoadCommand {
-            program: std::env::current_exe()?,
-            args: vec!["bench".to_owned()],
-        })
+    /// This binary's load generator, if it offered one.
+    pub fn offered() -> Option<LoadCommand> {
+        OFFERED.get().cloned()
     }
 }
 
 /// The runs: the one going on, or the last one.
 #[derive(Debug, Clone)]
 pub struct Drives {
-    command: LoadCommand,
+    command: Option<LoadCommand>,
     state: Arc<Mutex<State>>,
     events: Arc<Events>,
 }
@@ -114,10 +130,15 @@ pub enum DriveError {
     NotOurs(u16),
     #[error("no port to drive")]
     NoPorts,
+    #[error(
+        "this binary has no load generator (the `bench` subcommand of the porthost binary); \
+         run the host with `porthost run` to drive load from the page"
+    )]
+    NoLoadGenerator,
 }
 
 impl Drives {
-    pub fn new(command: LoadCommand, events: Arc<Events>) -> Drives {
+    pub fn new(command: Option<LoadCommand>, events: Arc<Events>) -> Drives {
         Drives {
             command,
             state: Arc::default(),
@@ -139,6 +160,9 @@ impl Drives {
         request: DriveRequest,
         ours: &[(u16, SocketAddr)],
     ) -> Result<DriveView, DriveError> {
+        let Some(command) = self.command.clone() else {
+            return Err(DriveError::NoLoadGenerator);
+        };
         if !(1..=MAX_CLIENTS).contains(&request.clients)
             || !(1..=MAX_SECONDS).contains(&request.seconds)
         {
@@ -188,7 +212,7 @@ impl Drives {
         let drives = self.clone();
         let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
         tokio::spawn(async move {
-            let outcome = drives.run(&request, &addrs, &cancel).await;
+            let outcome = drives.run(&command, &request, &addrs, &cancel).await;
             let mut state = drives.lock();
             if let Some(view) = &mut state.view {
                 view.running = false;
@@ -218,13 +242,14 @@ impl Drives {
     /// it ended.
     async fn run(
         &self,
+        command: &LoadCommand,
         request: &DriveRequest,
         addrs: &[SocketAddr],
         cancel: &CancellationToken,
     ) -> String {
         let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-        let mut child = match tokio::process::Command::new(&self.command.program)
-            .args(&self.command.args)
+        let mut child = match tokio::process::Command::new(&command.program)
+            .args(&command.args)
             .arg("--drive")
             .arg(addrs.join(","))
             .args(["--drive-clients", &request.clients.to_string()])

@@ -79,7 +79,7 @@ impl Admin {
     pub async fn start(
         plan: AdminPlan,
         observed: Arc<Observed>,
-        load: LoadCommand,
+        load: Option<LoadCommand>,
     ) -> std::io::Result<Admin> {
         let listener = TcpListener::bind(plan.addr).await?;
         let addr = listener.local_addr()?;
