@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, error, warn};
 
+use crate::exec::Exec;
 use crate::port::{Admission, Port, Refusal};
 
 /// A client the accept loop has admitted, handed to the port's runner.
@@ -172,6 +173,33 @@ fn serve_async_here(service: &dyn Service, conn: BlockingConn) -> End {
         )
         .await
     })
+}
+
+/// Runs an `exec` port's program on one connection (see [`crate::exec::run`]): the socket is
+/// the program's, and the port's drain reaches it as signals.
+pub async fn serve_program(
+    exec: &Exec,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    admission: &Admission,
+) -> End {
+    log_start();
+    let run = crate::exec::run::run(&exec.program, stream, peer, Some(admission));
+    let end = outcome(catch_unwind(run).await);
+    log_end(&end);
+    end
+}
+
+/// [`serve_program`] on the calling thread (the connection's, or a sequential port's), which
+/// waits for the program, through a runtime of its own for the program's stderr and signals.
+pub fn serve_program_blocking(exec: &Exec, conn: BlockingConn, admission: &Admission) -> End {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve_program(exec, conn.stream, conn.peer, admission)),
+        Err(e) => End::Failed(e),
+    }
 }
 
 fn outcome(result: Result<std::io::Result<()>, Box<dyn Any + Send>>) -> End {

@@ -18,6 +18,7 @@
 //! - [`listener`]: one port's accept loop: slots, per-address limits, backoff, hand-off.
 //! - [`models`]: the four concurrency models, each a [`models::Runner`], one file each.
 //! - [`connection`]: an accepted connection, and the one place a service is called.
+//! - [`exec`]: the `exec` service, a program per connection on the raw socket (inetd's way).
 //! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
 //! - [`events`]: the live view's feed of what just happened, bounded under any load.
@@ -37,6 +38,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod exec;
 pub mod listener;
 pub mod lock;
 pub mod logging;

@@ -84,10 +84,13 @@ impl Closing {
 }
 
 /// Tells a client why it is cut off, without waiting (its socket buffer may be full), and
-/// shuts its socket down.
-fn tell_and_shut(closer: &std::net::TcpStream, why: Closing) {
-    let socket = socket2::SockRef::from(closer);
-    let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
+/// shuts its socket down. An `exec` port's client is told nothing: the stream is the program's
+/// protocol, not the host's lines.
+fn tell_and_shut(closer: &std::net::TcpStream, why: Option<Closing>) {
+    if let Some(why) = why {
+        let socket = socket2::SockRef::from(closer);
+        let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
+    }
     let _ = closer.shutdown(std::net::Shutdown::Both);
 }
 
@@ -368,13 +371,21 @@ impl Port {
         {
             let mut table = lock(&self.table);
             table.closing = Some(why);
+            let told = self.told(why);
             for open in table.open.values() {
                 if let Some(closer) = &open.closer {
-                    tell_and_shut(closer, why);
+                    tell_and_shut(closer, told);
                 }
             }
         }
         self.close.cancel();
+    }
+
+    /// What a client cut off is told: nothing on an `exec` port.
+    fn told(&self, why: Closing) -> Option<Closing> {
+        crate::exec::of(&*self.plan.service)
+            .is_none()
+            .then_some(why)
     }
 
     /// The connections open now, oldest first, at most `limit` of them, and how many there are.
@@ -406,6 +417,11 @@ impl Port {
         if let Some(open) = lock(&self.table).open.get_mut(&id) {
             open.pid = Some(pid);
         }
+    }
+
+    /// The process serving connection `id`, if it has one.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        lock(&self.table).open.get(&id).and_then(|o| o.pid)
     }
 
     /// What the port is doing.
@@ -508,10 +524,24 @@ impl Admission {
     pub fn set_closer(&self, closer: std::net::TcpStream) {
         let mut table = lock(&self.port.table);
         if let Some(why) = table.closing {
-            tell_and_shut(&closer, why);
+            tell_and_shut(&closer, self.port.told(why));
         }
         if let Some(open) = table.open.get_mut(&self.id) {
             open.closer = Some(closer);
+        }
+    }
+}
+
+impl Admission {
+    /// Shuts the connection's socket down for everyone holding it: an `exec` program's end is
+    /// the connection's end, whatever a process it left behind still holds.
+    pub fn shut_down(&self) {
+        if let Some(closer) = lock(&self.port.table)
+            .open
+            .get(&self.id)
+            .and_then(|o| o.closer.as_ref())
+        {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Looking services up in the `inventory` registry that the `porthost-services` crate (and any
 //! binary that links more services, like the example) fills.
 
-use porthost_services::{Options, Registration, registered};
+use porthost_services::{Needs, Options, Registration, registered};
 
 use crate::config::Model;
 use crate::config::suggest::did_you_mean;
@@ -37,13 +37,14 @@ pub fn listing() -> Vec<Listing> {
     registered()
         .into_iter()
         .map(|r| {
-            let models = match (r.build)(&Options::default()) {
-                Ok(service) => Model::ALL
-                    .into_iter()
-                    .filter(|m| m.check(r.name, service.needs()).is_ok())
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            // A service that needs an option to be built at all (`exec`'s command) is listed
+            // with what any service needs.
+            let needs =
+                (r.build)(&Options::default()).map_or_else(|_| Needs::default(), |s| s.needs());
+            let models = Model::ALL
+                .into_iter()
+                .filter(|m| m.check(r.name, needs).is_ok())
+                .collect();
             Listing {
                 name: r.name,
                 summary: r.summary,

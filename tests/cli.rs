@@ -27,6 +27,7 @@ fn services_lists_exactly_the_registered_names() {
     assert_eq!(
         names,
         [
+            "exec",
             "palindrome-v1",
             "palindrome-v2",
             "palindrome-v3",

@@ -112,7 +112,7 @@ fn unknown_services_list_the_registered_ones_and_suggest() {
         "2:11",
         "[ports.7001]: ",
         "unknown service \"palindrome-v4\"; did you mean \"palindrome-v1\"? registered services: \
-         palindrome-v1, palindrome-v2, palindrome-v3",
+         exec, palindrome-v1, palindrome-v2, palindrome-v3",
     );
 }
 

@@ -13,6 +13,7 @@ mod bench;
 mod cli;
 mod config;
 mod edge;
+mod exec;
 mod faults;
 mod limits;
 mod models;

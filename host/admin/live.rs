@@ -76,8 +76,11 @@ pub struct PortView {
     pub refused: BTreeMap<&'static str, u64>,
     /// OS threads serving the port now.
     pub threads: i64,
-    /// The pids of the child processes serving it now.
+    /// The pids of the child processes serving it now (an `exec` port's programs, under
+    /// every model).
     pub children: Vec<u32>,
+    /// The command an `exec` port runs for each connection.
+    pub program: Option<String>,
     pub lines: u64,
     pub lines_per_s: f64,
     pub replies_per_s: f64,
@@ -276,6 +279,7 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
             .collect(),
         threads: port.stats.threads.load(Ordering::Relaxed),
         children,
+        program: crate::exec::of(&*port.plan.service).map(|e| e.program.display()),
         lines: totals.lines,
         lines_per_s,
         replies_per_s,

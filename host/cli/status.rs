@@ -47,6 +47,9 @@ struct Port {
     refused: std::collections::BTreeMap<String, u64>,
     threads: i64,
     children: Vec<u32>,
+    /// An `exec` port's command (absent from an older host's snapshot).
+    #[serde(default)]
+    program: Option<String>,
     lines_per_s: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -126,6 +129,26 @@ fn render(s: &Snapshot) -> String {
         s.host.open_fds
     );
     out.push_str(&table::render(&rows));
+    let programs: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .filter_map(|p| Some((p, p.program.as_ref()?)))
+        .flat_map(|(p, command)| {
+            p.children
+                .iter()
+                .map(move |pid| vec![p.port.to_string(), pid.to_string(), command.clone()])
+        })
+        .collect();
+    if !programs.is_empty() {
+        out.push_str(
+            "
+programs running:
+",
+        );
+        let mut rows = vec![["PORT", "PID", "COMMAND"].map(str::to_owned).to_vec()];
+        rows.extend(programs);
+        out.push_str(&table::render(&rows));
+    }
     let recent: Vec<&Event> = s.events.iter().rev().take(8).collect();
     if !recent.is_empty() {
         out.push_str("\nrecent events:\n");
@@ -202,4 +225,39 @@ pub fn http_get(
         reader.read_to_end(&mut body)?;
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_ports_list_their_programs_with_pid_and_command() {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pid": 7, "uptime": 3.0,
+            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 2, "open_fds": 9 },
+            "ports": [
+                { "port": 7030, "service": "exec", "model": "async", "state": "accepting",
+                  "open": 2, "waiting": 0, "refused": {}, "threads": 0, "children": [41, 42],
+                  "program": "python3 palindrome_stdio.py", "lines_per_s": 0.0,
+                  "p50_ms": null, "p99_ms": null, "lines": 0 },
+                { "port": 7001, "service": "palindrome-v3", "model": "async",
+                  "state": "accepting", "open": 0, "waiting": 0, "refused": {}, "threads": 0,
+                  "children": [], "lines_per_s": 0.0, "p50_ms": null, "p99_ms": null,
+                  "lines": 0 }
+            ],
+            "events": []
+        }))
+        .unwrap();
+        let text = render(&snapshot);
+        let programs = text.split("programs running:\n").nth(1).expect(&text);
+        let rows: Vec<Vec<&str>> = programs
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["PORT", "PID", "COMMAND"]);
+        assert_eq!(rows[1], ["7030", "41", "python3", "palindrome_stdio.py"]);
+        assert_eq!(rows[2], ["7030", "42", "python3", "palindrome_stdio.py"]);
+        assert_eq!(rows.len(), 3, "{text}");
+    }
 }

@@ -671,6 +671,9 @@ fn port_plan(
     };
     let (registration, model, bind, (options, options_span)) =
         (registration?, model?, bind?, options?);
+    if registration.name == crate::exec::NAME {
+        exec_keys(&raw, entry, c);
+    }
 
     let max_connections = match (model, max_connections) {
         (Model::Sequential, Some(n)) if n != 1 => {
@@ -719,6 +722,39 @@ fn port_plan(
         service,
         line,
     })
+}
+
+/// The keys an `exec` port refuses: the host never reads a program's bytes, so it has no
+/// lines to bound, and an idle timer from the socket's last-data times (`TCP_INFO`) would cut
+/// off a program that is computing while its client waits, which is no idleness at all. A
+/// program that needs either sets its own (`read` with a timeout, a bounded `readline`). The
+/// `[host]` defaults of these keys do not apply to `exec` ports.
+fn exec_keys(raw: &RawPort, entry: Option<&str>, c: &mut Collector<'_>) {
+    let keys = [
+        (
+            "max_line_bytes",
+            &raw.max_line_bytes,
+            "frames its own input",
+        ),
+        (
+            "idle_timeout_secs",
+            &raw.idle_timeout_secs,
+            "decides when its client is idle (the socket's last-data times cannot tell idle \
+             from a program computing an answer)",
+        ),
+    ];
+    for (key, value, why) in keys {
+        if let Some(value) = value {
+            c.push(
+                value.span(),
+                entry,
+                format!(
+                    "{key} does not apply to an exec port: the host never sees the program's \
+                     bytes, the program {why}; remove it"
+                ),
+            );
+        }
+    }
 }
 
 /// Why a config file could not be used.

@@ -18,7 +18,18 @@ impl Runner for AsyncTasks {
         let (conn, admission, span) = conn.into_conn();
         port.tracker.clone().spawn(
             async move {
-                connection::serve(&*port.plan.service, conn, Some(&port.close)).await;
+                match crate::exec::of(&*port.plan.service) {
+                    // A program on a task: the task waits for it.
+                    Some(exec) => match conn.stream.into_std() {
+                        Ok(stream) => {
+                            connection::serve_program(exec, stream, conn.peer, &admission).await;
+                        }
+                        Err(e) => tracing::warn!("cannot hand the socket to the program: {e}"),
+                    },
+                    None => {
+                        connection::serve(&*port.plan.service, conn, Some(&port.close)).await;
+                    }
+                }
                 drop(admission);
             }
             .instrument(span),

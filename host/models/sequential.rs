@@ -60,7 +60,11 @@ impl Sequential {
 fn serve_all(service: &dyn porthost_services::Service, queue: Receiver<Job>) {
     for job in queue {
         let _span = job.span.enter();
-        connection::serve_blocking(service, job.conn);
+        // An `exec` port's one program at a time: the serving loop waits for it.
+        match crate::exec::of(service) {
+            Some(exec) => connection::serve_program_blocking(exec, job.conn, &job.admission),
+            None => connection::serve_blocking(service, job.conn),
+        };
         drop(job.admission);
     }
 }

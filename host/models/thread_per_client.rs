@@ -67,7 +67,10 @@ impl Runner for ThreadPerClient {
                 let _counted = ThreadCount::new(&serving, peer.to_string());
                 let _log = tracing::dispatcher::set_default(&log);
                 let _span = span.enter();
-                connection::serve_blocking(&*serving.plan.service, conn);
+                match crate::exec::of(&*serving.plan.service) {
+                    Some(exec) => connection::serve_program_blocking(exec, conn, &admission),
+                    None => connection::serve_blocking(&*serving.plan.service, conn),
+                };
                 drop(admission);
             });
         if let Err(e) = spawned {

@@ -21,8 +21,11 @@ use crate::{BlockingConn, Conn};
 /// written with blocking I/O: `sequential`, `thread-per-client` and `process-per-client` run
 /// it when it is there, like the lecture's `socketserver` servers, and otherwise run the async
 /// form on a small runtime of the connection's own.
+///
+/// A service is also [`std::any::Any`], so that the host can recognise the one service it
+/// adapts to each model itself: `exec`, a program that takes the raw socket.
 #[async_trait]
-pub trait Service: Send + Sync + 'static {
+pub trait Service: std::any::Any + Send + Sync {
     /// Serves one connection until the client leaves, the service ends the session, or a
     /// limit in `conn.limits` is hit. An error ends only this connection.
     async fn serve(&self, conn: Conn) -> std::io::Result<()>;

@@ -7,7 +7,7 @@
 //! and inherited. It receives each connection's socket from the host (`SCM_RIGHTS`), forks, and
 //! reports every child's end; it is the children's parent, so it reaps them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
@@ -49,6 +49,9 @@ struct ForkServer {
     sigchld: SignalFd,
     ports: HashMap<u64, Port>,
     children: HashMap<Pid, u64>,
+    /// The children that are `exec` programs, each the leader of a process group of its own:
+    /// signals go to the group, and what is left of it dies with the program.
+    groups: HashSet<Pid>,
 }
 
 /// Runs the fork server until the host closes its end, then ends the remaining children.
@@ -63,11 +66,15 @@ pub fn main() -> anyhow::Result<()> {
     mask.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
     let sigchld = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // What an `exec` program forks and leaves behind is reparented here, not to init, and
+    // reaped with the children: no zombie, wherever init does not reap.
+    nix::sys::prctl::set_child_subreaper(true)?;
     let mut forker = ForkServer {
         chan,
         sigchld,
         ports: HashMap::new(),
         children: HashMap::new(),
+        groups: HashSet::new(),
     };
     let mut buf = vec![0u8; wire::MAX_MESSAGE];
     loop {
@@ -129,16 +136,22 @@ impl ForkServer {
                 port_id,
                 peer,
             } => {
+                // The socket first, then an `exec` program's stderr pipe.
+                let stderr = (fds.len() > 1).then(|| fds.pop()).flatten();
                 let started = match (self.ports.get(&port_id), fds.pop()) {
                     (Some(port), Some(fd)) => self
-                        .fork_child(conn, peer, port, fd)
+                        .fork_child(conn, peer, port, fd, stderr)
+                        .map(|pid| (pid, crate::exec::of(&*port.service).is_some()))
                         .map_err(|e| e.to_string()),
                     (None, _) => Err(format!("no port {port_id} in the forker")),
                     (_, None) => Err("no connection came with the request".to_owned()),
                 };
                 match started {
-                    Ok(pid) => {
+                    Ok((pid, program)) => {
                         self.children.insert(pid, conn);
+                        if program {
+                            self.groups.insert(pid);
+                        }
                         self.tell(&FromForker::Forked {
                             conn,
                             pid: pid.as_raw(),
@@ -150,7 +163,11 @@ impl ForkServer {
             ToForker::Signal { conn, signal } => {
                 let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
                 for (pid, _) in self.children.iter().filter(|(_, c)| **c == conn) {
-                    let _ = kill(*pid, signal);
+                    let _ = if self.groups.contains(pid) {
+                        killpg(*pid, signal)
+                    } else {
+                        kill(*pid, signal)
+                    };
                 }
             }
             ToForker::Forget { port_id } => {
@@ -167,6 +184,7 @@ impl ForkServer {
         peer: std::net::SocketAddr,
         port: &Port,
         fd: OwnedFd,
+        stderr: Option<OwnedFd>,
     ) -> nix::Result<Pid> {
         // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
         // gets a consistent copy of the only thread's memory and may run any code.
@@ -176,7 +194,10 @@ impl ForkServer {
                 // The child never returns to drop it, so closing the raw number is safe. The
                 // channel stays open: the child reports what it served over it.
                 let _ = nix::unistd::close(self.sigchld.as_raw_fd());
-                let code = serve_child(port, fd, peer, conn, self.chan.as_fd());
+                let code = match crate::exec::of(&*port.service) {
+                    Some(exec) => exec_child(&port.spec, exec, fd, stderr, peer),
+                    None => serve_child(port, fd, peer, conn, self.chan.as_fd()),
+                };
                 // `_exit`, not `exit`: the forker's exit handlers (library destructors, stdio
                 // flushing) are not the child's to run, and skipping them spares every child
                 // the page faults of running them.
@@ -205,6 +226,10 @@ impl ForkServer {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
+            if self.groups.remove(&pid) {
+                // Whatever the program left in its group goes with it.
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
             if let Some(conn) = self.children.remove(&pid) {
                 self.tell(&FromForker::Exited {
                     conn,
@@ -219,13 +244,16 @@ impl ForkServer {
 
     /// Best effort: if the host is gone there is nobody to tell.
     fn tell(&self, message: &FromForker) {
-        let _ = wire::send(self.chan.as_fd(), message, None);
+        let _ = wire::send(self.chan.as_fd(), message, &[]);
     }
 
     /// SIGTERM to every child, SIGKILL to those still there after [`TERM_GRACE`], and reap all.
     fn end_children(&mut self) {
         for pid in self.children.keys() {
             let _ = kill(*pid, Signal::SIGTERM);
+        }
+        for pid in &self.groups {
+            let _ = killpg(*pid, Signal::SIGTERM);
         }
         let deadline = Instant::now() + TERM_GRACE;
         while !self.children.is_empty() && Instant::now() < deadline {
@@ -234,6 +262,9 @@ impl ForkServer {
         }
         for pid in self.children.keys() {
             let _ = kill(*pid, Signal::SIGKILL);
+        }
+        for pid in self.groups.drain() {
+            let _ = killpg(pid, Signal::SIGKILL);
         }
         for (pid, _) in self.children.drain() {
             let _ = waitpid(pid, None);
@@ -296,7 +327,7 @@ impl Reporter {
             conn: self.conn,
             totals: *totals,
         };
-        let _ = wire::send(self.chan.as_fd(), &message, None);
+        let _ = wire::send(self.chan.as_fd(), &message, &[]);
     }
 
     /// A meter that reports at most once per [`REPORT_EVERY`], after a reply.
@@ -315,6 +346,28 @@ impl Reporter {
             }),
         )
     }
+}
+
+/// The exit code of a child whose program could not be executed, as a shell says it.
+const CANNOT_EXEC: i32 = 127;
+
+/// An `exec` port's child: becomes the program, with the socket as its descriptors 0 and 1
+/// (`tcpserver`'s shape: no relay, no copy); returns only when that failed.
+fn exec_child(
+    spec: &ChildSpec,
+    exec: &crate::exec::Exec,
+    fd: OwnedFd,
+    stderr: Option<OwnedFd>,
+    peer: std::net::SocketAddr,
+) -> i32 {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    let error = crate::exec::command::exec(&exec.program, fd, stderr, peer);
+    let span = child_span(spec, peer);
+    let _span = span.enter();
+    warn!("cannot start {}: {error}", exec.program.path.display());
+    CANNOT_EXEC
 }
 
 /// The child's whole life: serve the one connection with blocking I/O (or, for a service with

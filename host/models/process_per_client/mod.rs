@@ -46,6 +46,9 @@ use wire::{ChildSpec, FromForker, ToForker};
 /// How long a child may take to end after SIGTERM before it gets SIGKILL.
 const KILL_AFTER: Duration = Duration::from_millis(500);
 
+/// How long the host still reads an `exec` program's stderr after the program has ended.
+const STDERR_AFTER: Duration = Duration::from_millis(200);
+
 /// The runner of a process-per-client port: its id at the fork server, where its service was
 /// built once and every child inherits it.
 #[derive(Debug)]
@@ -93,9 +96,22 @@ impl Runner for ProcessPerClient {
                 return;
             }
         };
+        // An `exec` port's program writes its stderr into a pipe the host reads and logs.
+        let program = crate::exec::of(&*admission.port().plan.service).is_some();
+        let (stderr, stderr_end) = if program {
+            match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+                Ok((read, write)) => (Some(read), Some(write)),
+                Err(e) => {
+                    warn!(parent: &span, "cannot make a pipe for the program's stderr: {e}");
+                    return;
+                }
+            }
+        } else {
+            (None, None)
+        };
         let child = match self
             .forker
-            .start(self.port_id, fd, peer, &admission)
+            .start(self.port_id, fd, stderr_end, peer, &admission)
             .instrument(span.clone())
             .await
         {
@@ -108,8 +124,33 @@ impl Runner for ProcessPerClient {
         let port = admission.port().clone();
         port.tracker.clone().spawn(
             async move {
-                let _admission = admission;
-                child.wait(&port.close).await;
+                let log = async {
+                    let pipe = stderr.and_then(|fd| {
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                            .map_err(|e| warn!("cannot read the program's stderr: {e}"))
+                            .ok()
+                    });
+                    if let Some(pipe) = pipe {
+                        let (port, id) = (admission.port(), admission.id());
+                        crate::exec::stderr::log(pipe, || port.pid(id)).await;
+                    }
+                };
+                let wait = async {
+                    child.wait(&port, program).await;
+                    if program {
+                        // A grandchild still holding the socket cannot keep the client.
+                        admission.shut_down();
+                    }
+                };
+                // The stderr of a program that has ended is read a moment longer, not for as
+                // long as something it left behind holds the pipe.
+                let (mut log, mut wait) = (std::pin::pin!(log), std::pin::pin!(wait));
+                tokio::select! {
+                    () = &mut log => wait.await,
+                    () = &mut wait => {
+                        let _ = tokio::time::timeout(STDERR_AFTER, log).await;
+                    }
+                }
             }
             .instrument(span),
         );
@@ -258,9 +299,7 @@ impl ForkerHandle {
         let mut state = self.state.lock().await;
         state.ports.insert(port_id, spec.clone());
         if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
-            running
-                .send(&ToForker::Port { port_id, spec }, None)
-                .await?;
+            running.send(&ToForker::Port { port_id, spec }, &[]).await?;
         }
         Ok(port_id)
     }
@@ -270,7 +309,7 @@ impl ForkerHandle {
         let mut state = self.state.lock().await;
         state.ports.remove(&port_id);
         if let Some(running) = &state.running {
-            let _ = running.send(&ToForker::Forget { port_id }, None).await;
+            let _ = running.send(&ToForker::Forget { port_id }, &[]).await;
         }
     }
 
@@ -278,6 +317,7 @@ impl ForkerHandle {
         &self,
         port_id: u64,
         fd: OwnedFd,
+        stderr: Option<OwnedFd>,
         peer: std::net::SocketAddr,
         admission: &Admission,
     ) -> std::io::Result<ConnChild> {
@@ -299,7 +339,9 @@ impl ForkerHandle {
                     port_id,
                     peer,
                 },
-                Some(fd.as_fd()),
+                &std::iter::once(fd.as_fd())
+                    .chain(stderr.as_ref().map(AsFd::as_fd))
+                    .collect::<Vec<_>>(),
             )
             .await;
         if let Err(e) = sent {
@@ -321,7 +363,7 @@ impl ForkerHandle {
                 port_id: *port_id,
                 spec: spec.clone(),
             };
-            forker.send(&message, None).await?;
+            forker.send(&message, &[]).await?;
         }
         tokio::spawn(forker.clone().read_replies());
         state.running = Some(forker.clone());
@@ -417,12 +459,12 @@ impl ForkerProcess {
     async fn send(
         &self,
         message: &ToForker,
-        fd: Option<std::os::fd::BorrowedFd<'_>>,
+        fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> std::io::Result<()> {
         loop {
             self.chan.writable().await?;
             match self.chan.try_io(Interest::WRITABLE, || {
-                wire::send(self.chan.as_fd(), message, fd)
+                wire::send(self.chan.as_fd(), message, fds)
             }) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 result => return result,
@@ -519,16 +561,37 @@ impl ForkerProcess {
                     conn,
                     signal: signal as i32,
                 },
-                None,
+                &[],
             )
             .await;
     }
 }
 
 impl ConnChild {
-    /// Waits for the child to end; when `close` fires first, sends SIGTERM, then SIGKILL.
-    async fn wait(mut self, close: &CancellationToken) {
+    /// Waits for the child to end. When the port closes its connections first, it sends
+    /// SIGTERM, then SIGKILL after [`KILL_AFTER`]; an `exec` port's `program` gets SIGTERM (to
+    /// its process group) as soon as the port starts draining, and SIGKILL when it closes.
+    async fn wait(mut self, port: &Port, program: bool) {
         let mut signalled = false;
+        if program {
+            tokio::select! {
+                exit = &mut self.exit => return report(exit, false),
+                () = port.stop.cancelled() => {
+                    info!("the port drains: SIGTERM to the program's process group");
+                    self.forker.signal(self.conn, Signal::SIGTERM).await;
+                }
+            }
+            let exit = tokio::select! {
+                exit = &mut self.exit => exit,
+                () = port.close.cancelled() => {
+                    info!("the grace period is over: SIGKILL to the program's process group");
+                    self.forker.signal(self.conn, Signal::SIGKILL).await;
+                    self.exit.await
+                }
+            };
+            return report(exit, true);
+        }
+        let close = &port.close;
         let exit = tokio::select! {
             exit = &mut self.exit => exit,
             () = close.cancelled() => {
@@ -543,6 +606,13 @@ impl ConnChild {
                 }
             }
         };
+        report(exit, signalled);
+    }
+}
+
+/// Logs how a connection's child ended; `signalled` when the host asked it to.
+fn report(exit: Result<Exit, oneshot::error::RecvError>, signalled: bool) {
+    {
         match exit {
             Ok(Exit {
                 pid,

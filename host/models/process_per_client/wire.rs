@@ -33,7 +33,8 @@ pub struct ChildSpec {
 pub enum ToForker {
     /// Build this port's service, to serve its connections from now on.
     Port { port_id: u64, spec: ChildSpec },
-    /// Fork a child for the connection whose descriptor comes with this message.
+    /// Fork a child for the connection whose descriptor comes with this message (and, for an
+    /// `exec` port, the write end of the pipe its program's stderr goes to, second).
     /// `peer` is the client (the one a PROXY header named, if the port takes them), not
     /// necessarily the socket's peer.
     Serve {
@@ -67,12 +68,12 @@ pub enum FromForker {
     Failed { conn: u64, reason: String },
 }
 
-/// Sends one message, with an optional descriptor. On a non-blocking socket a full buffer is
-/// a `WouldBlock` error for the caller to wait on.
+/// Sends one message, with the descriptors to pass (at most 4). On a non-blocking socket a full
+/// buffer is a `WouldBlock` error for the caller to wait on.
 pub fn send<T: Serialize>(
     fd: BorrowedFd<'_>,
     message: &T,
-    pass: Option<BorrowedFd<'_>>,
+    pass: &[BorrowedFd<'_>],
 ) -> std::io::Result<()> {
     let bytes = postcard::to_allocvec(message).map_err(std::io::Error::other)?;
     let iov = [IoSlice::new(&bytes)];
@@ -163,7 +164,7 @@ mod tests {
                 idle_timeout: Some(std::time::Duration::from_secs(7)),
             },
         };
-        send(a.as_fd(), &ToForker::Port { port_id: 1, spec }, None).unwrap();
+        send(a.as_fd(), &ToForker::Port { port_id: 1, spec }, &[]).unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
         send(
             a.as_fd(),
@@ -172,7 +173,7 @@ mod tests {
                 port_id: 1,
                 peer: "10.1.2.3:4".parse().unwrap(),
             },
-            Some(file.as_fd()),
+            &[file.as_fd()],
         )
         .unwrap();
         drop(a);
@@ -209,7 +210,7 @@ mod tests {
             replies: 2,
             ..Totals::default()
         };
-        send(a.as_fd(), &FromForker::Served { conn: 5, totals }, None).unwrap();
+        send(a.as_fd(), &FromForker::Served { conn: 5, totals }, &[]).unwrap();
         let exited = FromForker::Exited {
             conn: 5,
             pid: 4321,
@@ -217,7 +218,7 @@ mod tests {
             status: "killed by SIGKILL".into(),
             clean: false,
         };
-        send(a.as_fd(), &exited, None).unwrap();
+        send(a.as_fd(), &exited, &[]).unwrap();
         let mut buf = vec![0; MAX_MESSAGE];
         let (served, _) = recv::<FromForker>(b.as_fd(), &mut buf).unwrap().unwrap();
         assert!(matches!(served, FromForker::Served { conn: 5, totals: t } if t == totals));

@@ -1,0 +1,130 @@
+//! The command line of one connection's program, and the two ways it starts: spawned by the
+//! host ([`spawn`], under `sequential`, `thread-per-client` and `async`), or executed in place
+//! by a process-per-client child the fork server has just forked ([`exec`]: no relay, no copy,
+//! `tcpserver`'s shape). Both go through [`command`], so a program sees the same descriptors,
+//! environment, user and limits under every model.
+//!
+//! This module opts in to `unsafe` for one call, `CommandExt::pre_exec`: resource limits, the
+//! parent-death signal and closing inherited descriptors must happen in the new process after
+//! `fork` and before `execve`, which the standard library offers no other way to do.
+#![allow(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::Signal;
+
+use super::Program;
+
+/// The program's command for a client at `peer`, connected to `local`: a clean environment of
+/// `PATH`, `env` and the UCSPI-TCP variables, its working directory, its user and group (the
+/// standard library drops supplementary groups with them), a process group of its own (so a
+/// drain signals everything it started), and, in the new process just before `execve`, its
+/// resource limits, SIGKILL should its parent die, and every descriptor above 2 closed.
+pub fn command(program: &Program, peer: SocketAddr, local: SocketAddr) -> Command {
+    let mut command = Command::new(&program.path);
+    command
+        .arg0(&program.args[0])
+        .args(&program.args[1..])
+        .env_clear()
+        .envs(program.env.iter().map(|(k, v)| (k, v)))
+        .env("PROTO", "TCP")
+        .env("TCPREMOTEIP", peer.ip().to_canonical().to_string())
+        .env("TCPREMOTEPORT", peer.port().to_string())
+        .env("TCPLOCALIP", local.ip().to_canonical().to_string())
+        .env("TCPLOCALPORT", local.port().to_string())
+        .current_dir(&program.cwd)
+        .process_group(0);
+    if let Some((uid, gid)) = program.credentials {
+        command.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    let limits = program.limits.clone();
+    // SAFETY: the closure runs in the child between `fork` and `execve`, where only
+    // async-signal-safe calls are allowed: it makes three kinds of plain system calls
+    // (`setrlimit`, `prctl`, `close_range`) and neither allocates nor takes a lock.
+    unsafe {
+        command.pre_exec(move || before_exec(&limits));
+    }
+    command
+}
+
+/// What the program's process does to itself before `execve`: after the standard library has
+/// set its descriptors, user and working directory, so the parent-death signal (which a change
+/// of user clears) stays set.
+fn before_exec(limits: &[(Resource, u64)]) -> std::io::Result<()> {
+    for &(resource, value) in limits {
+        setrlimit(resource, value, value)?;
+    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // Every descriptor the host or the fork server did not mark close-on-exec (a socket
+    // systemd passed, say) stays out of the program: only 0, 1 and 2 cross. Best effort: a
+    // kernel without `close_range` (before 5.11) leaves them as they are.
+    // SAFETY: a system call with plain integer arguments; it only changes descriptor flags.
+    let _ = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Ok(())
+}
+
+/// The connection's socket as the program's descriptors 0 and 1, blocking (as a program
+/// expects its stdin and stdout to be), and where its stderr goes.
+fn wire(command: &mut Command, socket: OwnedFd, stderr: Stdio) -> std::io::Result<()> {
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_nonblocking(false)?;
+    let socket = OwnedFd::from(stream);
+    command
+        .stdin(Stdio::from(socket.try_clone()?))
+        .stdout(Stdio::from(socket))
+        .stderr(stderr);
+    Ok(())
+}
+
+/// Starts the program for one connection from the host; its stderr is a pipe for the host to
+/// read ([`super::stderr`]).
+pub fn spawn(
+    program: &Program,
+    socket: OwnedFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> std::io::Result<tokio::process::Child> {
+    let mut command = command(program, peer, local);
+    wire(&mut command, socket, Stdio::piped())?;
+    let mut command = tokio::process::Command::from(command);
+    // A connection dropped before its program ended (a panic, the runtime going away) must
+    // not leave the program behind.
+    command.kill_on_drop(true);
+    command.spawn()
+}
+
+/// Becomes the program, in a process-per-client child; returns only if that failed. `stderr`
+/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`.
+pub fn exec(
+    program: &Program,
+    socket: OwnedFd,
+    stderr: Option<OwnedFd>,
+    peer: SocketAddr,
+) -> std::io::Error {
+    let local = match std::net::TcpStream::from(match socket.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => return e,
+    })
+    .local_addr()
+    {
+        Ok(local) => local,
+        Err(e) => return e,
+    };
+    let mut command = command(program, peer, local);
+    let stderr = stderr.map_or_else(Stdio::inherit, Stdio::from);
+    if let Err(e) = wire(&mut command, socket, stderr) {
+        return e;
+    }
+    command.exec()
+}
