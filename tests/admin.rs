@@ -221,25 +221,28 @@ fn a_child_killed_with_sigkill_shows_in_the_exits_by_signal() {
         pid.is_some()
     }));
     let pid = pid.unwrap() as i32;
+    let labels = labels(&host, 0, "palindrome-v3", "process-per-client");
+    // A child reports what it served once a second, so a kill loses at most its last second:
+    // wait for the report, then see that it survives the kill (and is not counted twice).
+    let lines = || sample(&get(admin, "/metrics"), "porthost_lines_total", &labels);
+    assert!(eventually(|| lines() == Some(1.0)), "{:?}", lines());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     assert!(client.is_closed());
-    let labels = labels(&host, 0, "palindrome-v3", "process-per-client");
     let want = format!("porthost_child_exits_total{{{labels},how=\"signal\",value=\"SIGKILL\"}} 1");
     assert!(
         eventually(|| get(admin, "/metrics").contains(&want)),
         "{}",
         get(admin, "/metrics")
     );
-    // What the child served before it was killed was reported: at most its last second is lost.
-    assert!(eventually(|| sample(
-        &get(admin, "/metrics"),
-        "porthost_lines_total",
-        &labels
-    ) == Some(1.0)));
+    assert_eq!(
+        lines(),
+        Some(1.0),
+        "what the child reported before it was killed"
+    );
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //!   queue in front of a server. A client still waiting when the budget ran out is drawn at the
 //!   budget as a ▲ with the number still waiting, never left out;
 //! - connections per second under churn, per server;
-//! - memory (PSS) per idle client, per server.
+//! - memory (PSS) per idle client, per server;
+//! - CPU time per unit of work: per request against the number of clients, and per connection
+//!   under churn, per server (the server's whole process tree, reaped children included).
 //!
 //! The x-axes end at the largest client count measured. Each porthost model has a strong colour
 //! of its own; its hand-written baseline has the same colour, dashed (dotted: the model with its
@@ -26,7 +28,7 @@ use crate::report::{Entry, Report};
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 1480;
+const HEIGHT: u32 = 1940;
 const HEADER: u32 = 110;
 const FONT: &str = "sans-serif";
 
@@ -139,7 +141,7 @@ pub fn svg(report: &Report) -> anyhow::Result<String> {
         root.fill(&WHITE)?;
         let (header, body) = root.split_vertically(HEADER);
         draw_header(&header, report, &looks)?;
-        let rows = body.split_evenly((3, 2));
+        let rows = body.split_evenly((4, 2));
         let budget_us = report.budget_secs * 1e6;
 
         let throughput = lines(report, &looks, Metric::ReqPerS, 1.0);
@@ -187,7 +189,24 @@ pub fn svg(report: &Report) -> anyhow::Result<String> {
             Scale::Log,
             |v| format!("{v:.1} KiB"),
         )?;
-        draw_notes(&rows[5], report)?;
+        let cpu = lines(report, &looks, Metric::CpuUsPerReq, 1.0);
+        line_chart(
+            &rows[5],
+            "CPU time per request (sessions): server, threads, children",
+            "CPU µs per request",
+            &cpu,
+            Scale::Linear,
+            None,
+        )?;
+        bar_chart(
+            &rows[6],
+            "CPU time per connection (churn), reaped children included",
+            "CPU µs per connection",
+            &bars(report, &looks, Workload::Churn, Metric::CpuUsPerConn),
+            Scale::Linear,
+            |v| format!("{v:.0} µs"),
+        )?;
+        draw_notes(&rows[7], report)?;
         root.present()?;
     }
     Ok(out)
@@ -612,8 +631,11 @@ fn draw_notes(area: &Area<'_>, report: &Report) -> anyhow::Result<()> {
         "server's processes: pages shared by a forking server's".to_owned(),
         "children count once, not once per child.".to_owned(),
         String::new(),
-        "Single runs on a shared machine swing by ±30%: compare".to_owned(),
-        "servers measured in the same run.".to_owned(),
+        "CPU is user + system time from /proc/<pid>/stat of every".to_owned(),
+        "process of the server, and of every child it reaped.".to_owned(),
+        String::new(),
+        "Single runs on a shared machine swing by ±30% in throughput;".to_owned(),
+        "CPU per unit holds steadier. Compare servers of one run.".to_owned(),
     ];
     for (i, line) in lines.iter().enumerate() {
         let size = if i == 0 { 18 } else { 15 };

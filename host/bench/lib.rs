@@ -19,6 +19,7 @@
 
 pub mod baseline;
 pub mod chart;
+pub mod cpu;
 pub mod drive;
 pub mod load;
 pub mod metric;
@@ -37,7 +38,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
-use metric::Sample;
+use metric::{Metric, Sample};
 use porthost::config::Model;
 use report::Report;
 use server::{Server, Subject, TcpserverProgram};
@@ -95,7 +96,7 @@ pub struct BenchArgs {
     /// [default: 10].
     #[arg(long)]
     pub duration: Option<u64>,
-    /// How many times to run everything; the report shows medians [default: 3; at least 5
+    /// How many times to run everything; the report shows medians [default: 3; at least 7
     /// with --targets].
     #[arg(long)]
     pub runs: Option<usize>,
@@ -112,14 +113,10 @@ pub struct BenchArgs {
     /// Run the project's target scenarios (10,000 async clients, 500 games, ...) and check them.
     #[arg(long, conflicts_with = "quick")]
     pub targets: bool,
-    /// Let servers and the load generator share every CPU, instead of giving the servers the
-    /// first half of the CPUs and the load generator the rest.
+    /// Give the servers the first half of the CPUs and the load generator the rest, instead of
+    /// letting them share every CPU as they do on a user's machine.
     #[arg(long)]
-    pub no_pin: bool,
-    /// Serve as a baseline server instead of benchmarking (the bench starts its baselines
-    /// this way).
-    #[arg(long, value_enum, hide = true)]
-    pub serve_baseline: Option<baseline::Kind>,
+    pub pin: bool,
     /// Drive these addresses with load for the live page, printing a JSON line a second,
     /// instead of benchmarking (the host starts it this way).
     #[arg(long, value_delimiter = ',', hide = true)]
@@ -145,7 +142,7 @@ pub struct Sizes {
 }
 
 /// The least number of runs whose medians the targets are judged on.
-pub const TARGET_RUNS: usize = 5;
+pub const TARGET_RUNS: usize = 7;
 
 impl Sizes {
     pub fn of(args: &BenchArgs) -> anyhow::Result<Sizes> {
@@ -369,9 +366,6 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         };
         return drive::main(addrs, args.drive_clients, args.drive_seconds, workload);
     }
-    if let Some(kind) = args.serve_baseline {
-        return baseline::main(kind);
-    }
     let sizes = Sizes::of(&args)?;
     let jobs = if args.targets {
         targets::plan(&args, &sizes)
@@ -386,7 +380,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         sizes.budget
     };
-    let cpus = if args.no_pin { None } else { Cpus::split() };
+    let cpus = if args.pin { Cpus::split() } else { None };
     if let Some(cpus) = &cpus {
         // Before the runtime starts: its workers inherit the load generator's CPUs.
         sched_setaffinity(Pid::from_raw(0), &cpus.load)?;
@@ -582,7 +576,45 @@ async fn measure(server: &Server, load: Load, budget: Duration) -> Sample {
     sample
 }
 
+/// Runs the load, and for sessions and churn the CPU the server's process tree spent on it,
+/// per unit of work: read idle before, and after every child the load made has been reaped.
+/// One connection first, so that what a server does once (porthost starts its fork server
+/// with the first connection) is not charged to the load.
 async fn measure_load(server: &Server, load: Load, budget: Duration) -> Sample {
+    let per_unit = match load {
+        Load::Sessions { .. } => Some(Metric::CpuUsPerReq),
+        Load::Churn { .. } => Some(Metric::CpuUsPerConn),
+        Load::Footprint { .. } | Load::Game { .. } => None,
+    };
+    let (Some(per_unit), Some(pid)) = (per_unit, server.pid()) else {
+        return run_load(server, load, budget).await;
+    };
+    load::churn(server.addr, 1, 1, budget).await;
+    let Some(before) = cpu::quiet(pid).await else {
+        let mut sample = run_load(server, load, budget).await;
+        sample.unfinished.get_or_insert_with(|| {
+            "CPU not measured: the server's processes did not settle within 5 s".to_owned()
+        });
+        return sample;
+    };
+    let mut sample = run_load(server, load, budget).await;
+    let served = sample.get(Metric::Served).unwrap_or(0.0);
+    match cpu::settled(pid, before.processes).await {
+        Some(after) if served > 0.0 => {
+            let cpu = after.since(before);
+            sample.set(per_unit, cpu.as_secs_f64() * 1e6 / served);
+        }
+        Some(_) => {}
+        None => {
+            sample.unfinished.get_or_insert_with(|| {
+                "CPU not measured: the server's children were not all reaped within 5 s".to_owned()
+            });
+        }
+    }
+    sample
+}
+
+async fn run_load(server: &Server, load: Load, budget: Duration) -> Sample {
     match load {
         Load::Sessions { clients, lines } => {
             load::sessions(server.addr, clients, lines, budget).await

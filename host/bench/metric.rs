@@ -41,6 +41,11 @@ pub enum Metric {
     PssPerConnKib,
     Threads,
     Processes,
+    /// CPU time (user + system) of the server's whole process tree, reaped children included
+    /// ([`crate::cpu`]), per request answered (sessions) ...
+    CpuUsPerReq,
+    /// ... and per connection served (churn).
+    CpuUsPerConn,
     /// Requests (sessions) or connections (churn) answered: what the soak counts.
     Served,
 }
@@ -67,6 +72,8 @@ impl Metric {
             Metric::PssPerConnKib => "PSS KiB/idle client",
             Metric::Threads => "threads",
             Metric::Processes => "processes",
+            Metric::CpuUsPerReq => "CPU µs/request",
+            Metric::CpuUsPerConn => "CPU µs/connection",
             Metric::Served => return None,
         })
     }
@@ -78,7 +85,8 @@ impl Metric {
             | Metric::FirstReplyMaxMs
             | Metric::PssIdleMib
             | Metric::PssMib => format!("{value:.1}"),
-            Metric::PssPerConnKib => format!("{value:.2}"),
+            Metric::PssPerConnKib | Metric::CpuUsPerReq => format!("{value:.2}"),
+            Metric::CpuUsPerConn => format!("{value:.1}"),
             _ => format!("{value:.0}"),
         }
     }
@@ -127,6 +135,8 @@ impl Sample {
             (Metric::ConnPerS, "{} conn/s"),
             (Metric::GamesPerS, "{} games/s"),
             (Metric::P99Us, "p99 {} µs"),
+            (Metric::CpuUsPerReq, "CPU {} µs/request"),
+            (Metric::CpuUsPerConn, "CPU {} µs/connection"),
             (Metric::FirstReplyMaxMs, "last first reply {} ms"),
             (Metric::Waiting, "{} still waiting"),
             (Metric::PssPerConnKib, "PSS {} KiB per idle client"),

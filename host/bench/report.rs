@@ -14,6 +14,12 @@ pub const MEMORY: &str = "PSS (proportional set size, from /proc/<pid>/smaps_rol
      shared pages count once in all, however many processes map them; growth per idle client \
      from its anonymous part (Pss_Anon), which other processes mapping the same files leave alone";
 
+/// How the bench measures CPU time, for the table.
+pub const CPU: &str = "user + system time of the server's processes and threads, and of every \
+     child they reaped (/proc/<pid>/stat: utime, stime, cutime, cstime), per request answered \
+     (sessions) or connection served (churn); /proc counts in 10 ms ticks per process, so a \
+     measurement of less than a second of CPU is coarse";
+
 /// One workload against one server, over every run.
 #[derive(Debug, Serialize)]
 pub struct Entry {
@@ -204,6 +210,11 @@ impl Report {
         {
             out.push_str(&format!("\nMemory: {MEMORY}.\n"));
         }
+        if self.entries.iter().any(|e| {
+            e.median(Metric::CpuUsPerReq).is_some() || e.median(Metric::CpuUsPerConn).is_some()
+        }) {
+            out.push_str(&format!("\nCPU: {CPU}.\n"));
+        }
         if self.entries.iter().any(|e| !e.lower_bounds.is_empty()) {
             out.push_str(&format!(
                 "\n≥: a lower bound. Clients still waiting when the {} s budget ran out count \
@@ -285,9 +296,11 @@ enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 19] = [
+    const ALL: [Row; 21] = [
         Row::Metric(Metric::ReqPerS),
         Row::Metric(Metric::ConnPerS),
+        Row::Metric(Metric::CpuUsPerReq),
+        Row::Metric(Metric::CpuUsPerConn),
         Row::Metric(Metric::GamesPerS),
         Row::Metric(Metric::GamesFinished),
         Row::Metric(Metric::P50Us),

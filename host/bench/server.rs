@@ -132,9 +132,7 @@ impl Server {
             Subject::Model(model) => start_host(*model, service, max_clients, false),
             Subject::Admin(model) => start_host(*model, service, max_clients, true),
             Subject::Baseline(kind) => {
-                let mut command = Command::new(std::env::current_exe()?);
-                command.args(["bench", "--serve-baseline", kind.arg()]);
-                start_printing_addr(command, None, "")
+                start_printing_addr(Command::new(baseline::program(*kind)?), None, "")
             }
             Subject::Python => {
                 let dir = tempfile::tempdir()?;

@@ -1,0 +1,161 @@
+//! CPU time a server spends, per unit of work: the classic figure for comparing server designs
+//! (Stevens, UNP vol. 1, ch. 30: CPU time per client), and the one that holds still on a busy
+//! machine where throughput swings.
+//!
+//! A server is a process tree: the host, its threads, the process-per-client forker (a child
+//! of the host) and the per-connection children (the forker's children); a baseline and its
+//! children; `tcpserver` and the programs it execs. `/proc/<pid>/stat` gives each process its
+//! own user and system time (all its threads, live and ended) and, in `cutime`/`cstime`, that
+//! of every child it has reaped, which itself holds what that child had reaped. Summed over the
+//! processes alive in the tree, each CPU second counts once: a live process by its own fields,
+//! an ended one in its reaper's. A child ending between two reads can be counted by neither or
+//! by both, so [`settled`] waits until every child the load made has been reaped before the
+//! final reading.
+
+use std::time::{Duration, Instant};
+
+use nix::unistd::{SysconfVar, sysconf};
+use porthost::procfs;
+
+/// CPU time of a process tree, in clock ticks (`/proc`'s unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub ticks: u64,
+    /// Processes in the tree, the server included.
+    pub processes: usize,
+    /// Ended children not yet reaped: their time is about to move to their parent's.
+    pub zombies: usize,
+}
+
+impl Reading {
+    /// The CPU time between `earlier` and this reading.
+    pub fn since(self, earlier: Reading) -> Duration {
+        let ticks = self.ticks.saturating_sub(earlier.ticks);
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second())
+    }
+}
+
+/// `utime + stime + cutime + cstime` of one process; `None` when it is gone.
+pub fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold anything: fields after the last ')'
+    // start with the state (field 3), so utime (field 14) is the 12th of them.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum()
+}
+
+/// The CPU time of `pid` and every process below it.
+pub fn tree(pid: u32) -> Reading {
+    let below = procfs::descendants(pid);
+    let ticks = std::iter::once(pid)
+        .chain(below.iter().map(|p| p.pid))
+        .filter_map(process_ticks)
+        .sum();
+    Reading {
+        ticks,
+        processes: below.len() + 1,
+        zombies: below.iter().filter(|p| p.state == 'Z').count(),
+    }
+}
+
+/// How long [`settled`] waits for children to end and be reaped.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The tree's reading once it is back to at most `processes` processes and none is a zombie
+/// (every child the load made has ended and been reaped), or after [`SETTLE`]; `None` then.
+pub async fn settled(pid: u32, processes: usize) -> Option<Reading> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let reading = tree(pid);
+        if reading.processes <= processes && reading.zombies == 0 {
+            return Some(reading);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The tree's reading once it is quiet: no zombies, and the same processes for 100 ms (the
+/// children a warm-up made have ended and been reaped); `None` if it is not within [`SETTLE`].
+pub async fn quiet(pid: u32) -> Option<Reading> {
+    let deadline = Instant::now() + SETTLE;
+    let mut last = procfs::descendants(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = procfs::descendants(pid);
+        let same =
+            now.len() == last.len() && now.iter().all(|p| last.iter().any(|q| q.pid == p.pid));
+        if same && now.iter().all(|p| p.state != 'Z') {
+            return Some(tree(pid));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        last = now;
+    }
+}
+
+/// Clock ticks per second of `/proc`'s times (`USER_HZ`, 100 on Linux).
+fn ticks_per_second() -> f64 {
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        _ => 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaped_child_counts_in_its_parent() {
+        // A shell whose child burns CPU, ends and is reaped, then sleeps: its own time is next
+        // to nothing, so the tree's time is the reaped child's, through `cutime`/`cstime`.
+        let mut shell = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; sleep 2; true",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = shell.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let reading = loop {
+            // Only the sleep left below the shell: the busy child has been reaped.
+            let below = procfs::descendants(pid);
+            let sleeping = below.len() == 1
+                && std::fs::read_to_string(format!("/proc/{}/comm", below[0].pid))
+                    .is_ok_and(|name| name.trim() == "sleep");
+            if sleeping {
+                break tree(pid);
+            }
+            assert!(Instant::now() < deadline, "{below:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert!(reading.processes == 2, "{reading:?}");
+        let idle = Reading {
+            ticks: 0,
+            processes: 1,
+            zombies: 0,
+        };
+        assert!(
+            reading.since(idle) >= Duration::from_millis(50),
+            "{reading:?}"
+        );
+    }
+
+    #[test]
+    fn a_gone_process_has_no_times() {
+        assert_eq!(process_ticks(u32::MAX), None);
+        assert!(process_ticks(std::process::id()).is_some());
+    }
+}
