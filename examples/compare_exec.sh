@@ -79,12 +79,17 @@ for p in sys.argv[1:]:
   sleep 0.2
   t0=$(tree_cpu "$tpid"); p0=$(tree_cpu "$ppid")
   "$porthost" bench --addr "tcpserver-exec=127.0.0.1:$tport" --addr "porthost-exec=127.0.0.1:$pport" \
-    --workloads churn --churn "$churn" --runs 1 --json "$work/run.json" > "$work/bench.txt"
+    --workloads churn --churn "$churn" --duration 60 --runs 1 --json "$work/run.json" > "$work/bench.txt"
   sleep 0.5
   t1=$(tree_cpu "$tpid"); p1=$(tree_cpu "$ppid")
   python3 - "$work/run.json" "$t0" "$t1" "$p0" "$p1" "$churn" >> "$results" <<'EOF'
 import json, sys
 entries = json.load(open(sys.argv[1]))["entries"]
+# CPU per connection divides by the connections made: every one of them must have been.
+for e in entries:
+    run = e["per_run"][0]
+    if run.get("unfinished") or run.get("errors"):
+        sys.exit(f"{e['subject']}: {run.get('unfinished')}, {run.get('errors')} errors")
 rate = {e["subject"]: e["per_run"][0]["metrics"]["conn_per_s"] for e in entries}
 t0, t1, p0, p1, churn = map(float, sys.argv[2:7])
 # Each server also served the one warm-up connection outside the counted interval.
