@@ -526,3 +526,19 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
         );
     }
 }
+
+#[test]
+fn behind_a_proxy_the_program_sees_the_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = script(dir.path(), "remote.sh", "echo $TCPREMOTEIP $TCPREMOTEPORT");
+    let options = format!(
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
+        command(&[env.to_str().unwrap()])
+    );
+    for model in ["process-per-client", "async"] {
+        let host = TestHost::start("", &[entry("exec", model, &options)]);
+        let mut client = Client::connect(host.addr(0));
+        client.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n");
+        assert_eq!(client.line().as_deref(), Some("192.0.2.7 5555"), "{model}");
+    }
+}
