@@ -76,9 +76,7 @@ pub async fn run(
         return Err(std::io::Error::other("the program ended before it started"));
     };
     let group = Pid::from_raw(pid as i32);
-    if let Some(admission) = admission {
-        started(admission, pid, program);
-    }
+    let _counted = admission.map(|admission| Counted::new(admission, pid, program));
     debug!(pid, "program started: {}", program.display());
     let pipe = child.stderr.take();
     let mut stderr = std::pin::pin!(async move {
@@ -133,21 +131,35 @@ pub async fn run(
     Ok(())
 }
 
-/// The port counts the program among its children and lists its pid on the connection.
-pub fn started(admission: &Admission, pid: u32, program: &Program) {
-    let port = admission.port();
-    port.stats.forks.fetch_add(1, Ordering::Relaxed);
-    port.stats.children.fetch_add(1, Ordering::Relaxed);
-    port.set_pid(admission.id(), pid);
-    port.events.push(Some(port.port()), Kind::Child, || {
-        format!("program {pid} started: {}", program.display())
-    });
+/// Counts a program among its port's children while it runs (and lists its pid on the
+/// connection); given back in `Drop`, so a run cut short cannot leave it counted.
+struct Counted<'a> {
+    admission: &'a Admission,
+}
+
+impl<'a> Counted<'a> {
+    fn new(admission: &'a Admission, pid: u32, program: &Program) -> Counted<'a> {
+        let port = admission.port();
+        port.stats.forks.fetch_add(1, Ordering::Relaxed);
+        port.stats.children.fetch_add(1, Ordering::Relaxed);
+        port.set_pid(admission.id(), pid);
+        port.events.push(Some(port.port()), Kind::Child, || {
+            format!("program {pid} started: {}", program.display())
+        });
+        Counted { admission }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let port = self.admission.port();
+        port.stats.children.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The port counts how the program ended.
 fn finished(admission: &Admission, pid: u32, ended: &Ended) {
     let port = admission.port();
-    port.stats.children.fetch_sub(1, Ordering::Relaxed);
     port.stats.exited(ended.how.0, ended.how.1.clone());
     port.events.push(Some(port.port()), Kind::Child, || {
         format!("program {pid} {}", ended.status)

@@ -98,7 +98,8 @@ pub fn main() -> anyhow::Result<()> {
         if child_ended {
             while forker.sigchld.read_signal()?.is_some() {}
         }
-        if !forker.children.is_empty() {
+        // An orphan reparented here (the fork server is a subreaper) ends with a SIGCHLD too.
+        if child_ended || !forker.children.is_empty() {
             forker.reap();
         }
         if host_ready {
