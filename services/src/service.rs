@@ -80,6 +80,9 @@ pub struct Needs {
     /// How many clients must be connected at once for any of them to make progress. More than
     /// one rules out `sequential`, which serves a single client at a time.
     pub clients_at_once: usize,
+    /// The options under which one client at a time is enough (`options = { players = 1 }`),
+    /// for the error that refuses `sequential`: what to change besides the model.
+    pub alone_with: Option<&'static str>,
 }
 
 impl Default for Needs {
@@ -87,6 +90,7 @@ impl Default for Needs {
         Needs {
             shared_state: false,
             clients_at_once: 1,
+            alone_with: None,
         }
     }
 }

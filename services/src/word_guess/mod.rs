@@ -70,7 +70,7 @@
 //! the mover is followed by a `Turn:` line. Private errors are `Error: ` and a reason: "only
 //! commands are accepted: /letter X or /word WORD", "unknown command \"/x\", the commands are
 //! /letter X and /word WORD", "missing argument, send /letter X", "extra argument, send /letter
-//! X with one space before it", "\"ab\" is not exactly one letter", "\"a1\" is not a word:
+//! X with one space before it", "\"ab\" is not a letter", "\"a1\" is not a word:
 //! letters only", "the letter x was already tried (tried: x, y)", "not your turn, waiting for
 //! \"Bob\"", "the game has not started, waiting for 1 more player"; the mover then gets
 //! `/turn` again.
@@ -304,6 +304,7 @@ impl LineService for WordGuess {
         Needs {
             shared_state: true,
             clients_at_once: self.players,
+            alone_with: Some("options = { players = 1 }"),
         }
     }
 
