@@ -386,3 +386,88 @@ fn a_descriptor_limit_too_low_for_the_ports_is_said_at_start() {
     assert!(eventually(|| ample.log().contains("serving 1 port")));
     assert!(!ample.log().contains("descriptors each"), "{}", ample.log());
 }
+
+/// Starts `porthost client KIND ADDR` with stdin a pipe the test keeps open (a user who has
+/// not typed yet), and waits for it to exit; a client still running after [`PATIENCE`] fails.
+fn client_left_waiting(kind: &str, addr: &str, typed: &[u8]) -> std::process::Output {
+    let mut child = crate::util::porthost()
+        .args(["client", kind, addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    keys.write_all(typed).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client outlives its connection");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(keys);
+    child.wait_with_output().unwrap()
+}
+
+/// The server closes (an idle timeout) while the user has typed nothing more: the line client
+/// exits at once with the server's last line, instead of swallowing the next lines typed.
+#[test]
+fn the_line_client_exits_when_the_server_closes() {
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "idle_timeout_secs = 1")],
+    );
+    let out = client_left_waiting("line", &host.addr(0).to_string(), b"abba\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\nERR idle for 1 s, closing\n");
+}
+
+/// The palindrome client shows the server's line when the server closes, not when the user
+/// next types.
+#[test]
+fn the_palindrome_client_reports_a_close_when_it_happens() {
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "idle_timeout_secs = 1")],
+    );
+    let out = client_left_waiting("palindrome", &host.addr(0).to_string(), b"abba\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "\"abba\" is a palindrome\n");
+    assert_eq!(
+        text(&out.stderr),
+        "porthost: the server closed the connection: \"ERR idle for 1 s, closing\"\n"
+    );
+}
+
+/// Bytes that are not UTF-8 go out as they are (the client used to stop reading its input).
+#[test]
+fn the_line_client_sends_bytes_as_they_are() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+        conn.write_all(b"got it\n").unwrap();
+        got
+    });
+    let mut child = crate::util::porthost()
+        .args(["client", "line", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"caf\xe9\n\xff\xfe\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(server.join().unwrap(), b"caf\xe9\n\xff\xfe\n");
+    assert_eq!(text(&out.stdout), "got it\n");
+}
