@@ -370,21 +370,27 @@ fn the_line_client_sends_what_is_typed_and_prints_what_comes_back() {
 /// whose limit can says nothing about it.
 #[test]
 fn a_descriptor_limit_too_low_for_the_ports_is_said_at_start() {
-    let short = HostProcess::start_limited(64, "", &[entry("palindrome-v3", "async", "")]);
+    let mut short = HostProcess::start_limited(64, "", &[entry("palindrome-v3", "async", "")]);
+    short.signal(Signal::SIGTERM);
+    assert!(short.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    // In the plan's block, wrapped for a terminal; never in the log.
+    let note = short.stdout_after_table();
+    assert!(note.lines().all(|l| l.chars().count() <= 96), "{note}");
     assert!(
-        eventually(|| short.log().contains(
-            "the ports may hold 10000 connections at once, 2 descriptors each, but this process \
-             may open 64: beyond about 32 clients"
-        )),
-        "{}",
-        short.log()
+        note.replace("\n  ", " ").starts_with(
+            "note: the ports may hold 10000 connections at once, 2 descriptors each, but this \
+             process may open 64: beyond about 32 clients"
+        ),
+        "{note}"
     );
-    let ample = HostProcess::start(
+    assert!(!short.log().contains("descriptors each"), "{}", short.log());
+    let mut ample = HostProcess::start(
         "",
         &[entry("palindrome-v3", "async", "max_connections = 10")],
     );
-    assert!(eventually(|| ample.log().contains("serving 1 port")));
-    assert!(!ample.log().contains("descriptors each"), "{}", ample.log());
+    ample.signal(Signal::SIGTERM);
+    assert!(ample.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    assert_eq!(ample.stdout_after_table(), "");
 }
 
 /// Starts `porthost client KIND ADDR` with stdin a pipe the test keeps open (a user who has
@@ -470,4 +476,51 @@ fn the_line_client_sends_bytes_as_they_are() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(server.join().unwrap(), b"caf\xe9\n\xff\xfe\n");
     assert_eq!(text(&out.stdout), "got it\n");
+}
+
+/// The plan's hint names the config the host runs, so `status` finds the same endpoint.
+#[test]
+fn the_plan_hints_status_with_the_same_config() {
+    let mut host = HostProcess::start(
+        "admin = \"127.0.0.1:0\"",
+        &[entry("palindrome-v3", "async", "")],
+    );
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    let rest = host.stdout_after_table();
+    let hint = rest
+        .lines()
+        .find(|l| l.starts_with("live page: "))
+        .unwrap_or_else(|| panic!("{rest}"));
+    let config = hint.split("porthost status --config ").nth(1);
+    assert!(
+        config.is_some_and(|c| c.ends_with(".toml") && std::path::Path::new(c).is_absolute()),
+        "{hint}"
+    );
+}
+
+/// A missing config passed with `--config` is not answered with "pass --config PATH"; `status`
+/// without a config says which address it tries instead, and why.
+#[test]
+fn a_missing_config_is_named_and_status_says_what_it_tries() {
+    let out = run(&["check", "--config", "/nonexistent/missing.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "porthost: config file /nonexistent/missing.toml not found\n"
+    );
+    let out = run(&["status", "--config", "/nonexistent/missing.toml"]);
+    assert!(
+        text(&out.stderr).starts_with(
+            "porthost: cannot read the admin address from /nonexistent/missing.toml (cannot read \
+             config file /nonexistent/missing.toml"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("trying 127.0.0.1:7000 (pass --config PATH or --admin ADDR)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
