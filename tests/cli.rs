@@ -524,3 +524,32 @@ fn a_missing_config_is_named_and_status_says_what_it_tries() {
         text(&out.stderr)
     );
 }
+
+/// The README's recipe for adding a service names the registration macro the tree uses and the
+/// test that lists every registered name: following it ends with a green test command.
+#[test]
+fn the_adding_a_service_recipe_matches_the_tree() {
+    let readme = include_str!("../README.md");
+    let recipe = readme
+        .split("<!-- add-service -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /add-service -->").next())
+        .expect("README.md marks the recipe with add-service");
+    let this_file = include_str!("cli.rs");
+    assert!(this_file.contains("fn services_lists_exactly_the_registered_names()"));
+    assert!(recipe.contains("`services_lists_exactly_the_registered_names` in `tests/cli.rs`"));
+    assert!(recipe.contains("`cargo test --workspace`"));
+    let example = include_str!("../examples/uppercase.rs");
+    let line = example
+        .lines()
+        .position(|l| l.starts_with("porthost_services::register!(Registration {"))
+        .expect("the example registers with register!")
+        + 1;
+    assert!(
+        recipe.contains(&format!("examples/uppercase.rs:{line}")),
+        "the recipe's error names the example's register! line, {line}"
+    );
+    assert!(
+        readme.contains("porthost_services::register!(Registration {\n    name: \"uppercase\"")
+    );
+}

@@ -205,8 +205,13 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-/// Loads a config, saying clearly when the file is not there.
+/// Loads a config, saying clearly when the file is not there. Two services of one name are
+/// refused first, whether the config uses the name or not: which one runs would be chance.
 fn load(path: &Path) -> anyhow::Result<Config> {
+    let twice = porthost_services::duplicates();
+    if !twice.is_empty() {
+        bail!("{}; nothing was started", twice.join("\n"));
+    }
     match Config::load(path) {
         Ok(config) => Ok(config),
         Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

@@ -440,32 +440,30 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(LineServer(WordGuess { hall, players })))
 }
 
-inventory::submit! {
-    Registration {
-        name: "word-guess",
-        summary: "multiplayer word guessing: letters or the whole word, turns, scores, many games per port",
-        options: &[
-            OptionDoc {
-                name: "players",
-                default: "2",
-                meaning: "players per game, 1 to 16; a game starts when that many have joined",
-            },
-            OptionDoc {
-                name: "words",
-                default: "60 built-in Ukrainian and English words",
-                meaning: "the words to guess, e.g. [\"socket\", \"сервер\"]",
-            },
-            OptionDoc {
-                name: "words_file",
-                default: "none",
-                meaning: "a file of words, one a line, relative to the config file (instead of words)",
-            },
-            OptionDoc {
-                name: "turn_timeout_secs",
-                default: "no limit",
-                meaning: "seconds a player has for a move before the turn passes, 1 to 86400",
-            },
-        ],
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "word-guess",
+    summary: "multiplayer word guessing: letters or the whole word, turns, scores, many games per port",
+    options: &[
+        OptionDoc {
+            name: "players",
+            default: "2",
+            meaning: "players per game, 1 to 16; a game starts when that many have joined",
+        },
+        OptionDoc {
+            name: "words",
+            default: "60 built-in Ukrainian and English words",
+            meaning: "the words to guess, e.g. [\"socket\", \"сервер\"]",
+        },
+        OptionDoc {
+            name: "words_file",
+            default: "none",
+            meaning: "a file of words, one a line, relative to the config file (instead of words)",
+        },
+        OptionDoc {
+            name: "turn_timeout_secs",
+            default: "no limit",
+            meaning: "seconds a player has for a move before the turn passes, 1 to 86400",
+        },
+    ],
+    build,
+});
