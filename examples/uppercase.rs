@@ -58,18 +58,16 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(LineServer(Uppercase { prefix })))
 }
 
-inventory::submit! {
-    Registration {
-        name: "uppercase",
-        summary: "answers every line in capitals (the example of adding a service)",
-        options: &[OptionDoc {
-            name: "prefix",
-            default: "\"\"",
-            meaning: "put this in front of every answer",
-        }],
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "uppercase",
+    summary: "answers every line in capitals (the example of adding a service)",
+    options: &[OptionDoc {
+        name: "prefix",
+        default: "\"\"",
+        meaning: "put this in front of every answer",
+    }],
+    build,
+});
 
 fn main() -> ExitCode {
     porthost::cli::main()

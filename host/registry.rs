@@ -8,6 +8,9 @@ use crate::config::suggest::did_you_mean;
 
 /// Finds a service by name; the error lists what is registered and suggests the closest name.
 pub fn find(name: &str) -> Result<&'static Registration, String> {
+    if let Some(twice) = porthost_services::duplicate(name) {
+        return Err(twice);
+    }
     if let Some(found) = porthost_services::find(name) {
         return Ok(found);
     }

@@ -371,19 +371,186 @@ fn the_line_client_sends_what_is_typed_and_prints_what_comes_back() {
 /// whose limit can says nothing about it.
 #[test]
 fn a_descriptor_limit_too_low_for_the_ports_is_said_at_start() {
-    let short = HostProcess::start_limited(64, "", &[entry("palindrome-v3", "async", "")]);
+    let mut short = HostProcess::start_limited(64, "", &[entry("palindrome-v3", "async", "")]);
+    short.signal(Signal::SIGTERM);
+    assert!(short.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    // In the plan's block, wrapped for a terminal; never in the log.
+    let note = short.stdout_after_table();
+    assert!(note.lines().all(|l| l.chars().count() <= 96), "{note}");
     assert!(
-        eventually(|| short.log().contains(
-            "the ports may hold 10000 connections at once, 2 descriptors each, but this process \
-             may open 64: beyond about 32 clients"
-        )),
-        "{}",
-        short.log()
+        note.replace("\n  ", " ").starts_with(
+            "note: the ports may hold 10000 connections at once, 2 descriptors each, but this \
+             process may open 64: beyond about 32 clients"
+        ),
+        "{note}"
     );
-    let ample = HostProcess::start(
+    assert!(!short.log().contains("descriptors each"), "{}", short.log());
+    let mut ample = HostProcess::start(
         "",
         &[entry("palindrome-v3", "async", "max_connections = 10")],
     );
-    assert!(eventually(|| ample.log().contains("serving 1 port")));
-    assert!(!ample.log().contains("descriptors each"), "{}", ample.log());
+    ample.signal(Signal::SIGTERM);
+    assert!(ample.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    assert_eq!(ample.stdout_after_table(), "");
+}
+
+/// Starts `porthost client KIND ADDR` with stdin a pipe the test keeps open (a user who has
+/// not typed yet), and waits for it to exit; a client still running after [`PATIENCE`] fails.
+fn client_left_waiting(kind: &str, addr: &str, typed: &[u8]) -> std::process::Output {
+    let mut child = crate::util::porthost()
+        .args(["client", kind, addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    keys.write_all(typed).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client outlives its connection");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(keys);
+    child.wait_with_output().unwrap()
+}
+
+/// The server closes (an idle timeout) while the user has typed nothing more: the line client
+/// exits at once with the server's last line, instead of swallowing the next lines typed.
+#[test]
+fn the_line_client_exits_when_the_server_closes() {
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "idle_timeout_secs = 1")],
+    );
+    let out = client_left_waiting("line", &host.addr(0).to_string(), b"abba\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\nERR idle for 1 s, closing\n");
+}
+
+/// The palindrome client shows the server's line when the server closes, not when the user
+/// next types.
+#[test]
+fn the_palindrome_client_reports_a_close_when_it_happens() {
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "idle_timeout_secs = 1")],
+    );
+    let out = client_left_waiting("palindrome", &host.addr(0).to_string(), b"abba\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "\"abba\" is a palindrome\n");
+    assert_eq!(
+        text(&out.stderr),
+        "porthost: the server closed the connection: \"ERR idle for 1 s, closing\"\n"
+    );
+}
+
+/// Bytes that are not UTF-8 go out as they are (the client used to stop reading its input).
+#[test]
+fn the_line_client_sends_bytes_as_they_are() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+        conn.write_all(b"got it\n").unwrap();
+        got
+    });
+    let mut child = crate::util::porthost()
+        .args(["client", "line", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"caf\xe9\n\xff\xfe\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(server.join().unwrap(), b"caf\xe9\n\xff\xfe\n");
+    assert_eq!(text(&out.stdout), "got it\n");
+}
+
+/// The plan's hint names the config the host runs, so `status` finds the same endpoint.
+#[test]
+fn the_plan_hints_status_with_the_same_config() {
+    let mut host = HostProcess::start(
+        "admin = \"127.0.0.1:0\"",
+        &[entry("palindrome-v3", "async", "")],
+    );
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    let rest = host.stdout_after_table();
+    let hint = rest
+        .lines()
+        .find(|l| l.starts_with("live page: "))
+        .unwrap_or_else(|| panic!("{rest}"));
+    let config = hint.split("porthost status --config ").nth(1);
+    assert!(
+        config.is_some_and(|c| c.ends_with(".toml") && std::path::Path::new(c).is_absolute()),
+        "{hint}"
+    );
+}
+
+/// A missing config passed with `--config` is not answered with "pass --config PATH"; `status`
+/// without a config says which address it tries instead, and why.
+#[test]
+fn a_missing_config_is_named_and_status_says_what_it_tries() {
+    let out = run(&["check", "--config", "/nonexistent/missing.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "porthost: config file /nonexistent/missing.toml not found\n"
+    );
+    let out = run(&["status", "--config", "/nonexistent/missing.toml"]);
+    assert!(
+        text(&out.stderr).starts_with(
+            "porthost: cannot read the admin address from /nonexistent/missing.toml (cannot read \
+             config file /nonexistent/missing.toml"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("trying 127.0.0.1:7000 (pass --config PATH or --admin ADDR)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The README's recipe for adding a service names the registration macro the tree uses and the
+/// test that lists every registered name: following it ends with a green test command.
+#[test]
+fn the_adding_a_service_recipe_matches_the_tree() {
+    let readme = include_str!("../README.md");
+    let recipe = readme
+        .split("<!-- add-service -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /add-service -->").next())
+        .expect("README.md marks the recipe with add-service");
+    let this_file = include_str!("cli.rs");
+    assert!(this_file.contains("fn services_lists_exactly_the_registered_names()"));
+    assert!(recipe.contains("`services_lists_exactly_the_registered_names` in `tests/cli.rs`"));
+    assert!(recipe.contains("`cargo test --workspace`"));
+    let example = include_str!("../examples/uppercase.rs");
+    let line = example
+        .lines()
+        .position(|l| l.starts_with("porthost_services::register!(Registration {"))
+        .expect("the example registers with register!")
+        + 1;
+    assert!(
+        recipe.contains(&format!("examples/uppercase.rs:{line}")),
+        "the recipe's error names the example's register! line, {line}"
+    );
+    assert!(
+        readme.contains("porthost_services::register!(Registration {\n    name: \"uppercase\"")
+    );
 }

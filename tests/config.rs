@@ -271,3 +271,70 @@ fn a_byte_that_is_not_utf8_is_reported_at_its_line() {
     let want = format!("{}:3:14: byte 0xff is not UTF-8", file.path.display());
     assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
 }
+
+mod twice {
+    //! Two services registered under one name in this test binary.
+    use std::sync::Arc;
+
+    use porthost_services::lines::{Flow, LineHandler, LineServer, LineService};
+    use porthost_services::{Options, Registration, Service};
+
+    pub struct Quiet;
+    pub struct Handler;
+
+    impl LineService for Quiet {
+        type Handler = Handler;
+        fn connect(&self, _peer: std::net::SocketAddr) -> Handler {
+            Handler
+        }
+    }
+
+    impl LineHandler for Handler {
+        fn handle(&mut self, _line: &str, _reply: &mut Vec<u8>) -> Flow {
+            Flow::Close
+        }
+    }
+
+    fn build(_options: &Options) -> Result<Arc<dyn Service>, String> {
+        Ok(Arc::new(LineServer(Quiet)))
+    }
+
+    porthost_services::register!(Registration {
+        name: "test-twice",
+        summary: "the first of two (tests only)",
+        options: &[],
+        build,
+    });
+
+    porthost_services::register!(Registration {
+        name: "test-twice",
+        summary: "the second of two (tests only)",
+        options: &[],
+        build,
+    });
+}
+
+/// A name registered twice (a service copied into the tree next to the example it came from)
+/// is refused with both places named, rather than served by whichever `inventory` met first.
+#[test]
+fn a_service_name_registered_twice_is_refused_naming_both_places() {
+    let err = porthost::registry::find("test-twice").unwrap_err();
+    // The lines of the two `register!` calls above.
+    let source = include_str!("config.rs");
+    let at: Vec<String> = source
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("name: \"test-twice\""))
+        .map(|(i, _)| format!("tests/config.rs:{i}"))
+        .collect();
+    assert_eq!(
+        err,
+        format!(
+            "service name \"test-twice\" is registered 2 times: {}; give each service a name \
+             of its own",
+            at.join(", ")
+        )
+    );
+    assert_eq!(porthost_services::duplicates(), [err]);
+    assert!(porthost::registry::find("palindrome-v3").is_ok());
+}

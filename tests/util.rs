@@ -193,6 +193,15 @@ impl Launch {
 }
 
 impl HostProcess {
+    /// What the host printed after its plan's table, up to its exit (signal it first).
+    pub fn stdout_after_table(&mut self) -> String {
+        let mut rest = String::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        }
+        rest
+    }
+
     /// Closes the reading end of the host's stdout, as a `| tee` that was killed does.
     pub fn close_stdout(&mut self) {
         self.stdout.take();

@@ -236,13 +236,10 @@ fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
                 "/letter a b",
                 "extra argument, send /letter X with one space before it",
             ),
-            ("/letter ab", "\"ab\" is not exactly one letter"),
+            ("/letter ab", "\"ab\" is not a letter"),
             ("/word !!", "\"!!\" is not a word: letters only"),
             // Quoted the way names are: escaped, so a combining mark shows as `\u{301}`.
-            (
-                "/letter е\u{301}",
-                "\"е\\u{301}\" is not exactly one letter",
-            ),
+            ("/letter е\u{301}", "\"е\\u{301}\" is not a letter"),
         ] {
             ann.send(format!("{line}\n").as_bytes());
             expect(&mut ann, &[&format!("Error: {error}"), "/turn"]);
@@ -427,7 +424,7 @@ fn models_that_cannot_share_state_are_refused() {
     );
     let (code, stderr, _) = check("sequential", "players = 2");
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("word-guess cannot run under sequential as configured: it needs 2 clients connected at once"), "{stderr}");
+    assert!(stderr.contains("word-guess cannot run under sequential as configured: it needs 2 clients connected at once and sequential serves one at a time; use thread-per-client or async, or `options = { players = 1 }` to serve one client at a time"), "{stderr}");
     let (code, stderr, _) = check("sequential", "players = 1");
     assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr, _) = check("async", "players = 17");
@@ -626,7 +623,7 @@ fn the_client_refuses_a_move_that_cannot_be_meant_and_asks_again() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "Welcome to word-guess! Send your name.\n\
+        "Welcome to word-guess!\n\
          \"Ann\" joined (1/1)\n\
          Game starts: \"Ann\"\n\
          Alphabet: Latin, 4 letters\n\
@@ -652,10 +649,13 @@ fn the_client_refuses_a_move_that_cannot_be_meant_and_asks_again() {
 
 #[test]
 fn the_client_pointed_at_a_palindrome_port_says_so_and_exits_non_zero() {
-    let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
+    let host = TestHost::start(
+        "",
+        &[entry("palindrome-v3", "async", "idle_timeout_secs = 1")],
+    );
     // With a name it sends at once: the palindrome server answers it with "1".
     let named = game_client(host.addr(0), Some("Bob"), "");
-    // Without one it waits for the welcome, which never comes.
+    // Without one it waits for the welcome; the server's first line is its idle timeout's.
     let unnamed = game_client(host.addr(0), None, "Bob\n");
     let addr = host.addr(0);
     for (out, reason) in [
@@ -668,7 +668,10 @@ fn the_client_pointed_at_a_palindrome_port_says_so_and_exits_non_zero() {
         ),
         (
             finished(unnamed),
-            format!("porthost: {addr} sent no welcome within 5 s: it does not speak word-guess\n"),
+            format!(
+                "porthost: {addr} does not speak word-guess: its first line was \"ERR idle for 1 \
+                 s, closing\", not the game's welcome\n"
+            ),
         ),
     ] {
         assert_eq!(out.status.code(), Some(1));
@@ -679,6 +682,41 @@ fn the_client_pointed_at_a_palindrome_port_says_so_and_exits_non_zero() {
             "nothing of the palindrome server's is shown"
         );
     }
+}
+
+/// On a busy sequential port the connection waits in the backlog: the client says so and
+/// keeps waiting (it used to give up after 5 s, calling the port "not word-guess"), then plays
+/// once the first player leaves.
+#[test]
+fn the_client_at_a_busy_sequential_port_waits_to_be_accepted() {
+    let host = game_host("sequential", "words = [\"abba\"], players = 1");
+    let mut first = join(&host, "Ann");
+    expect(
+        &mut first,
+        &["\"Ann\" joined (1/1)", "Game starts: \"Ann\""],
+    );
+    let mut child = game_client(host.addr(0), Some("Bob"), "abba\n");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut out, &mut said).unwrap();
+    assert_eq!(
+        said,
+        format!(
+            "Connected to {}; waiting for the server to accept you (the port is busy).\n",
+            host.addr(0)
+        )
+    );
+    // Ann leaves: the port accepts Bob, who plays his game.
+    first.reset();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(
+        rest.starts_with("Welcome to word-guess!\n\"Bob\" joined (1/1)\n"),
+        "{rest}"
+    );
+    assert!(rest.contains("Winner: \"Bob\""), "{rest}");
 }
 
 /// The game client run in this process as if typed at a terminal: the test types into a pipe

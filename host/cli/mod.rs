@@ -57,7 +57,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// The services file.
-    #[arg(long, short, default_value = "config/services.toml")]
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
 }
 
@@ -154,10 +154,28 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
             config,
         }) => {
             // The config names the endpoint and its token, when there is one to read.
-            let plan = Config::load(&config.config).ok().and_then(|c| c.admin);
-            let addr = admin
-                .or_else(|| plan.as_ref().map(|p| p.addr.to_string()))
-                .unwrap_or_else(|| "127.0.0.1:7000".to_owned());
+            let loaded = Config::load(&config.config);
+            let plan = loaded.as_ref().ok().and_then(|c| c.admin.clone());
+            let addr = match (admin, &plan, &loaded) {
+                (Some(addr), _, _) => addr,
+                (None, Some(plan), _) => plan.addr.to_string(),
+                (None, None, Ok(_)) => {
+                    eprintln!(
+                        "porthost: {} has no [host] admin; trying {DEFAULT_ADMIN}",
+                        config.config.display()
+                    );
+                    DEFAULT_ADMIN.to_owned()
+                }
+                (None, None, Err(e)) => {
+                    eprintln!(
+                        "porthost: cannot read the admin address from {} ({}); trying \
+                         {DEFAULT_ADMIN} (pass --config PATH or --admin ADDR)",
+                        config.config.display(),
+                        first_line(&e.to_string())
+                    );
+                    DEFAULT_ADMIN.to_owned()
+                }
+            };
             let token = token.or_else(|| plan.and_then(|p| p.token));
             status::run(&addr, token.as_deref(), watch)
         }
@@ -177,16 +195,34 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Loads a config, saying clearly when the file is not there.
+/// Where `status` looks for the host when neither `--admin` nor the config says.
+const DEFAULT_ADMIN: &str = "127.0.0.1:7000";
+
+/// The `--config` default, which the user may not know they relied on.
+const DEFAULT_CONFIG: &str = "config/services.toml";
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// Loads a config, saying clearly when the file is not there. Two services of one name are
+/// refused first, whether the config uses the name or not: which one runs would be chance.
 fn load(path: &Path) -> anyhow::Result<Config> {
+    let twice = porthost_services::duplicates();
+    if !twice.is_empty() {
+        bail!("{}; nothing was started", twice.join("\n"));
+    }
     match Config::load(path) {
         Ok(config) => Ok(config),
         Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "config file {} not found; run from the directory that holds it, or pass \
-                 --config PATH",
-                path.display()
-            )
+            if path == Path::new(DEFAULT_CONFIG) {
+                bail!(
+                    "config file {} not found; run from the directory that holds it, or pass \
+                     --config PATH",
+                    path.display()
+                )
+            }
+            bail!("config file {} not found", path.display())
         }
         Err(LoadError::Invalid(errors)) => {
             let count = errors.0.len();
@@ -208,7 +244,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
     // Before any thread starts: it reads and clears the environment.
     let sockets = Sockets::from_systemd().context("socket activation")?;
     raise_descriptor_limit();
-    say_if_descriptors_are_short(&config);
+    let descriptors = descriptors_note(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,11 +264,19 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         let mut host = Supervisor::start(config, sockets, programs)
             .await
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        // One block: the table, where to watch it, and the note on descriptors.
         let mut plan = table::plan(host.ports().map(|(p, o)| (p, Some(o))));
         if let Some(addr) = host.admin_addr() {
-            plan += &format!(
-                "live page: http://{addr}/   metrics: http://{addr}/metrics   porthost status\n"
-            );
+            let status = if path == Path::new(DEFAULT_CONFIG) {
+                "porthost status".to_owned()
+            } else {
+                format!("porthost status --config {}", path.display())
+            };
+            plan +=
+                &format!("live page: http://{addr}/   metrics: http://{addr}/metrics   {status}\n");
+        }
+        if let Some(note) = descriptors {
+            plan += &table::wrap(&note, NOTE_WIDTH);
         }
         logging::print(&plan);
         info!(
@@ -268,9 +312,12 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
 /// close it at the end of a drain wherever it is served.
 const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
+/// How wide the plan's notes are wrapped: a terminal's 100 columns, as the table fits.
+const NOTE_WIDTH: usize = 96;
+
 /// Says, once at start, when the descriptor limit cannot hold every port full: beyond it, accept
 /// waits for descriptors to free up (with a warning each time), which looks like a slow server.
-fn say_if_descriptors_are_short(config: &crate::config::Config) {
+fn descriptors_note(config: &crate::config::Config) -> Option<String> {
     use nix::sys::resource::{Resource, getrlimit};
     let connections: u64 = config
         .ports
@@ -278,17 +325,16 @@ fn say_if_descriptors_are_short(config: &crate::config::Config) {
         .map(|p| p.entry.max_connections as u64)
         .sum();
     let needed = connections.saturating_mul(DESCRIPTORS_PER_CONNECTION);
-    if let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && needed > limit
-    {
-        info!(
-            "the ports may hold {connections} connections at once, {DESCRIPTORS_PER_CONNECTION} \
-             descriptors each, but this process may open {limit}: beyond about {} clients, \
-             accept waits for descriptors to free up (raise `ulimit -n`, or LimitNOFILE= under \
-             systemd)",
+    let (limit, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    (needed > limit).then(|| {
+        format!(
+            "note: the ports may hold {connections} connections at once, \
+             {DESCRIPTORS_PER_CONNECTION} descriptors each, but this process may open {limit}: \
+             beyond about {} clients, accept waits for descriptors to free up (raise `ulimit -n`, \
+             or LimitNOFILE= under systemd)",
             limit / DESCRIPTORS_PER_CONNECTION
-        );
-    }
+        )
+    })
 }
 
 /// Many clients at once need many descriptors: lift the soft limit to the hard one, as servers

@@ -33,6 +33,8 @@ struct Host {
     rss_kib: u64,
     children_pss_kib: u64,
     threads: u64,
+    /// The shared runtime's threads, which run every async port's tasks.
+    runtime_workers: usize,
     open_fds: u64,
 }
 
@@ -109,7 +111,12 @@ fn render(s: &Snapshot) -> String {
             p.state.clone(),
             p.open.to_string(),
             p.waiting.map_or("-".to_owned(), |w| w.to_string()),
-            p.threads.to_string(),
+            // An async port has no threads of its own: a task per client on the shared ones.
+            if p.model == "async" {
+                format!("{} tasks on {}", p.open, s.host.runtime_workers)
+            } else {
+                p.threads.to_string()
+            },
             p.children.len().to_string(),
             p.lines.to_string(),
             format!("{:.0}", p.lines_per_s),
@@ -151,10 +158,10 @@ programs running:
     }
     let recent: Vec<&Event> = s.events.iter().rev().take(8).collect();
     if !recent.is_empty() {
-        out.push_str("\nrecent events:\n");
+        out.push_str("\nrecent events (seconds since the host started):\n");
         for e in recent.into_iter().rev() {
             let port = e.port.map_or(String::new(), |p| format!("{p} "));
-            out.push_str(&format!("  {:>8.1} s  {port}{}\n", e.at, e.text));
+            out.push_str(&format!("  at {:>8.1} s  {port}{}\n", e.at, e.text));
         }
     }
     out
@@ -235,7 +242,8 @@ mod tests {
     fn exec_ports_list_their_programs_with_pid_and_command() {
         let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
             "version": "0.1.0", "pid": 7, "uptime": 3.0,
-            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 2, "open_fds": 9 },
+            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 2, "runtime_workers": 2,
+                      "open_fds": 9 },
             "ports": [
                 { "port": 7030, "service": "exec", "model": "async", "state": "accepting",
                   "open": 2, "waiting": 0, "refused": {}, "threads": 0, "children": [41, 42],
@@ -259,5 +267,28 @@ mod tests {
         assert_eq!(rows[1], ["7030", "41", "python3", "palindrome_stdio.py"]);
         assert_eq!(rows[2], ["7030", "42", "python3", "palindrome_stdio.py"]);
         assert_eq!(rows.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn an_async_row_counts_tasks_on_the_shared_threads_and_events_say_since_when() {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pid": 7, "uptime": 300.0,
+            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 9, "runtime_workers": 2,
+                      "open_fds": 20 },
+            "ports": [{ "port": 7004, "service": "palindrome-v3", "model": "async",
+                        "state": "accepting", "open": 19, "waiting": 0, "refused": {},
+                        "threads": 0, "children": [], "lines_per_s": 0.0, "p50_ms": null,
+                        "p99_ms": null, "lines": 0 }],
+            "events": [{ "at": 261.0, "port": 7004, "text": "127.0.0.1:1 connected" }],
+        }))
+        .unwrap();
+        let text = render(&snapshot);
+        assert!(text.contains("  19 tasks on 2  "), "{text}");
+        assert!(
+            text.contains(
+                "recent events (seconds since the host started):\n  at    261.0 s  7004 127.0.0.1:1"
+            ),
+            "{text}"
+        );
     }
 }

@@ -81,3 +81,36 @@ pub fn render(rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// Wraps text at spaces into lines of at most `width` characters (a longer word stands alone),
+/// the lines after the first indented by two, each ended with a newline.
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let fresh = line.is_empty() || line == "  ";
+        if !fresh && line.chars().count() + 1 + word.chars().count() > width {
+            out += &line;
+            out += "\n";
+            line = "  ".to_owned();
+        } else if !fresh {
+            line.push(' ');
+        }
+        line += word;
+    }
+    out += &line;
+    out += "\n";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notes_wrap_at_spaces_and_indent_what_follows() {
+        assert_eq!(
+            super::wrap("one two three four", 9),
+            "one two\n  three\n  four\n"
+        );
+        assert_eq!(super::wrap("short", 80), "short\n");
+    }
+}

@@ -21,10 +21,22 @@ const EXCERPT_CHARS: usize = 80;
 pub(crate) fn excerpt(text: &str) -> String {
     let total = text.chars().count();
     if total <= EXCERPT_CHARS {
-        return format!("{text:?}");
+        return quote(text.chars());
     }
-    let head: String = text.chars().take(EXCERPT_CHARS).collect();
-    format!("{:?} ({total} characters)", head + "…")
+    let head = text.chars().take(EXCERPT_CHARS).chain(['…']);
+    format!("{} ({total} characters)", quote(head))
+}
+
+/// Quotes text for a terminal without Rust's escape syntax, which users do not read: a
+/// control character, which would move the cursor or be invisible, is shown as its Unicode
+/// picture (`␁`, `␛`, `␡`); everything else as it is.
+fn quote(text: impl Iterator<Item = char>) -> String {
+    let shown = text.map(|c| match c {
+        '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
+        '\u{7f}' => '␡',
+        c => c,
+    });
+    std::iter::once('"').chain(shown).chain(['"']).collect()
 }
 
 #[cfg(test)]
@@ -42,16 +54,16 @@ mod tests {
     fn an_excerpt_is_at_most_80_characters_of_the_line() {
         assert_eq!(excerpt("abba"), "\"abba\"");
         let exact = "я".repeat(80);
-        assert_eq!(excerpt(&exact), format!("{exact:?}"));
+        assert_eq!(excerpt(&exact), format!("\"{exact}\""));
         let long = format!("{}tail", "x".repeat(80));
         assert_eq!(
             excerpt(&long),
             format!("\"{}…\" (84 characters)", "x".repeat(80))
         );
         assert_eq!(
-            excerpt("a\"\u{1b}"),
-            "\"a\\\"\\u{1b}\"",
-            "escaped for a terminal"
+            excerpt("a\"\u{1}\u{2}\u{1b}\u{7f}я"),
+            "\"a\"␁␂␛␡я\"",
+            "control characters shown, not obeyed, and no Rust escapes"
         );
     }
 }

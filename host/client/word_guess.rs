@@ -5,9 +5,11 @@
 //! to show, whether to stop). [`Screen`] turns steps into text, and [`play`] only moves bytes
 //! between the socket, the user's input and the output. The rules:
 //!
-//! - The first server line must be the game's welcome, within [`WELCOME_WAIT`]. A palindrome
-//!   server answers the name with `1`, and others say nothing: either way the client says the
-//!   server does not speak the game and exits non-zero instead of hanging.
+//! - The first server line must be the game's welcome. A palindrome server answers the name
+//!   with `1`: the client says the server does not speak the game and exits non-zero. Silence
+//!   is a busy port (a sequential one serving someone else, or a full one): the connection
+//!   waits in the listen backlog, so after [`WELCOME_WAIT`] the client says it is waiting to be
+//!   accepted, and waits on.
 //! - Input is used only when the game asks for it: the name, and a move after `/turn`. At a
 //!   terminal ([`Input::Typed`]) a line typed when nothing is asked for is discarded with a
 //!   note, never sent later, since by then the game has moved on. Piped input
@@ -42,8 +44,8 @@ use super::excerpt;
 const MAX_SERVER_LINE: u64 = 64 * 1024;
 /// Longest input line kept; the rest of a longer line is dropped (no move is that long).
 const MAX_INPUT_LINE: u64 = 64 * 1024;
-/// How long the server has to send its welcome: a game server welcomes at once, so silence
-/// means something else is listening.
+/// How long the welcome may take before the client says it waits: a game server welcomes at
+/// once when it accepts, so silence means the connection is still queued.
 pub const WELCOME_WAIT: Duration = Duration::from_secs(5);
 
 /// Where the user's lines come from, which decides what a line nobody asked for means.
@@ -97,6 +99,8 @@ pub struct Session {
     server: String,
     input: Input,
     welcomed: bool,
+    /// Whether the user was told that the connection waits to be accepted.
+    told_waiting: bool,
     /// Whether the name went out with the connection (given on the command line).
     name_given: bool,
     asking: Option<Ask>,
@@ -117,6 +121,7 @@ impl Session {
             server: server.to_owned(),
             input,
             welcomed: false,
+            told_waiting: false,
             name_given: name.is_some(),
             asking: None,
             script: VecDeque::new(),
@@ -131,9 +136,10 @@ impl Session {
         (session, step)
     }
 
-    /// Whether the welcome is still to come, so its timeout matters.
+    /// Whether the welcome is still to come and the user not yet told about the wait, so
+    /// [`WELCOME_WAIT`] matters.
     pub fn awaiting_welcome(&self) -> bool {
-        !self.welcomed
+        !self.welcomed && !self.told_waiting
     }
 
     /// A line from the server, without its `\n`.
@@ -148,8 +154,11 @@ impl Session {
                 ));
             }
             self.welcomed = true;
-            step.print.push(line.to_owned());
-            if !self.name_given {
+            if self.name_given {
+                // The name went out already: "Send your name." would ask for it again.
+                step.print.push(protocol::GREETING.to_owned());
+            } else {
+                step.print.push(line.to_owned());
                 self.asking = Some(Ask::Name);
             }
             return self.then_answer(step);
@@ -235,16 +244,18 @@ impl Session {
         }
     }
 
-    /// [`WELCOME_WAIT`] passed since the connection was made.
+    /// [`WELCOME_WAIT`] passed since the connection was made: connected but not welcomed is
+    /// queued, so the user hears why nothing happens, and the client waits on.
     pub fn welcome_timed_out(&mut self) -> Step {
-        if self.welcomed {
-            return self.finish(Step::default());
+        let mut step = Step::default();
+        if !self.welcomed && !self.told_waiting {
+            self.told_waiting = true;
+            step.print.push(format!(
+                "Connected to {}; waiting for the server to accept you (the port is busy).",
+                self.server
+            ));
         }
-        fail(format!(
-            "{} sent no welcome within {} s: it does not speak word-guess",
-            self.server,
-            WELCOME_WAIT.as_secs()
-        ))
+        self.finish(step)
     }
 
     /// Lets a script answer what is now asked, then completes the step.
@@ -671,11 +682,26 @@ mod tests {
             "{message}"
         );
 
+        let (mut session, _) = Session::new(SERVER, Input::Script, None);
+        assert!(failed(&session.server_closed()).contains("without the game's welcome"));
+    }
+
+    #[test]
+    fn a_late_welcome_is_a_queued_connection_waited_for() {
         let (mut session, _) = Session::new(SERVER, Input::Typed, None);
         assert!(session.awaiting_welcome());
+        let step = session.welcome_timed_out();
         assert_eq!(
-            failed(&session.welcome_timed_out()),
-            "127.0.0.1:7021 sent no welcome within 5 s: it does not speak word-guess"
+            step.print,
+            [
+                "Connected to 127.0.0.1:7021; waiting for the server to accept you (the port is busy)."
+            ]
+        );
+        assert_eq!(step.end, None, "it waits on");
+        assert!(!session.awaiting_welcome(), "said once");
+        assert_eq!(
+            session.server_line(protocol::WELCOME).prompt.as_deref(),
+            Some("Your name: ")
         );
         let (mut session, _) = Session::new(SERVER, Input::Script, None);
         assert!(failed(&session.server_closed()).contains("without the game's welcome"));
@@ -687,6 +713,15 @@ mod tests {
         session.server_line(protocol::WELCOME);
         assert!(!session.awaiting_welcome());
         assert_eq!(session.welcome_timed_out(), Step::default());
+    }
+
+    #[test]
+    fn a_name_given_up_front_is_not_asked_for() {
+        let (mut session, step) = Session::new(SERVER, Input::Typed, Some("Ann"));
+        assert_eq!(step.send, ["Ann"]);
+        let step = session.server_line(protocol::WELCOME);
+        assert_eq!(step.print, [protocol::GREETING]);
+        assert_eq!(step.prompt, None);
     }
 
     #[test]
@@ -814,7 +849,7 @@ mod tests {
             ("!!", "\"!!\" is not a word: letters only."),
             ("ab1a", "\"ab1a\" is not a word: letters only."),
             ("ab a", "\"ab a\" is not a word: letters only."),
-            ("1", "\"1\" is not exactly one letter."),
+            ("1", "\"1\" is not a letter."),
             (
                 "о",
                 "\"о\" is a Cyrillic letter, but the word is Latin: check the keyboard layout.",
@@ -823,7 +858,7 @@ mod tests {
                 "аbba",
                 "\"аbba\" has Cyrillic letters, but the word is Latin: check the keyboard layout.",
             ),
-            ("/letter ab", "\"ab\" is not exactly one letter."),
+            ("/letter ab", "\"ab\" is not a letter."),
             ("/letter", "Missing argument, send /letter X."),
             ("/word ab", "\"ab\" has 2 letters, but the word has 4."),
             (

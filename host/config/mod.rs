@@ -318,8 +318,31 @@ impl Config {
         };
         let (root, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
+            // Where a table written twice starts its second copy: the parser also calls each
+            // key in it a duplicate, which says nothing the table's own error does not.
+            let mut second_copy: Option<usize> = None;
             for e in &syntax {
-                c.push(e.span().unwrap_or(0..0), None, e.message());
+                let span = e.span().unwrap_or(0..0);
+                let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or_default().trim();
+                if e.message() == "duplicate key" {
+                    if line.starts_with('[') {
+                        let header = line.split('#').next().unwrap_or(line).trim();
+                        c.push(
+                            span.clone(),
+                            None,
+                            format!(
+                                "{header} is written twice; put all its keys in one {header} table"
+                            ),
+                        );
+                        second_copy = Some(span.start);
+                        continue;
+                    }
+                    if second_copy.is_some_and(|at| !text[at..span.start].contains("\n[")) {
+                        continue;
+                    }
+                }
+                c.push(span, None, e.message());
             }
             return Err(ConfigErrors(c.errors));
         }
@@ -894,6 +917,22 @@ options = { strict = true }
         );
         assert!(
             errs[0].contains(":4:19: [ports.7]: max_connections = 5, but sequential"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn a_port_table_written_twice_is_one_error_naming_the_port() {
+        let entry = "service = \"palindrome-v1\"\nmodel = \"async\"\n";
+        let errs = errors(&format!(
+            "[ports.7]\n{entry}[ports.7] # again\n{entry}[ports.8]\n{entry}"
+        ));
+        assert_eq!(
+            errs,
+            [
+                "conf/services.toml:4:8: [ports.7] is written twice; put all its keys in one \
+              [ports.7] table"
+            ],
             "{errs:#?}"
         );
     }

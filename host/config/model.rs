@@ -57,8 +57,12 @@ impl Model {
             Model::Sequential if needs.clients_at_once > 1 => Err(format!(
                 "{service} cannot run under sequential as configured: it needs {} clients \
                  connected at once and sequential serves one at a time; use thread-per-client \
-                 or async",
-                needs.clients_at_once
+                 or async{}",
+                needs.clients_at_once,
+                needs
+                    .alone_with
+                    .map(|options| format!(", or `{options}` to serve one client at a time"))
+                    .unwrap_or_default()
             )),
             _ => Ok(()),
         }
@@ -115,6 +119,7 @@ mod tests {
         let shared = Needs {
             shared_state: true,
             clients_at_once: 2,
+            alone_with: None,
         };
         assert!(Model::ProcessPerClient.check("game", shared).is_err());
         assert!(Model::Sequential.check("game", shared).is_err());
@@ -123,6 +128,7 @@ mod tests {
         let solo = Needs {
             shared_state: true,
             clients_at_once: 1,
+            alone_with: None,
         };
         assert!(Model::Sequential.check("game", solo).is_ok());
     }

@@ -3,7 +3,7 @@
 //! A service is a type implementing [`Service`]: it serves one connection at a time, as tokio
 //! I/O, and, if it also implements [`BlockingService`], with blocking `std::net` I/O; it never
 //! knows which concurrency model runs it. It joins the registry with one
-//! `inventory::submit!` of a [`Registration`]; the host finds it there by name.
+//! [`register!`] of a [`Registration`]; the host finds it there by name.
 //!
 //! # Layout
 //! - [`service`](Service): the trait, [`Needs`], [`Registration`], [`Options`].
@@ -16,7 +16,7 @@
 //! - [`word_guess`]: the multiplayer word-guess game: a lobby, many games per port, turns and
 //!   scores, shared state behind a mutex and one bounded queue per client.
 //!
-//! Adding a service is one new module here with its `inventory::submit!`, plus a `mod` line.
+//! Adding a service is one new module here with its [`register!`], plus a `mod` line.
 
 // Services in this crate may name it `porthost_services`, as services outside it do, so the
 // code of a service reads the same wherever it lives (the README's "Adding a service").
@@ -36,6 +36,10 @@ pub use conn::{
 };
 pub use meter::Meter;
 pub use service::{
-    BlockingService, Needs, OptionDoc, OptionReader, Options, Registration, Service, Stat, find,
-    registered,
+    BlockingService, Needs, OptionDoc, OptionReader, Options, Registration, Service, Site, Stat,
+    duplicate, duplicates, find, registered,
 };
+
+/// For [`register!`]: services name the registry through this crate.
+#[doc(hidden)]
+pub use inventory;

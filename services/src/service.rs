@@ -83,6 +83,9 @@ pub struct Needs {
     /// How many clients must be connected at once for any of them to make progress. More than
     /// one rules out `sequential`, which serves a single client at a time.
     pub clients_at_once: usize,
+    /// The options under which one client at a time is enough (`options = { players = 1 }`),
+    /// for the error that refuses `sequential`: what to change besides the model.
+    pub alone_with: Option<&'static str>,
 }
 
 impl Default for Needs {
@@ -90,6 +93,7 @@ impl Default for Needs {
         Needs {
             shared_state: false,
             clients_at_once: 1,
+            alone_with: None,
         }
     }
 }
@@ -118,9 +122,12 @@ pub struct OptionDoc {
 ///     Ok(Arc::new(Echo))
 /// }
 ///
-/// inventory::submit! {
-///     Registration { name: "echo", summary: "sends every line back", options: &[], build }
-/// }
+/// porthost_services::register!(Registration {
+///     name: "echo",
+///     summary: "sends every line back",
+///     options: &[],
+///     build,
+/// });
 /// ```
 #[derive(Debug)]
 pub struct Registration {
@@ -137,11 +144,70 @@ pub struct Registration {
 
 inventory::collect!(Registration);
 
+/// Where a service was registered: [`register!`](crate::register) records it next to the
+/// [`Registration`], so that two services of one name are refused with both places named.
+#[derive(Debug)]
+pub struct Site {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub line: u32,
+}
+
+inventory::collect!(Site);
+
+/// Registers a service: `porthost_services::register!(Registration { ... });`. It is
+/// `inventory::submit!` plus the file and line of the registration, which the error for a
+/// name registered twice shows.
+#[macro_export]
+macro_rules! register {
+    ($registration:expr) => {
+        $crate::inventory::submit! { $registration }
+        $crate::inventory::submit! {
+            $crate::Site { name: $registration.name, file: file!(), line: line!() }
+        }
+    };
+}
+
 /// Every registered service, sorted by name (inventory itself gives no order).
 pub fn registered() -> Vec<&'static Registration> {
     let mut all: Vec<_> = inventory::iter::<Registration>.into_iter().collect();
     all.sort_by_key(|r| r.name);
     all
+}
+
+/// Why `name` is registered more than once, naming each place, or `None` if it is not.
+/// `inventory` keeps both, and a lookup would take whichever it met first.
+pub fn duplicate(name: &str) -> Option<String> {
+    let count = inventory::iter::<Registration>
+        .into_iter()
+        .filter(|r| r.name == name)
+        .count();
+    if count < 2 {
+        return None;
+    }
+    let mut places: Vec<String> = inventory::iter::<Site>
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| format!("{}:{}", s.file, s.line))
+        .collect();
+    places.sort();
+    let unknown = count.saturating_sub(places.len());
+    if unknown > 0 {
+        places.push(format!(
+            "{unknown} more with inventory::submit! (use porthost_services::register! to see where)"
+        ));
+    }
+    Some(format!(
+        "service name {name:?} is registered {count} times: {}; give each service a name of its own",
+        places.join(", ")
+    ))
+}
+
+/// Every name registered more than once, explained by [`duplicate`].
+pub fn duplicates() -> Vec<String> {
+    let mut names: Vec<&str> = registered().iter().map(|r| r.name).collect();
+    names.dedup();
+    names.into_iter().filter_map(duplicate).collect()
 }
 
 /// Looks a service up by its registered name.

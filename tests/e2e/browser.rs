@@ -58,6 +58,12 @@ fn the_live_page_shows_what_each_model_does() {
               && document.querySelectorAll('.card').length",
         ) == json!(4)
     });
+    // No run yet: Cancel is disabled and does not look like a live red button.
+    assert_eq!(
+        page.js("const b = document.getElementById('d-cancel'); \
+             return [b.disabled, getComputedStyle(b).backgroundColor];"),
+        json!([true, "rgba(0, 0, 0, 0)"])
+    );
     for port in [seq, tpc, ppc, asy] {
         let card = page.card(port);
         assert_eq!(
@@ -106,10 +112,28 @@ fn the_live_page_shows_what_each_model_does() {
         "{card:#?}"
     );
     assert_eq!(card.conn_pids, pids, "the pid column: {card:#?}");
+    let mut numbers: Vec<u32> = card.pid_order.iter().map(|p| p.parse().unwrap()).collect();
+    let order = numbers.clone();
+    numbers.sort_unstable();
+    assert_eq!(order, numbers, "pid chips in pid order: {card:#?}");
     // Async: tasks, and no thread of its own.
     let card = page.wait_card(asy, "five tasks", |c| {
         c.field("open") == "5" && c.field("workers").starts_with("5 tasks on")
     });
+    // In-host ports say their memory per connection cannot be read apart, not the host's total
+    // as if it were theirs.
+    for (port, unit) in [(asy, "task"), (tpc, "thread")] {
+        let text = page.js_with(
+            "return document.querySelector(`[data-port=\"${arguments[0]}\"]`).textContent",
+            json!([port]),
+        );
+        assert!(
+            text.as_str()
+                .unwrap_or_default()
+                .contains(&format!("memory per {unit}: not measurable apart")),
+            "{text}"
+        );
+    }
     assert!(
         card.field("lines").parse::<u64>().unwrap() >= 5,
         "{card:#?}"
@@ -312,6 +336,8 @@ struct Card {
     fields: std::collections::BTreeMap<String, String>,
     classes: String,
     pids: BTreeSet<String>,
+    /// The pid chips as the page orders them.
+    pid_order: Vec<String>,
     conn_pids: BTreeSet<String>,
 }
 
@@ -328,7 +354,7 @@ const READ_CARD: &str = "
     const fields = {};
     for (const e of card.querySelectorAll('[data-field]')) fields[e.dataset.field] = e.textContent;
     const texts = (sel) => [...card.querySelectorAll(sel)].map((e) => e.textContent).filter((t) => t);
-    return { fields, classes: card.className, pids: texts('.pid'),
+    return { fields, classes: card.className, pids: texts('.pid'), pid_order: texts('.pid'),
              conn_pids: texts('tbody td.pidcol') };
 ";
 

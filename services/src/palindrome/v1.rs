@@ -245,14 +245,12 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(PalindromeV1 { strict, once }))
 }
 
-inventory::submit! {
-    Registration {
-        name: "palindrome-v1",
-        summary: "palindrome checker at byte level with its own framing (lecture v1, recv/sendall)",
-        options: &[super::STRICT, ONCE],
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "palindrome-v1",
+    summary: "palindrome checker at byte level with its own framing (lecture v1, recv/sendall)",
+    options: &[super::STRICT, ONCE],
+    build,
+});
 
 #[cfg(test)]
 mod tests {

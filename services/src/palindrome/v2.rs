@@ -171,11 +171,9 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(PalindromeV2 { strict }))
 }
 
-inventory::submit! {
-    Registration {
-        name: "palindrome-v2",
-        options: &[super::STRICT],
-        summary: "palindrome checker over buffered reader/writer (lecture v2, makefile)",
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "palindrome-v2",
+    options: &[super::STRICT],
+    summary: "palindrome checker over buffered reader/writer (lecture v2, makefile)",
+    build,
+});

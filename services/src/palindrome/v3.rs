@@ -43,14 +43,12 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(LineServer(PalindromeV3 { strict })))
 }
 
-inventory::submit! {
-    Registration {
-        name: "palindrome-v3",
-        options: &[super::STRICT],
-        summary: "palindrome checker on the host's line framing (lecture v3, StreamRequestHandler)",
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "palindrome-v3",
+    options: &[super::STRICT],
+    summary: "palindrome checker on the host's line framing (lecture v3, StreamRequestHandler)",
+    build,
+});
 
 #[cfg(test)]
 mod tests {

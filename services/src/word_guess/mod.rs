@@ -70,7 +70,7 @@
 //! the mover is followed by a `Turn:` line. Private errors are `Error: ` and a reason: "only
 //! commands are accepted: /letter X or /word WORD", "unknown command \"/x\", the commands are
 //! /letter X and /word WORD", "missing argument, send /letter X", "extra argument, send /letter
-//! X with one space before it", "\"ab\" is not exactly one letter", "\"a1\" is not a word:
+//! X with one space before it", "\"ab\" is not a letter", "\"a1\" is not a word:
 //! letters only", "the letter x was already tried (tried: x, y)", "not your turn, waiting for
 //! \"Bob\"", "the game has not started, waiting for 1 more player"; the mover then gets
 //! `/turn` again.
@@ -304,6 +304,7 @@ impl LineService for WordGuess {
         Needs {
             shared_state: true,
             clients_at_once: self.players,
+            alone_with: Some("options = { players = 1 }"),
         }
     }
 
@@ -439,32 +440,30 @@ fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
     Ok(Arc::new(LineServer(WordGuess { hall, players })))
 }
 
-inventory::submit! {
-    Registration {
-        name: "word-guess",
-        summary: "multiplayer word guessing: letters or the whole word, turns, scores, many games per port",
-        options: &[
-            OptionDoc {
-                name: "players",
-                default: "2",
-                meaning: "players per game, 1 to 16; a game starts when that many have joined",
-            },
-            OptionDoc {
-                name: "words",
-                default: "60 built-in Ukrainian and English words",
-                meaning: "the words to guess, e.g. [\"socket\", \"сервер\"]",
-            },
-            OptionDoc {
-                name: "words_file",
-                default: "none",
-                meaning: "a file of words, one a line, relative to the config file (instead of words)",
-            },
-            OptionDoc {
-                name: "turn_timeout_secs",
-                default: "no limit",
-                meaning: "seconds a player has for a move before the turn passes, 1 to 86400",
-            },
-        ],
-        build,
-    }
-}
+porthost_services::register!(Registration {
+    name: "word-guess",
+    summary: "multiplayer word guessing: letters or the whole word, turns, scores, many games per port",
+    options: &[
+        OptionDoc {
+            name: "players",
+            default: "2",
+            meaning: "players per game, 1 to 16; a game starts when that many have joined",
+        },
+        OptionDoc {
+            name: "words",
+            default: "60 built-in Ukrainian and English words",
+            meaning: "the words to guess, e.g. [\"socket\", \"сервер\"]",
+        },
+        OptionDoc {
+            name: "words_file",
+            default: "none",
+            meaning: "a file of words, one a line, relative to the config file (instead of words)",
+        },
+        OptionDoc {
+            name: "turn_timeout_secs",
+            default: "no limit",
+            meaning: "seconds a player has for a move before the turn passes, 1 to 86400",
+        },
+    ],
+    build,
+});

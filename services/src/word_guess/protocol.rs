@@ -13,6 +13,8 @@ use super::game::{Outcome, Player, Word};
 
 /// The server's first line on every connection.
 pub const WELCOME: &str = "Welcome to word-guess! Send your name.";
+/// The welcome without its request, for a client that sent the name already.
+pub const GREETING: &str = "Welcome to word-guess!";
 /// The server's command that gives a client the turn.
 pub const TURN: &str = "/turn";
 /// The server's last line before it closes the connection: the game is over.
@@ -96,7 +98,7 @@ impl fmt::Display for ClientError {
                 "extra argument, send {} with one space before it",
                 kind.usage()
             ),
-            ClientError::NotOneLetter(arg) => write!(f, "{arg:?} is not exactly one letter"),
+            ClientError::NotOneLetter(arg) => write!(f, "{arg:?} is not a letter"),
             ClientError::NotAWord(arg) => write!(f, "{arg:?} is not a word: letters only"),
         }
     }
@@ -615,7 +617,7 @@ mod tests {
                 "Error: missing argument, send /letter X\n",
                 "Error: missing argument, send /word WORD\n",
                 "Error: extra argument, send /letter X with one space before it\n",
-                "Error: \"ab\" is not exactly one letter\n",
+                "Error: \"ab\" is not a letter\n",
                 "Error: \"!!\" is not a word: letters only\n",
             ]
         );

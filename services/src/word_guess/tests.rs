@@ -55,7 +55,8 @@ fn the_defaults_are_two_players_and_the_built_in_words() {
         service.needs(),
         Needs {
             shared_state: true,
-            clients_at_once: 2
+            clients_at_once: 2,
+            alone_with: Some("options = { players = 1 }"),
         }
     );
     let settings = settings("", Path::new(".")).unwrap();
