@@ -118,6 +118,21 @@ impl Admin {
     }
 }
 
+/// The endpoint's routes over `observed`, with no socket and no sampler (the live snapshot
+/// stays the empty one): requests driven in process reach the same handlers and the same
+/// token check as over HTTP. The fuzz target `admin` uses it.
+pub fn routes(observed: Arc<Observed>, load: LoadCommand, token: Option<&str>) -> Router {
+    let drives = Drives::new(load, observed.events.clone());
+    let (_, latest) = watch::channel(Arc::new(Snapshot::default()));
+    router(App {
+        observed,
+        latest,
+        drives,
+        token: token.map(Arc::from),
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+    })
+}
+
 fn router(app: App) -> Router {
     Router::new()
         .route("/", get(page))
