@@ -2,7 +2,8 @@
 //! word, and score points for what they reveal. Many games run at once on one port: clients
 //! name themselves in a lobby, and every `players` of them start a game (a room) of their own.
 //!
-//! - `game`: one game as a pure state machine (no I/O, channels or clocks).
+//! - [`game`]: one game as a pure state machine (no I/O, channels or clocks); public so that
+//!   the fuzz target `word_guess` can drive it with any moves of any players.
 //! - `protocol`: every string of the protocol, defined once: the server's messages and its
 //!   parsing of client lines, and, public, what clients need (the bundled client and the
 //!   bench's bots use it): commands, the reading of server lines, the form checks.
@@ -90,7 +91,7 @@
 //! (Latin `o` on a Cyrillic word), or a word of another length. It also shows the letters
 //! tried, and refuses a tried letter itself with the server's own reason, without a round trip.
 
-mod game;
+pub mod game;
 mod hall;
 pub mod protocol;
 #[cfg(test)]
