@@ -122,7 +122,7 @@ impl Admin {
 /// The endpoint's routes over `observed`, with no socket and no sampler (the live snapshot
 /// stays the empty one): requests driven in process reach the same handlers and the same
 /// token check as over HTTP. The fuzz target `admin` uses it.
-pub fn routes(observed: Arc<Observed>, load: LoadCommand, token: Option<&str>) -> Router {
+pub fn routes(observed: Arc<Observed>, load: Option<LoadCommand>, token: Option<&str>) -> Router {
     let drives = Drives::new(load, observed.events.clone());
     let (_, latest) = watch::channel(Arc::new(Snapshot::default()));
     router(App {
@@ -354,7 +354,7 @@ mod tests {
             program: "/bin/false".into(),
             args: Vec::new(),
         };
-        let router = routes(Arc::new(Observed::default()), load, Some(token));
+        let router = routes(Arc::new(Observed::default()), Some(load), Some(token));
         assert_eq!(
             status(&router, &format!("Bearer {token}")).await,
             StatusCode::OK

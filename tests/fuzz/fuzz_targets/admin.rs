@@ -173,7 +173,8 @@ fuzz_target!(|input: Input| {
         program: "/bin/false".into(),
         args: Vec::new(),
     };
-    let router = porthost::admin::routes(Arc::new(Observed::default()), load, token.as_deref());
+    let router =
+        porthost::admin::routes(Arc::new(Observed::default()), Some(load), token.as_deref());
     let status = runtime().block_on(async {
         let response = router.oneshot(request).await.expect("infallible");
         let status = response.status();
