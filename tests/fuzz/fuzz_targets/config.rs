@@ -20,7 +20,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use porthost::admin::drive::LoadCommand;
 use porthost::config::{Config, ConfigErrors};
 use porthost::models::process_per_client::ForkerCommand;
 use porthost::sockets::Sockets;
@@ -65,10 +64,8 @@ fn start(mut config: Config) {
             env: Vec::new(),
             stderr: None,
         },
-        load: LoadCommand {
-            program: "/bin/false".into(),
-            args: Vec::new(),
-        },
+        // No load runs here: the page would refuse one.
+        load: None,
     };
     runtime().block_on(async {
         let supervisor = Supervisor::start(config, sockets, programs)
