@@ -125,7 +125,15 @@ async fn serve_async(service: &dyn Service, conn: Conn, close: Option<&Cancellat
 /// thread's own. The host closes such a connection by shutting its socket down.
 pub fn serve_blocking(service: &dyn Service, conn: BlockingConn) -> End {
     log_start();
-    let end = match service.blocking() {
+    let end = serve_blocking_unlogged(service, conn);
+    log_end(&end);
+    end
+}
+
+/// [`serve_blocking`] without the lines at its start and end, for a caller that logs them only
+/// when it must (a forked child, which sets up no logging it does not use).
+pub fn serve_blocking_unlogged(service: &dyn Service, conn: BlockingConn) -> End {
+    match service.blocking() {
         Some(blocking) => {
             match std::panic::catch_unwind(AssertUnwindSafe(|| blocking.serve_blocking(conn))) {
                 Ok(result) => outcome(Ok(result)),
@@ -133,9 +141,7 @@ pub fn serve_blocking(service: &dyn Service, conn: BlockingConn) -> End {
             }
         }
         None => serve_async_here(service, conn),
-    };
-    log_end(&end);
-    end
+    }
 }
 
 /// The async form on a current-thread runtime built for this connection.

@@ -127,7 +127,23 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
         .copied()
         .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a panic without a message");
-    tracing::error!("panicked{location}: {message}");
+    match PANIC_SPAN.get() {
+        // A forked child logs in its connection's span, built only now that it is needed.
+        Some(span) if tracing::Span::current().is_none() => {
+            span().in_scope(|| tracing::error!("panicked{location}: {message}"));
+        }
+        _ => tracing::error!("panicked{location}: {message}"),
+    }
+}
+
+/// Where a panic outside any span finds the span it belongs in: a process-per-client child
+/// builds its connection's span only when it has something to log (see
+/// [`crate::models::process_per_client`]), and a panic is such a thing.
+static PANIC_SPAN: std::sync::OnceLock<fn() -> tracing::Span> = std::sync::OnceLock::new();
+
+/// Sets, once per process, where [`PANIC_SPAN`] comes from.
+pub fn set_panic_span(span: fn() -> tracing::Span) {
+    let _ = PANIC_SPAN.set(span);
 }
 
 /// At most `lines` log lines per `interval`; the events past that are counted, and the count

@@ -11,6 +11,10 @@
 //! an ended one in its reaper's. A child ending between two reads can be counted by neither or
 //! by both, so [`settled`] waits until every child the load made has been reaped before the
 //! final reading.
+//!
+//! The same fields give minor page faults (`minflt`, and `cminflt` of reaped children) summed
+//! the same way: what a fork server's children cost in page-table work is mostly faults, one
+//! per page a child touches again after `fork()`.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,8 @@ use porthost::procfs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
     pub ticks: u64,
+    /// Minor page faults, the reaped children's included.
+    pub faults: u64,
     /// Processes in the tree, the server included.
     pub processes: usize,
     /// Ended children not yet reaped: their time is about to move to their parent's.
@@ -33,31 +39,56 @@ impl Reading {
         let ticks = self.ticks.saturating_sub(earlier.ticks);
         Duration::from_secs_f64(ticks as f64 / ticks_per_second())
     }
+
+    /// The minor page faults between `earlier` and this reading.
+    pub fn faults_since(self, earlier: Reading) -> u64 {
+        self.faults.saturating_sub(earlier.faults)
+    }
 }
 
-/// `utime + stime + cutime + cstime` of one process; `None` when it is gone.
-pub fn process_ticks(pid: u32) -> Option<u64> {
+/// What [`tree`] sums for one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    /// `utime + stime + cutime + cstime`.
+    pub ticks: u64,
+    /// `minflt + cminflt`.
+    pub faults: u64,
+}
+
+/// The times and faults of one process, its reaped children's included; `None` when it is
+/// gone.
+pub fn process_times(pid: u32) -> Option<Times> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold anything: fields after the last ')'
-    // start with the state (field 3), so utime (field 14) is the 12th of them.
+    // start with the state (field 3), so minflt (field 10) is the 8th of them, cminflt the
+    // 9th, and utime (field 14) the 12th.
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields
-        .get(11..15)?
-        .iter()
-        .map(|f| f.parse::<u64>().ok())
-        .sum()
+    let sum = |range: std::ops::Range<usize>| -> Option<u64> {
+        fields
+            .get(range)?
+            .iter()
+            .map(|f| f.parse::<u64>().ok())
+            .sum()
+    };
+    Some(Times {
+        ticks: sum(11..15)?,
+        faults: sum(7..8)? + sum(8..9)?,
+    })
 }
 
 /// The CPU time of `pid` and every process below it.
 pub fn tree(pid: u32) -> Reading {
     let below = procfs::descendants(pid);
-    let ticks = std::iter::once(pid)
+    let (ticks, faults) = std::iter::once(pid)
         .chain(below.iter().map(|p| p.pid))
-        .filter_map(process_ticks)
-        .sum();
+        .filter_map(process_times)
+        .fold((0, 0), |(ticks, faults), t| {
+            (ticks + t.ticks, faults + t.faults)
+        });
     Reading {
         ticks,
+        faults,
         processes: below.len() + 1,
         zombies: below.iter().filter(|p| p.state == 'Z').count(),
     }
@@ -144,6 +175,7 @@ mod tests {
         assert!(reading.processes == 2, "{reading:?}");
         let idle = Reading {
             ticks: 0,
+            faults: 0,
             processes: 1,
             zombies: 0,
         };
@@ -155,7 +187,11 @@ mod tests {
 
     #[test]
     fn a_gone_process_has_no_times() {
-        assert_eq!(process_ticks(u32::MAX), None);
-        assert!(process_ticks(std::process::id()).is_some());
+        assert_eq!(process_times(u32::MAX), None);
+        let times = process_times(std::process::id()).unwrap();
+        assert!(
+            times.faults > 0,
+            "a running test has touched pages: {times:?}"
+        );
     }
 }

@@ -603,6 +603,10 @@ async fn measure_load(server: &Server, load: Load, budget: Duration) -> Sample {
         Some(after) if served > 0.0 => {
             let cpu = after.since(before);
             sample.set(per_unit, cpu.as_secs_f64() * 1e6 / served);
+            if per_unit == Metric::CpuUsPerConn {
+                let faults = after.faults_since(before) as f64;
+                sample.set(Metric::FaultsPerConn, faults / served);
+            }
         }
         Some(_) => {}
         None => {

@@ -46,6 +46,9 @@ pub enum Metric {
     CpuUsPerReq,
     /// ... and per connection served (churn).
     CpuUsPerConn,
+    /// Churn: minor page faults of the server's process tree per connection, reaped children
+    /// included: mostly a forked child touching its pages again.
+    FaultsPerConn,
     /// Requests (sessions) or connections (churn) answered: what the soak counts.
     Served,
 }
@@ -74,6 +77,7 @@ impl Metric {
             Metric::Processes => "processes",
             Metric::CpuUsPerReq => "CPU µs/request",
             Metric::CpuUsPerConn => "CPU µs/connection",
+            Metric::FaultsPerConn => "page faults/connection",
             Metric::Served => return None,
         })
     }
@@ -137,6 +141,7 @@ impl Sample {
             (Metric::P99Us, "p99 {} µs"),
             (Metric::CpuUsPerReq, "CPU {} µs/request"),
             (Metric::CpuUsPerConn, "CPU {} µs/connection"),
+            (Metric::FaultsPerConn, "{} page faults/connection"),
             (Metric::FirstReplyMaxMs, "last first reply {} ms"),
             (Metric::Waiting, "{} still waiting"),
             (Metric::PssPerConnKib, "PSS {} KiB per idle client"),

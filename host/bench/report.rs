@@ -296,11 +296,12 @@ enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 21] = [
+    const ALL: [Row; 22] = [
         Row::Metric(Metric::ReqPerS),
         Row::Metric(Metric::ConnPerS),
         Row::Metric(Metric::CpuUsPerReq),
         Row::Metric(Metric::CpuUsPerConn),
+        Row::Metric(Metric::FaultsPerConn),
         Row::Metric(Metric::GamesPerS),
         Row::Metric(Metric::GamesFinished),
         Row::Metric(Metric::P50Us),

@@ -10,7 +10,6 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,10 +19,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use porthost_services::meter::{Totals, Traffic};
-use porthost_services::{BlockingConn, Meter, Options, Service};
+use porthost_services::{Options, Service};
 use tracing::{info_span, warn};
 
+use super::child;
 use super::wire::{self, ChildSpec, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
@@ -36,9 +35,10 @@ const TERM_GRACE: Duration = Duration::from_millis(500);
 /// binary's harness), the signal can go to a thread that ignores it instead.
 const REAP_TICK: u16 = 100;
 
-struct Port {
-    spec: ChildSpec,
-    service: Arc<dyn Service>,
+/// A port the fork server serves: what its children inherit.
+pub(super) struct Port {
+    pub(super) spec: ChildSpec,
+    pub(super) service: Arc<dyn Service>,
 }
 
 /// The fork server's state: its channel to the host, the ports it can serve, its children.
@@ -52,10 +52,19 @@ struct ForkServer {
     /// The children that are `exec` programs, each the leader of a process group of its own:
     /// signals go to the group, and what is left of it dies with the program.
     groups: HashSet<Pid>,
+    /// Whether connections' starts and ends are logged (debug level), read once here: a
+    /// child that asked the subscriber would run its filters, page by page, in every child.
+    debug_logging: bool,
 }
 
 /// Runs the fork server until the host closes its end, then ends the remaining children.
+#[allow(unsafe_code)]
 pub fn main() -> anyhow::Result<()> {
+    crate::logging::set_panic_span(child::span);
+    // Without a heap's fast bins, a child's first large allocation has no free chunks to sweep
+    // together (`malloc_consolidate`), each on a page the child would first have to copy.
+    // SAFETY: `mallopt` only changes how this process's allocator manages its free chunks.
+    unsafe { nix::libc::mallopt(nix::libc::M_MXFAST, 0) };
     let chan = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -75,6 +84,7 @@ pub fn main() -> anyhow::Result<()> {
         ports: HashMap::new(),
         children: HashMap::new(),
         groups: HashSet::new(),
+        debug_logging: tracing::enabled!(target: "porthost::connection", tracing::Level::DEBUG),
     };
     let mut buf = vec![0u8; wire::MAX_MESSAGE];
     loop {
@@ -195,10 +205,15 @@ impl ForkServer {
                 // The child never returns to drop it, so closing the raw number is safe. The
                 // channel stays open: the child reports what it served over it.
                 let _ = nix::unistd::close(self.sigchld.as_raw_fd());
-                let code = match crate::exec::of(&*port.service) {
-                    Some(exec) => exec_child(&port.spec, exec, fd, stderr, peer),
-                    None => serve_child(port, fd, peer, conn, self.chan.as_fd()),
-                };
+                let code = child::run(
+                    port,
+                    fd,
+                    stderr,
+                    peer,
+                    conn,
+                    self.chan.as_fd(),
+                    self.debug_logging,
+                );
                 // `_exit`, not `exit`: the forker's exit handlers (library destructors, stdio
                 // flushing) are not the child's to run, and skipping them spares every child
                 // the page faults of running them.
@@ -273,23 +288,18 @@ impl ForkServer {
     }
 }
 
-/// A child's span: what every line it logs says about its connection.
-fn child_span(spec: &ChildSpec, peer: std::net::SocketAddr) -> tracing::Span {
-    info_span!(
-        "conn",
-        port = spec.port,
-        service = %spec.service,
-        model = %Model::ProcessPerClient,
-        %peer,
-        pid = std::process::id()
-    )
-}
-
 /// Runs, once in the fork server, the logging every child does, so that what `tracing` sets
 /// up on first use (its callsite registry, thread-locals) is set up before the fork and shared
 /// by every child, instead of being written again, page by page, in each.
 fn warm_up(spec: &ChildSpec) {
-    let span = child_span(spec, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let span = info_span!(
+        "conn",
+        port = spec.port,
+        service = %spec.service,
+        model = %Model::ProcessPerClient,
+        peer = %std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        pid = std::process::id()
+    );
     let _entered = span.enter();
     // The events' callsites are registered with every subscriber, but the events themselves
     // go nowhere: they are not about any connection.
@@ -299,115 +309,4 @@ fn warm_up(spec: &ChildSpec) {
         connection::log_end(&End::Done);
         connection::log_end(&End::Failed(std::io::ErrorKind::ConnectionReset.into()));
     });
-}
-
-/// The exit code of a child whose service panicked, the same a Rust program's panic gives.
-const PANICKED: i32 = 101;
-
-/// How often a child reports what it has served, at most.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
-
-/// A child's reports of what it served, sent to the host over the fork server's channel (a
-/// `SOCK_SEQPACKET` socket: each report is one packet, whoever else writes to it).
-#[derive(Clone)]
-struct Reporter {
-    conn: u64,
-    chan: Arc<OwnedFd>,
-}
-
-impl Reporter {
-    fn new(conn: u64, chan: OwnedFd) -> Reporter {
-        Reporter {
-            conn,
-            chan: Arc::new(chan),
-        }
-    }
-
-    fn send(&self, totals: &Totals) {
-        let message = FromForker::Served {
-            conn: self.conn,
-            totals: *totals,
-        };
-        let _ = wire::send(self.chan.as_fd(), &message, &[]);
-    }
-
-    /// A meter that reports at most once per [`REPORT_EVERY`], after a reply.
-    fn meter(&self) -> Meter {
-        let reporter = self.clone();
-        let started = Instant::now();
-        let next = AtomicU64::new(0);
-        Meter::reporting(
-            Arc::new(Traffic::default()),
-            Arc::new(move |traffic: &Traffic| {
-                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if now >= next.load(Ordering::Relaxed) {
-                    next.store(now + REPORT_EVERY.as_millis() as u64, Ordering::Relaxed);
-                    reporter.send(&traffic.totals());
-                }
-            }),
-        )
-    }
-}
-
-/// The exit code of a child whose program could not be executed, as a shell says it.
-const CANNOT_EXEC: i32 = 127;
-
-/// An `exec` port's child: becomes the program, with the socket as its descriptors 0 and 1
-/// (`tcpserver`'s shape: no relay, no copy); returns only when that failed.
-fn exec_child(
-    spec: &ChildSpec,
-    exec: &crate::exec::Exec,
-    fd: OwnedFd,
-    stderr: Option<OwnedFd>,
-    peer: std::net::SocketAddr,
-) -> i32 {
-    let mut unblock = SigSet::empty();
-    unblock.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    let error = crate::exec::command::exec(&exec.program, fd, stderr, peer);
-    let span = child_span(spec, peer);
-    let _span = span.enter();
-    warn!("cannot start {}: {error}", exec.program.path.display());
-    CANNOT_EXEC
-}
-
-/// The child's whole life: serve the one connection with blocking I/O (or, for a service with
-/// only an async form, on a runtime of its own), report what it served over `chan`, return
-/// the exit code.
-fn serve_child(
-    port: &Port,
-    fd: OwnedFd,
-    peer: std::net::SocketAddr,
-    conn: u64,
-    chan: std::os::fd::BorrowedFd<'_>,
-) -> i32 {
-    let mut unblock = SigSet::empty();
-    unblock.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    // A child must not outlive the fork server: that would be a connection nobody can drain.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let spec = &port.spec;
-    let stream = std::net::TcpStream::from(fd);
-    let span = child_span(spec, peer);
-    let _span = span.enter();
-    let reporter = match chan.try_clone_to_owned() {
-        Ok(chan) => Reporter::new(conn, chan),
-        Err(e) => {
-            warn!("cannot report what the child serves: {e}");
-            return 1;
-        }
-    };
-    let meter = reporter.meter();
-    let blocking = BlockingConn {
-        stream,
-        peer,
-        limits: spec.limits,
-        meter: meter.clone(),
-    };
-    let end = connection::serve_blocking(&*port.service, blocking);
-    reporter.send(&meter.traffic().totals());
-    match end {
-        End::Panicked => PANICKED,
-        _ => 0,
-    }
 }

@@ -1,0 +1,202 @@
+//! A fork server's child, from `fork()` to `_exit`: it serves its one connection (or becomes
+//! an `exec` port's program) and touches as few pages as it can on the way, since after the
+//! fork every page it writes is first copied and every code page it runs is faulted in again:
+//! no tracing span unless debug logging is on or something must be logged, and nothing freed.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use porthost_services::meter::{Totals, Traffic};
+use porthost_services::{BlockingConn, Meter};
+use tracing::{Span, info_span, warn};
+
+use super::fork_server::Port;
+use super::wire::{self, FromForker};
+use crate::config::Model;
+use crate::connection::{self, End};
+
+/// A forked child's whole life; returns its exit code.
+pub(super) fn run(
+    port: &Port,
+    fd: OwnedFd,
+    stderr: Option<OwnedFd>,
+    peer: std::net::SocketAddr,
+    conn: u64,
+    chan: std::os::fd::BorrowedFd<'_>,
+    debug_logging: bool,
+) -> i32 {
+    let _ = CHILD.set(ChildContext {
+        port: port.spec.port,
+        service: port.spec.service.clone(),
+        peer,
+    });
+    match crate::exec::of(&*port.service) {
+        Some(exec) => exec_child(exec, fd, stderr, peer),
+        None => serve_child(port, fd, peer, conn, chan, debug_logging),
+    }
+}
+
+/// What a child's span says about its connection, set once in each child after the fork (the
+/// fork server itself has none).
+static CHILD: OnceLock<ChildContext> = OnceLock::new();
+
+struct ChildContext {
+    port: u16,
+    service: String,
+    peer: std::net::SocketAddr,
+}
+
+/// The span of this child's connection: what every line it logs says about it. A child builds
+/// it only when it logs: with debug logging off, a connection that ends well logs nothing, and
+/// building a span (a slot in the subscriber's registry, its fields formatted into a string)
+/// would cost every child the pages that touches.
+pub(super) fn span() -> Span {
+    let Some(child) = CHILD.get() else {
+        return Span::none();
+    };
+    info_span!(
+        "conn",
+        port = child.port,
+        service = %child.service,
+        model = %Model::ProcessPerClient,
+        peer = %child.peer,
+        pid = std::process::id()
+    )
+}
+
+/// Runs `log` in the child's span, built for it if the child has none yet.
+fn in_child_span(log: impl FnOnce()) {
+    if !Span::current().is_none() {
+        return log();
+    }
+    let span = span();
+    span.in_scope(log);
+    // Nothing is freed before `_exit`.
+    std::mem::forget(span);
+}
+
+/// The exit code of a child whose service panicked, the same a Rust program's panic gives.
+const PANICKED: i32 = 101;
+
+/// How often a child reports what it has served, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// A child's reports of what it served, sent to the host over the fork server's channel (a
+/// `SOCK_SEQPACKET` socket: each report is one packet, whoever else writes to it).
+#[derive(Clone)]
+struct Reporter {
+    conn: u64,
+    chan: Arc<OwnedFd>,
+}
+
+impl Reporter {
+    fn new(conn: u64, chan: OwnedFd) -> Reporter {
+        Reporter {
+            conn,
+            chan: Arc::new(chan),
+        }
+    }
+
+    fn send(&self, totals: &Totals) {
+        let message = FromForker::Served {
+            conn: self.conn,
+            totals: *totals,
+        };
+        let _ = wire::send(self.chan.as_fd(), &message, &[]);
+    }
+
+    /// A meter that reports at most once per [`REPORT_EVERY`], after a reply.
+    fn meter(&self) -> Meter {
+        let reporter = self.clone();
+        let started = Instant::now();
+        let next = AtomicU64::new(0);
+        Meter::reporting(
+            Arc::new(Traffic::default()),
+            Arc::new(move |traffic: &Traffic| {
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if now >= next.load(Ordering::Relaxed) {
+                    next.store(now + REPORT_EVERY.as_millis() as u64, Ordering::Relaxed);
+                    reporter.send(&traffic.totals());
+                }
+            }),
+        )
+    }
+}
+
+/// The exit code of a child whose program could not be executed, as a shell says it.
+const CANNOT_EXEC: i32 = 127;
+
+/// An `exec` port's child: becomes the program, with the socket as its descriptors 0 and 1
+/// (`tcpserver`'s shape: no relay, no copy); returns only when that failed.
+fn exec_child(
+    exec: &crate::exec::Exec,
+    fd: OwnedFd,
+    stderr: Option<OwnedFd>,
+    peer: std::net::SocketAddr,
+) -> i32 {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    let error = crate::exec::command::exec(&exec.program, fd, stderr, peer);
+    in_child_span(|| warn!("cannot start {}: {error}", exec.program.path.display()));
+    CANNOT_EXEC
+}
+
+/// The child's whole life: serve the one connection with blocking I/O (or, for a service with
+/// only an async form, on a runtime of its own), report what it served over `chan`, return
+/// the exit code.
+fn serve_child(
+    port: &Port,
+    fd: OwnedFd,
+    peer: std::net::SocketAddr,
+    conn: u64,
+    chan: std::os::fd::BorrowedFd<'_>,
+    debug_logging: bool,
+) -> i32 {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    // A child must not outlive the fork server: that would be a connection nobody can drain.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // With debug logging on, every connection's start and end is logged, in its span.
+    let span = debug_logging.then(span);
+    let entered = span.as_ref().map(Span::enter);
+    let stream = std::net::TcpStream::from(fd);
+    let reporter = match chan.try_clone_to_owned() {
+        Ok(chan) => Reporter::new(conn, chan),
+        Err(e) => {
+            in_child_span(|| warn!("cannot report what the child serves: {e}"));
+            return 1;
+        }
+    };
+    let meter = reporter.meter();
+    let blocking = BlockingConn {
+        stream,
+        peer,
+        limits: port.spec.limits,
+        meter: meter.clone(),
+    };
+    if debug_logging {
+        connection::log_start();
+    }
+    let end = connection::serve_blocking_unlogged(&*port.service, blocking);
+    reporter.send(&meter.traffic().totals());
+    // Only a panic is logged above debug level.
+    if span.is_some() || matches!(end, End::Panicked) {
+        in_child_span(|| connection::log_end(&end));
+    }
+    let code = match end {
+        End::Panicked => PANICKED,
+        _ => 0,
+    };
+    // Nothing is freed: `_exit` gives all of it back at once, without the allocator's work
+    // (each free writes to the heap's pages, which this child would first have to copy).
+    std::mem::forget(end);
+    std::mem::forget((reporter, meter));
+    std::mem::forget(entered);
+    std::mem::forget(span);
+    code
+}
