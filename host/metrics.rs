@@ -189,13 +189,13 @@ pub struct ProcessFigures {
 }
 
 impl ProcessFigures {
-    /// Reads the host's figures and its children's (the fork server and what it forked).
-    pub fn read() -> ProcessFigures {
+    /// Reads the host's figures and its `children`'s (the fork server and the processes
+    /// serving connections; one that has ended meanwhile counts nothing).
+    pub fn read(children: &[u32]) -> ProcessFigures {
         let me = std::process::id();
-        let children: u64 = crate::procfs::descendants(me)
+        let children: u64 = children
             .iter()
-            .filter(|p| p.state != 'Z')
-            .filter_map(|p| crate::procfs::memory(p.pid).map(|m| m.pss_kib))
+            .filter_map(|pid| crate::procfs::memory(*pid).map(|m| m.pss_kib))
             .sum();
         ProcessFigures {
             host_rss_bytes: crate::procfs::status_kib(me, "VmRSS").unwrap_or(0) * 1024,

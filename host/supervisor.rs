@@ -93,6 +93,8 @@ impl Programs {
 #[derive(Debug, Default)]
 pub struct Observed {
     ports: std::sync::Mutex<Vec<Arc<Port>>>,
+    /// The process-per-client fork server, once the supervisor has one.
+    forker: std::sync::OnceLock<Arc<ForkerHandle>>,
     pub stats: HostStats,
     pub events: Arc<Events>,
 }
@@ -103,6 +105,18 @@ impl Observed {
         let mut ports = self.lock().clone();
         ports.sort_by_key(|p| p.port());
         ports
+    }
+
+    /// The host's child processes, from what it knows: the fork server and the process
+    /// serving each open connection (a child of the fork server, or an `exec` port's program),
+    /// without reading every process on the machine to find them.
+    pub fn children(&self) -> Vec<u32> {
+        let forker = self.forker.get().and_then(|f| f.last_pid());
+        let mut pids: Vec<u32> = forker.into_iter().collect();
+        for port in self.lock().iter() {
+            pids.extend(port.child_pids());
+        }
+        pids
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Port>>> {
@@ -170,6 +184,7 @@ impl Supervisor {
             grace: config.shutdown_grace,
             draining: TaskTracker::new(),
         };
+        let _ = supervisor.observed.forker.set(supervisor.forker.clone());
         for (plan, listening) in config.ports.into_iter().zip(listening) {
             let listener = Arc::new(sockets::into_tokio(listening.listener)?);
             supervisor.serve(plan, listener, listening.origin).await?;

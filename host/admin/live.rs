@@ -145,7 +145,8 @@ pub async fn sample(
         }
         let ports = observed.ports();
         // Reading /proc is blocking work; a second's worth of it is small but not free.
-        let figures = tokio::task::spawn_blocking(ProcessFigures::read)
+        let children = observed.children();
+        let figures = tokio::task::spawn_blocking(move || ProcessFigures::read(&children))
             .await
             .unwrap_or_default();
         let views = ports

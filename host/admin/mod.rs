@@ -238,7 +238,8 @@ async fn page() -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let process = tokio::task::spawn_blocking(ProcessFigures::read)
+    let children = app.observed.children();
+    let process = tokio::task::spawn_blocking(move || ProcessFigures::read(&children))
         .await
         .unwrap_or_default();
     let ports = app.observed.ports();

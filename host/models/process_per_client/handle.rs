@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub struct ForkerHandle {
     command: ForkerCommand,
     state: tokio::sync::Mutex<State>,
     next_id: AtomicU64,
+    /// The pid of the fork server started last (0: none yet), for figures read without the
+    /// lock: a fork server that has ended since leaves a pid `/proc` no longer knows.
+    last_pid: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +160,7 @@ impl ForkerHandle {
             command,
             state: tokio::sync::Mutex::default(),
             next_id: AtomicU64::new(1),
+            last_pid: AtomicU32::new(0),
         })
     }
 
@@ -225,6 +229,8 @@ impl ForkerHandle {
             return Ok(running.clone());
         }
         let forker = ForkerProcess::spawn(&self.command)?;
+        let pid = lock(&forker.process).as_ref().and_then(|p| p.id());
+        self.last_pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         for (port_id, spec) in &state.ports {
             let message = ToForker::Port {
                 port_id: *port_id,
@@ -242,6 +248,12 @@ impl ForkerHandle {
         let state = self.state.lock().await;
         let running = state.running.as_ref().filter(|f| !f.gone.is_cancelled())?;
         lock(&running.process).as_ref().and_then(|p| p.id())
+    }
+
+    /// The pid of the fork server started last, without waiting for the lock [`Self::pid`]
+    /// takes; it may have ended since.
+    pub fn last_pid(&self) -> Option<u32> {
+        Some(self.last_pid.load(Ordering::Relaxed)).filter(|pid| *pid != 0)
     }
 
     /// Ends the fork server: it SIGTERMs (then SIGKILLs) any child left and reaps them all.
