@@ -347,3 +347,19 @@ fn a_service_name_registered_twice_is_refused_naming_both_places() {
     assert_eq!(porthost_services::duplicates(), [err]);
     assert!(porthost::registry::find("palindrome-v3").is_ok());
 }
+
+#[test]
+fn the_textbook_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/textbook.toml");
+    let out = run(&["check", "--config", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("7102  127.0.0.1  palindrome-v3  thread-pool  8"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("7103  127.0.0.1  palindrome-v3  event-loop   10000"),
+        "{plan}"
+    );
+}
