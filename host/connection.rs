@@ -49,6 +49,17 @@ impl Accepted {
         (conn, self.admission, self.span)
     }
 
+    /// The connection with its socket moved to the reactor of another runtime (an
+    /// `event-loop` port's), to be served by a task there.
+    pub fn move_to(self, runtime: &tokio::runtime::Handle) -> std::io::Result<Accepted> {
+        let stream = self.stream.into_std()?;
+        let stream = {
+            let _inside = runtime.enter();
+            TcpStream::from_std(stream)?
+        };
+        Ok(Accepted { stream, ..self })
+    }
+
     /// The connection as a blocking socket, for a thread or a process of its own; the port
     /// keeps a second handle on it to wake it when it closes its connections.
     pub fn into_blocking(self) -> std::io::Result<(BlockingConn, Admission, Span)> {

@@ -30,6 +30,9 @@ pub struct PortStats {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// OS threads serving this port's connections now.
     pub threads: AtomicI64,
+    /// Workers of the port's pool serving a connection now (`thread-pool`); the others wait
+    /// for one.
+    pub busy: AtomicI64,
     /// Child processes serving this port's connections now.
     pub children: AtomicI64,
     pub forks: AtomicU64,
@@ -216,6 +219,7 @@ struct Row {
     open: u64,
     waiting: u64,
     threads: i64,
+    busy: i64,
     children: i64,
 }
 
@@ -233,6 +237,7 @@ impl Scrape<'_> {
                     open: 0,
                     waiting: 0,
                     threads: 0,
+                    busy: 0,
                     children: 0,
                 },
             );
@@ -247,6 +252,7 @@ impl Scrape<'_> {
                 open: 0,
                 waiting: 0,
                 threads: 0,
+                busy: 0,
                 children: 0,
             });
             row.counts.add(&port.stats.counts());
@@ -254,6 +260,7 @@ impl Scrape<'_> {
             row.open += port.open_count() as u64;
             row.waiting += port.waiting().unwrap_or(0);
             row.threads += port.stats.threads.load(Ordering::Relaxed);
+            row.busy += port.stats.busy.load(Ordering::Relaxed);
             row.children += port.stats.children.load(Ordering::Relaxed);
             if port.state() == PortState::Accepting {
                 row.service = port.plan.service.stats();
@@ -449,10 +456,19 @@ impl prometheus_client::collector::Collector for Collector {
             &mut e,
             rows,
             "porthost_threads",
-            "OS threads serving this port's connections now (sequential: its one thread; async: none of its own).",
+            "OS threads serving this port's connections now (sequential, event-loop: its one thread; thread-pool: its workers; async: none of its own).",
             None,
             Gauge,
             |r| r.threads,
+        )?;
+        per_port(
+            &mut e,
+            rows,
+            "porthost_busy_workers",
+            "Workers of a thread-pool port serving a connection now (the others are idle; 0 under the models without a pool).",
+            None,
+            Gauge,
+            |r| r.busy,
         )?;
         per_port(
             &mut e,

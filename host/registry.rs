@@ -46,7 +46,7 @@ pub fn listing() -> Vec<Listing> {
                 (r.build)(&Options::default()).map_or_else(|_| Needs::default(), |s| s.needs());
             let models = Model::ALL
                 .into_iter()
-                .filter(|m| m.check(r.name, needs).is_ok())
+                .filter(|m| m.check(r.name, needs, Model::default_workers()).is_ok())
                 .collect();
             Listing {
                 name: r.name,

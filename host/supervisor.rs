@@ -512,11 +512,16 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
     if old.addr != new.addr {
         changes.push(format!("bind {} -> {}", old.addr.ip(), new.addr.ip()));
     }
+    if let (Some(old), Some(new)) = (old.workers, new.workers)
+        && old != new
+    {
+        changes.push(format!("workers {old} -> {new}"));
+    }
     if old.options != new.options || old.base_dir != new.base_dir {
         changes.push("options".to_owned());
     }
     if old.limits != new.limits
-        || old.max_connections != new.max_connections
+        || (old.max_connections != new.max_connections && old.workers == new.workers)
         || old.max_connections_per_ip != new.max_connections_per_ip
         || old.edge.rate != new.edge.rate
     {

@@ -61,6 +61,7 @@ fn every_metric_family_is_there_with_its_labels() {
             "porthost_reply_latency_seconds_bucket",
             "porthost_reply_latency_seconds_count",
             "porthost_threads",
+            "porthost_busy_workers",
             "porthost_child_processes",
             "porthost_forks_total",
         ] {
@@ -88,7 +89,7 @@ fn every_metric_family_is_there_with_its_labels() {
     ] {
         assert!(metrics.contains(family), "no {family}:\n{metrics}");
     }
-    let game = labels(&host, 4, "word-guess", "async");
+    let game = labels(&host, MODELS.len(), "word-guess", "async");
     for family in [
         "porthost_service_players",
         "porthost_service_games_waiting",
@@ -166,7 +167,14 @@ fn after_n_clients_send_m_lines_the_counters_say_n_and_m_under_every_model() {
 fn threads_and_children_show_while_clients_are_connected() {
     let entries: Vec<_> = MODELS
         .iter()
-        .map(|m| entry("palindrome-v3", m, ""))
+        .map(|m| {
+            let extra = if *m == "thread-pool" {
+                "workers = 4"
+            } else {
+                ""
+            };
+            entry("palindrome-v3", m, extra)
+        })
         .collect();
     let (host, admin) = admin_host("", &entries);
     let clients: Vec<Vec<Client>> = (1..MODELS.len())
@@ -195,7 +203,22 @@ fn threads_and_children_show_while_clients_are_connected() {
     );
     assert_eq!(value(3, "async", "porthost_threads"), Some(0.0));
     assert_eq!(value(3, "async", "porthost_connections_open"), Some(3.0));
+    // A pool's threads are there from the start; three of its four serve a client each.
+    assert_eq!(value(4, "thread-pool", "porthost_threads"), Some(4.0));
+    assert_eq!(value(4, "thread-pool", "porthost_busy_workers"), Some(3.0));
+    // An event loop is one thread however many clients it serves.
+    assert_eq!(value(5, "event-loop", "porthost_threads"), Some(1.0));
+    assert_eq!(
+        value(5, "event-loop", "porthost_connections_open"),
+        Some(3.0)
+    );
     drop(clients);
+    assert!(eventually(|| value(
+        4,
+        "thread-pool",
+        "porthost_busy_workers"
+    ) == Some(0.0)));
+    assert_eq!(value(4, "thread-pool", "porthost_threads"), Some(4.0));
     assert!(eventually(|| value(
         1,
         "thread-per-client",

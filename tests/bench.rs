@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::util::{porthost, text};
 
 /// Every model, each followed by its hand-written twin.
-const SUBJECTS: [&str; 8] = [
+const SUBJECTS: [&str; 12] = [
     "sequential",
     "baseline-sequential",
     "thread-per-client",
@@ -17,6 +17,10 @@ const SUBJECTS: [&str; 8] = [
     "baseline-fork",
     "async",
     "baseline-async",
+    "thread-pool",
+    "baseline-pool",
+    "event-loop",
+    "baseline-loop",
 ];
 
 #[test]
@@ -47,7 +51,7 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
         .filter(|l| l.contains("] run 1/1: "))
         .collect();
     assert_eq!(progress.len(), SUBJECTS.len() * 4, "{stderr}");
-    assert!(progress[0].starts_with("[1/32 "), "{stderr}");
+    assert!(progress[0].starts_with("[1/48 "), "{stderr}");
     assert!(
         progress
             .iter()

@@ -139,15 +139,24 @@ fn invalid_service_options_carry_the_service_message() {
         "[ports.7001]\nservice = \"palindrome-v2\"\nmodel = \"async\"\noptions = { once = true }\n",
         "4:11",
         "[ports.7001]: ",
-        "invalid options for palindrome-v2: unknown field `once`, expected `strict`",
+        "invalid options for palindrome-v2: unknown field `once`, expected `strict`, `busy_us` or \
+         `sleep_ms`",
+    );
+    // The work per line is bounded.
+    assert_error(
+        "[ports.7001]\nservice = \"palindrome-v3\"\nmodel = \"event-loop\"\noptions = { sleep_ms = 10001 }\n",
+        "4:11",
+        "[ports.7001]: ",
+        "invalid options for palindrome-v3: sleep_ms must be a whole number of milliseconds from \
+         0 to 10000, not 10001",
     );
     // Every mistake in the table, not only the first.
     assert_error(
         "[ports.7001]\nservice = \"palindrome-v1\"\nmodel = \"async\"\noptions = { strictt = true, once = 1 }\n",
         "4:11",
         "[ports.7001]: ",
-        "invalid options for palindrome-v1: unknown field `strictt`, expected `strict` or `once`; \
-         once must be true or false, not 1",
+        "invalid options for palindrome-v1: unknown field `strictt`, expected `strict`, \
+         `busy_us`, `sleep_ms` or `once`; once must be true or false, not 1",
     );
 }
 
@@ -337,4 +346,20 @@ fn a_service_name_registered_twice_is_refused_naming_both_places() {
     );
     assert_eq!(porthost_services::duplicates(), [err]);
     assert!(porthost::registry::find("palindrome-v3").is_ok());
+}
+
+#[test]
+fn the_textbook_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/textbook.toml");
+    let out = run(&["check", "--config", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("7102  127.0.0.1  palindrome-v3  thread-pool  8"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("7103  127.0.0.1  palindrome-v3  event-loop   10000"),
+        "{plan}"
+    );
 }

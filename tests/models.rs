@@ -5,7 +5,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Client, HostProcess, alive, children_of, entry, eventually, threads, zombies_of,
+    Client, HostProcess, TestHost, alive, children_of, entry, eventually, threads, zombies_of,
 };
 
 const CLIENTS: usize = 12;
@@ -70,6 +70,127 @@ fn async_keeps_the_thread_count_flat() {
     assert_eq!(threads(pid), before, "async grew threads with clients");
     assert!(children_of(pid).is_empty());
     drop((warm, clients));
+}
+
+#[test]
+fn a_thread_pool_keeps_its_workers_and_leaves_the_next_client_in_the_backlog() {
+    let host = HostProcess::start("", &[entry("palindrome-v3", "thread-pool", "workers = 3")]);
+    let pid = host.pid();
+    let mut clients = connect_and_ask(&host, 1);
+    let before = threads(pid);
+    clients.extend(connect_and_ask(&host, 2));
+    assert_eq!(threads(pid), before, "the pool grew with its clients");
+    // Every worker is busy: the fourth client is not served until one leaves.
+    let mut fourth = Client::connect(host.addr(0));
+    fourth.send(b"abba\n");
+    assert_eq!(fourth.line_within(Duration::from_millis(300)), None);
+    clients[0].send(b"\n");
+    assert!(clients[0].is_closed());
+    assert_eq!(fourth.line().as_deref(), Some("1"));
+    drop((clients, fourth));
+    assert!(eventually(|| threads(pid) == before));
+    assert!(children_of(pid).is_empty());
+}
+
+#[test]
+fn an_event_loop_serves_every_client_on_its_one_thread() {
+    let host = HostProcess::start("", &[entry("palindrome-v1", "event-loop", "")]);
+    let pid = host.pid();
+    let warm = connect_and_ask(&host, 1);
+    let before = threads(pid);
+    let clients = connect_and_ask(&host, 100);
+    assert_eq!(threads(pid), before, "event-loop grew threads with clients");
+    drop((warm, clients));
+}
+
+/// Sends one line from each client at once and returns how long each took to be answered.
+fn answer_times(clients: &mut [Client]) -> Vec<Duration> {
+    let start = std::time::Instant::now();
+    for client in clients.iter_mut() {
+        client.send(b"abba\n");
+    }
+    clients
+        .iter_mut()
+        .map(|client| {
+            assert_eq!(client.line().as_deref(), Some("1"));
+            start.elapsed()
+        })
+        .collect()
+}
+
+#[test]
+fn on_an_event_loop_a_wait_stalls_no_one_and_a_spin_stalls_everyone() {
+    let host = TestHost::start(
+        "",
+        &[
+            entry(
+                "palindrome-v3",
+                "event-loop",
+                "options = { sleep_ms = 300 }",
+            ),
+            entry(
+                "palindrome-v2",
+                "event-loop",
+                "options = { busy_us = 150000 }",
+            ),
+        ],
+    );
+    // Ten waits of 300 ms at once end together: the timers run side by side.
+    let mut waiting: Vec<Client> = (0..10).map(|_| Client::connect(host.addr(0))).collect();
+    let times = answer_times(&mut waiting);
+    let last = *times.iter().max().unwrap();
+    assert!(
+        last >= Duration::from_millis(300) && last < Duration::from_millis(2500),
+        "the last of ten 300 ms waits came after {last:?}"
+    );
+    // Four spins of 150 ms on the one thread take their turns: the last waits for all four.
+    let mut spinning: Vec<Client> = (0..4).map(|_| Client::connect(host.addr(1))).collect();
+    let times = answer_times(&mut spinning);
+    let last = *times.iter().max().unwrap();
+    assert!(
+        last >= Duration::from_millis(600),
+        "four 150 ms spins on one thread were all answered within {last:?}"
+    );
+}
+
+#[test]
+fn under_a_thread_model_the_wait_is_a_blocking_sleep_per_client() {
+    // Two workers, four clients: each worker sleeps through its client's 300 ms, so the last
+    // two clients wait for the first two.
+    let host = TestHost::start(
+        "",
+        &[entry(
+            "palindrome-v1",
+            "thread-pool",
+            "workers = 2\noptions = { sleep_ms = 300 }",
+        )],
+    );
+    let mut clients: Vec<Client> = (0..2).map(|_| Client::connect(host.addr(0))).collect();
+    let times = answer_times(&mut clients);
+    assert!(
+        times.iter().all(|t| *t >= Duration::from_millis(300)),
+        "{times:?}"
+    );
+    drop(clients);
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(host.addr(0))).collect();
+    for client in &mut clients[..2] {
+        client.send(b"abba\n");
+        assert_eq!(client.line().as_deref(), Some("1"));
+    }
+    // The first two hold both workers: the others are answered only once they leave.
+    let start = std::time::Instant::now();
+    for client in &mut clients[2..] {
+        client.send(b"abba\n");
+    }
+    assert_eq!(clients[2].line_within(Duration::from_millis(100)), None);
+    for client in &mut clients[..2] {
+        client.send(b"\n");
+        assert!(client.is_closed());
+    }
+    for client in &mut clients[2..] {
+        assert_eq!(client.line().as_deref(), Some("1"));
+    }
+    assert!(start.elapsed() >= Duration::from_millis(300));
 }
 
 #[test]

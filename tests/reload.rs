@@ -135,3 +135,41 @@ fn a_port_whose_address_changes_is_rebound() {
         == Some("1")));
     assert!(!host.log().contains("not served"), "{}", host.log());
 }
+
+#[test]
+fn a_new_size_of_pool_starts_a_new_pool_and_drains_the_old() {
+    let pool = |workers| entry("palindrome-v3", "thread-pool", workers);
+    let host = TestHost::start("shutdown_grace_secs = 2", &[pool("workers = 2")]);
+    let port = host.ports[0];
+    // Both workers of the old pool busy.
+    let mut old: Vec<Client> = (0..2).map(|_| Client::connect(host.addr(0))).collect();
+    for client in &mut old {
+        assert_eq!(client.ask("abba"), "1");
+    }
+    host.reload(
+        &format!("{GRACE}{}", port_entry(port, &pool("workers = 3"))),
+        Vec::new(),
+    );
+    assert!(
+        eventually(|| host.log().contains("reload: changed (workers 2 -> 3)")),
+        "{}",
+        host.log()
+    );
+    // Three new clients at once: the new pool's three workers, while the old pool's two still
+    // serve their clients.
+    let mut new: Vec<Client> = (0..3).map(|_| Client::connect(host.addr(0))).collect();
+    for client in &mut new {
+        assert_eq!(client.ask("abba"), "1");
+    }
+    for client in &mut old {
+        assert_eq!(client.ask("abc"), "", "an old client lost its session");
+        client.send(b"\n");
+        assert!(client.is_closed());
+    }
+    assert!(
+        eventually(|| host.log().contains("old connections drained")),
+        "{}",
+        host.log()
+    );
+    assert_eq!(new[2].ask("abba"), "1");
+}

@@ -48,11 +48,13 @@ pub fn config_file(text: &str) -> ConfigFile {
     ConfigFile { _dir: dir, path }
 }
 
-pub const MODELS: [&str; 4] = [
+pub const MODELS: [&str; 6] = [
     "sequential",
     "thread-per-client",
     "process-per-client",
     "async",
+    "thread-pool",
+    "event-loop",
 ];
 
 pub const PALINDROMES: [&str; 3] = ["palindrome-v1", "palindrome-v2", "palindrome-v3"];

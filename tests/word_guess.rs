@@ -12,10 +12,16 @@ use porthost::client::word_guess::{Input, play};
 
 use crate::util::{Client, PATIENCE, TestHost, config_file, entry, run, text};
 
-const GAME_MODELS: [&str; 2] = ["thread-per-client", "async"];
+const GAME_MODELS: [&str; 4] = ["thread-per-client", "async", "thread-pool", "event-loop"];
 
 fn game_host(model: &str, options: &str) -> TestHost {
-    let extra = format!("options = {{ {options} }}");
+    // A pool with a worker for every player of two games at once.
+    let workers = if model == "thread-pool" {
+        "\nworkers = 8"
+    } else {
+        ""
+    };
+    let extra = format!("options = {{ {options} }}{workers}");
     TestHost::start("", &[entry("word-guess", model, &extra)])
 }
 
@@ -405,9 +411,10 @@ fn one_player_games_run_under_sequential() {
 
 #[test]
 fn models_that_cannot_share_state_are_refused() {
-    let check = |model: &str, options: &str| {
+    // `extra`: more lines of the port's entry.
+    let check_with = |model: &str, options: &str, extra: &str| {
         let file = config_file(&format!(
-            "[ports.7021]\nservice = \"word-guess\"\nmodel = \"{model}\"\noptions = {{ {options} }}\n"
+            "[ports.7021]\nservice = \"word-guess\"\nmodel = \"{model}\"\noptions = {{ {options} }}\n{extra}"
         ));
         let out = run(&["check", "--config", file.path.to_str().unwrap()]);
         (
@@ -416,6 +423,7 @@ fn models_that_cannot_share_state_are_refused() {
             file.path.display().to_string(),
         )
     };
+    let check = |model: &str, options: &str| check_with(model, options, "");
     let (code, stderr, path) = check("process-per-client", "players = 2");
     assert_eq!(code, Some(1));
     assert!(
@@ -426,6 +434,21 @@ fn models_that_cannot_share_state_are_refused() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("word-guess cannot run under sequential as configured: it needs 2 clients connected at once and sequential serves one at a time; use thread-per-client or async, or `options = { players = 1 }` to serve one client at a time"), "{stderr}");
     let (code, stderr, _) = check("sequential", "players = 1");
+    assert_eq!(code, Some(0), "{stderr}");
+    // A pool smaller than a game would fill every worker with a lobby waiting for a player
+    // who never gets one.
+    let (code, stderr, path) = check_with("thread-pool", "players = 3", "workers = 2\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "{path}:3:9: [ports.7021]: word-guess cannot run under thread-pool with workers = 2: \
+             it needs 3 clients connected at once, and a pool of 2 serves only 2"
+        )) && stderr.contains("set workers to at least 3, or use event-loop or async"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check_with("thread-pool", "players = 3", "workers = 3\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr, _) = check("event-loop", "players = 16");
     assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr, _) = check("async", "players = 17");
     assert_eq!(code, Some(1));

@@ -76,6 +76,10 @@ pub struct PortView {
     pub refused: BTreeMap<&'static str, u64>,
     /// OS threads serving the port now.
     pub threads: i64,
+    /// The size of its pool, under a model that has one (`thread-pool`).
+    pub workers: Option<usize>,
+    /// Workers of the pool serving a client now; the rest are idle.
+    pub busy: i64,
     /// The pids of the child processes serving it now (an `exec` port's programs, under
     /// every model).
     pub children: Vec<u32>,
@@ -279,6 +283,8 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
             .map(|r| (r.name(), counts.refused[*r as usize]))
             .collect(),
         threads: port.stats.threads.load(Ordering::Relaxed),
+        workers: entry.workers,
+        busy: port.stats.busy.load(Ordering::Relaxed),
         children,
         program: crate::exec::of(&*port.plan.service).map(|e| e.program.display()),
         lines: totals.lines,

@@ -11,6 +11,8 @@
 //! | `baseline-threads` | `twin-threads` | `thread-per-client` | a thread per connection, blocking I/O |
 //! | `baseline-fork` | `twin-fork` | `process-per-client` | a `fork()` per connection from a single-threaded server, blocking I/O in the child, a SIGCHLD handler reaping |
 //! | `baseline-async` | `twin-async` | `async` | a tokio task per connection |
+//! | `baseline-pool` | `twin-thread-pool` | `thread-pool` | `--workers` threads started first, each blocking in `accept` on the shared socket, then serving with blocking I/O |
+//! | `baseline-loop` | `twin-event-loop` | `event-loop` | a tokio task per connection on a current-thread runtime |
 //!
 //! They are binaries of the `porthost` package, so `cargo build` and `cargo install --path .`
 //! put them next to `porthost`, where [`program`] finds them. `cargo run -- bench` builds only
@@ -30,6 +32,8 @@ pub enum Kind {
     Threads,
     Fork,
     Async,
+    Pool,
+    Loop,
 }
 
 impl Kind {
@@ -40,6 +44,8 @@ impl Kind {
             Kind::Threads => "twin-threads",
             Kind::Fork => "twin-fork",
             Kind::Async => "twin-async",
+            Kind::Pool => "twin-thread-pool",
+            Kind::Loop => "twin-event-loop",
         }
     }
 
@@ -50,6 +56,8 @@ impl Kind {
             Model::ThreadPerClient => Kind::Threads,
             Model::ProcessPerClient => Kind::Fork,
             Model::Async => Kind::Async,
+            Model::ThreadPool => Kind::Pool,
+            Model::EventLoop => Kind::Loop,
         }
     }
 
@@ -59,12 +67,40 @@ impl Kind {
             Kind::Threads => "baseline-threads",
             Kind::Fork => "baseline-fork",
             Kind::Async => "baseline-async",
+            Kind::Pool => "baseline-pool",
+            Kind::Loop => "baseline-loop",
+        }
+    }
+
+    /// The twin's arguments when it serves up to `max_clients` at once: the pool's size.
+    pub fn args(self, max_clients: usize) -> Vec<String> {
+        match self {
+            Kind::Pool => vec![
+                "--workers".to_owned(),
+                pool_workers(max_clients).to_string(),
+            ],
+            _ => Vec::new(),
         }
     }
 }
 
+/// The workers of a thread pool the bench sizes for `max_clients` at once, host and twin
+/// alike: one per client, as every model is sized for the load, within the pool's bound.
+pub fn pool_workers(max_clients: usize) -> usize {
+    (max_clients + 16).min(porthost::config::bounds::to_usize(
+        porthost::config::bounds::WORKER_THREADS.max,
+    ))
+}
+
 /// Every twin, for building them at once.
-const ALL: [Kind; 4] = [Kind::Sequential, Kind::Threads, Kind::Fork, Kind::Async];
+const ALL: [Kind; 6] = [
+    Kind::Sequential,
+    Kind::Threads,
+    Kind::Fork,
+    Kind::Async,
+    Kind::Pool,
+    Kind::Loop,
+];
 
 /// The twin's program next to the running `porthost`, built first when `porthost` runs from a
 /// source tree's target folder without it.

@@ -52,13 +52,14 @@ const SEQUENTIAL: RGBColor = RGBColor(0, 114, 178);
 const THREADS: RGBColor = RGBColor(213, 94, 0);
 const PROCESSES: RGBColor = RGBColor(0, 140, 100);
 const ASYNC: RGBColor = RGBColor(120, 40, 160);
+const POOL: RGBColor = RGBColor(190, 0, 90);
+const LOOP: RGBColor = RGBColor(0, 110, 120);
 const PYTHON: RGBColor = RGBColor(140, 80, 40);
 const TCPSERVER: RGBColor = RGBColor(70, 70, 70);
-const OTHERS: [RGBColor; 4] = [
+const OTHERS: [RGBColor; 3] = [
     RGBColor(0, 0, 0),
-    RGBColor(190, 0, 90),
-    RGBColor(0, 110, 120),
     RGBColor(120, 120, 0),
+    RGBColor(90, 90, 160),
 ];
 
 /// Every subject's look, by name.
@@ -79,6 +80,8 @@ fn looks(subjects: &[String]) -> BTreeMap<String, Look> {
                 "thread-per-client" | "baseline-threads" => THREADS,
                 "process-per-client" | "baseline-fork" => PROCESSES,
                 "async" | "baseline-async" => ASYNC,
+                "thread-pool" | "baseline-pool" => POOL,
+                "event-loop" | "baseline-loop" => LOOP,
                 crate::server::PYTHON => PYTHON,
                 crate::server::TCPSERVER => TCPSERVER,
                 _ => *others.next().expect("cycles"),
@@ -744,6 +747,10 @@ mod tests {
             "baseline-fork",
             "async",
             "baseline-async",
+            "thread-pool",
+            "baseline-pool",
+            "event-loop",
+            "baseline-loop",
             "python-forking",
             "tcpserver-exec",
             "mine",
@@ -757,6 +764,8 @@ mod tests {
         assert_eq!(color("thread-per-client"), color("thread-per-client+admin"));
         assert_eq!(color("process-per-client"), color("baseline-fork"));
         assert_eq!(color("async"), color("baseline-async"));
+        assert_eq!(color("thread-pool"), color("baseline-pool"));
+        assert_eq!(color("event-loop"), color("baseline-loop"));
         assert_eq!(looks["baseline-fork"].dash, Dash::Dashed);
         assert_eq!(looks["thread-per-client+admin"].dash, Dash::Dotted);
         for (name, look) in &looks {

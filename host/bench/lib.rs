@@ -48,7 +48,7 @@ pub struct BenchArgs {
     /// The service to benchmark.
     #[arg(long, default_value = "palindrome-v3")]
     pub service: String,
-    /// Models to compare, comma-separated [default: all four].
+    /// Models to compare, comma-separated [default: every model].
     #[arg(long, value_delimiter = ',')]
     pub models: Option<Vec<Model>>,
     /// Leave out the hand-written baseline servers.

@@ -132,7 +132,9 @@ impl Server {
             Subject::Model(model) => start_host(*model, service, max_clients, false),
             Subject::Admin(model) => start_host(*model, service, max_clients, true),
             Subject::Baseline(kind) => {
-                start_printing_addr(Command::new(baseline::program(*kind)?), None, "")
+                let mut command = Command::new(baseline::program(*kind)?);
+                command.args(kind.args(max_clients));
+                start_printing_addr(command, None, "")
             }
             Subject::Python => {
                 let dir = tempfile::tempdir()?;
@@ -322,9 +324,19 @@ fn host_config(
         "\n[ports.{port}]\nservice = \"{service}\"\nmodel = \"{model}\"\n"
     ));
     // Size every model for the load, so the table compares models, not default limits.
-    if model != Model::Sequential {
-        let max = model.default_max_connections().max(max_clients + 16);
-        text.push_str(&format!("max_connections = {max}\n"));
+    match model {
+        Model::Sequential => {}
+        // A pool's concurrency is its size: the twin's.
+        Model::ThreadPool => text.push_str(&format!(
+            "workers = {}\n",
+            baseline::pool_workers(max_clients)
+        )),
+        _ => {
+            let max = model
+                .default_max_connections(Model::default_workers())
+                .max(max_clients + 16);
+            text.push_str(&format!("max_connections = {max}\n"));
+        }
     }
     if service == "word-guess" {
         let words: Vec<String> = GAME_WORDS.iter().map(|w| format!("{w:?}")).collect();

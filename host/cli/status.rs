@@ -48,6 +48,12 @@ struct Port {
     waiting: Option<u64>,
     refused: std::collections::BTreeMap<String, u64>,
     threads: i64,
+    /// A thread-pool port's size and the workers serving a client (absent from an older
+    /// host's snapshot).
+    #[serde(default)]
+    workers: Option<usize>,
+    #[serde(default)]
+    busy: i64,
     children: Vec<u32>,
     /// An `exec` port's command (absent from an older host's snapshot).
     #[serde(default)]
@@ -112,10 +118,10 @@ fn render(s: &Snapshot) -> String {
             p.open.to_string(),
             p.waiting.map_or("-".to_owned(), |w| w.to_string()),
             // An async port has no threads of its own: a task per client on the shared ones.
-            if p.model == "async" {
-                format!("{} tasks on {}", p.open, s.host.runtime_workers)
-            } else {
-                p.threads.to_string()
+            match (p.model.as_str(), p.workers) {
+                ("async", _) => format!("{} tasks on {}", p.open, s.host.runtime_workers),
+                (_, Some(workers)) => format!("{} ({} busy of {workers})", p.threads, p.busy),
+                _ => p.threads.to_string(),
             },
             p.children.len().to_string(),
             p.lines.to_string(),
@@ -290,5 +296,22 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_pool_row_says_how_many_of_its_workers_are_busy() {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pid": 7, "uptime": 3.0,
+            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 9, "runtime_workers": 2,
+                      "open_fds": 20 },
+            "ports": [{ "port": 7005, "service": "palindrome-v3", "model": "thread-pool",
+                        "state": "accepting", "open": 3, "waiting": 2, "refused": {},
+                        "threads": 4, "workers": 4, "busy": 3, "children": [],
+                        "lines_per_s": 0.0, "p50_ms": null, "p99_ms": null, "lines": 0 }],
+            "events": [],
+        }))
+        .unwrap();
+        let text = render(&snapshot);
+        assert!(text.contains("  4 (3 busy of 4)  "), "{text}");
     }
 }

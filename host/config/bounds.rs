@@ -51,6 +51,14 @@ pub const MAX_CONNECTIONS_PER_IP: Bound = Bound {
     unit: "connections",
 };
 
+/// A thread pool's `workers`: each thread is a stack of its own, and the pool never shrinks.
+pub const WORKER_THREADS: Bound = Bound {
+    key: "workers",
+    min: 1,
+    max: 1024,
+    unit: "threads",
+};
+
 impl Bound {
     /// The number, or a message that says what is allowed.
     pub fn check(&self, value: &toml::Value) -> Result<u64, String> {

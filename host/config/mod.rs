@@ -61,6 +61,7 @@ struct RawPort {
     model: Spanned<toml::Value>,
     bind: Option<Spanned<toml::Value>>,
     max_connections: Option<Spanned<toml::Value>>,
+    workers: Option<Spanned<toml::Value>>,
     max_connections_per_ip: Option<Spanned<toml::Value>>,
     max_line_bytes: Option<Spanned<toml::Value>>,
     idle_timeout_secs: Option<Spanned<toml::Value>>,
@@ -124,6 +125,9 @@ pub struct PortEntry {
     pub model: Model,
     pub limits: Limits,
     pub max_connections: usize,
+    /// The size of the port's pool, under a model that has one (`thread-pool`); the
+    /// connections it serves at once, so it is `max_connections` too.
+    pub workers: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub options: toml::Table,
     /// Where relative paths in `options` are resolved: the config file's directory.
@@ -698,21 +702,35 @@ fn port_plan(
         exec_keys(&raw, entry, c);
     }
 
+    let workers = workers(&raw, model, entry, c)?;
+    let max_connections_span = || {
+        raw.max_connections
+            .as_ref()
+            .map_or(entry_span.clone(), Spanned::span)
+    };
     let max_connections = match (model, max_connections) {
         (Model::Sequential, Some(n)) if n != 1 => {
-            let span = raw
-                .max_connections
-                .as_ref()
-                .map_or(entry_span.clone(), Spanned::span);
             c.push(
-                span,
+                max_connections_span(),
                 entry,
                 format!("max_connections = {n}, but sequential serves exactly one connection at a time; remove the key or set it to 1"),
             );
             return None;
         }
+        (Model::ThreadPool, Some(n)) => {
+            c.push(
+                max_connections_span(),
+                entry,
+                format!(
+                    "max_connections = {n}, but a thread-pool serves exactly `workers` \
+                     connections at once, one per thread (the rest wait in the backlog); \
+                     remove the key and set workers = {n} instead"
+                ),
+            );
+            return None;
+        }
         (_, Some(n)) => n,
-        (model, None) => model.default_max_connections(),
+        (model, None) => model.default_max_connections(workers.unwrap_or(1)),
     };
 
     let entry_value = PortEntry {
@@ -721,6 +739,7 @@ fn port_plan(
         model,
         limits,
         max_connections,
+        workers,
         max_connections_per_ip,
         options,
         base_dir: defaults.base_dir.clone(),
@@ -737,7 +756,11 @@ fn port_plan(
             return None;
         }
     };
-    if let Err(reason) = model.check(registration.name, service.needs()) {
+    if let Err(reason) = model.check(
+        registration.name,
+        service.needs(),
+        workers.unwrap_or(usize::MAX),
+    ) {
         c.push(raw.model.span(), entry, reason);
     }
     (c.errors.len() == errors_before).then(|| PortPlan {
@@ -745,6 +768,34 @@ fn port_plan(
         service,
         line,
     })
+}
+
+/// `workers`: the size of the pool under a model that has one (checked, or the default),
+/// `None` under the others, which refuse the key; `Err` (reported) when it is wrong.
+fn workers(
+    raw: &RawPort,
+    model: Model,
+    entry: Option<&str>,
+    c: &mut Collector<'_>,
+) -> Option<Option<usize>> {
+    let number = c.number(raw.workers.as_ref(), &bounds::WORKER_THREADS, entry);
+    match (&raw.workers, model.has_workers()) {
+        (Some(_), true) => Some(Some(bounds::to_usize(number?))),
+        (None, true) => Some(Some(Model::default_workers())),
+        (None, false) => Some(None),
+        (Some(value), false) => {
+            c.push(
+                value.span(),
+                entry,
+                format!(
+                    "workers sizes the fixed pool of a thread-pool port; {model} has none (it \
+                     {}); remove the key, or use model = \"thread-pool\"",
+                    model.how()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The keys an `exec` port refuses: the host never reads a program's bytes, so it has no
@@ -919,6 +970,70 @@ options = { strict = true }
             errs[0].contains(":4:19: [ports.7]: max_connections = 5, but sequential"),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn a_thread_pool_is_sized_by_workers_and_refuses_max_connections() {
+        let config = parse(
+            "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"thread-pool\"\nworkers = 3\n\
+             [ports.8]\nservice = \"palindrome-v1\"\nmodel = \"thread-pool\"\n",
+        )
+        .unwrap();
+        let (seven, eight) = (&config.ports[0].entry, &config.ports[1].entry);
+        assert_eq!((seven.workers, seven.max_connections), (Some(3), 3));
+        let default = Model::default_workers();
+        assert_eq!(
+            (eight.workers, eight.max_connections),
+            (Some(default), default)
+        );
+
+        let errs = errors(
+            "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"thread-pool\"\nmax_connections = 5\n",
+        );
+        assert!(
+            errs[0].contains(
+                ":4:19: [ports.7]: max_connections = 5, but a thread-pool serves \
+                 exactly `workers` connections"
+            ) && errs[0].contains("set workers = 5 instead"),
+            "{errs:#?}"
+        );
+        for (workers, shown) in [("0", "0"), ("1025", "1025"), ("\"4\"", "the string \"4\"")] {
+            let errs = errors(&format!(
+                "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"thread-pool\"\nworkers = {workers}\n"
+            ));
+            assert_eq!(
+                errs,
+                [format!(
+                    "conf/services.toml:4:11: [ports.7]: workers must be a whole number of \
+                     threads from 1 to 1024, not {shown}"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn workers_is_refused_where_there_is_no_pool() {
+        for model in Model::ALL.into_iter().filter(|m| !m.has_workers()) {
+            let errs = errors(&format!(
+                "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"{model}\"\nworkers = 4\n"
+            ));
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert!(
+                errs[0].starts_with(&format!(
+                    "conf/services.toml:4:11: [ports.7]: workers sizes the fixed pool of a \
+                     thread-pool port; {model} has none ("
+                )),
+                "{errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_loop_defaults_to_ten_thousand_connections() {
+        let config =
+            parse("[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"event-loop\"\n").unwrap();
+        assert_eq!(config.ports[0].entry.max_connections, 10_000);
+        assert_eq!(config.ports[0].entry.workers, None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The four concurrency models as the config spells them, and what each can give a service.
+//! The concurrency models as the config spells them, and what each can give a service.
 //! The code that runs each one is in [`crate::models`].
 
 use std::fmt;
@@ -15,14 +15,18 @@ pub enum Model {
     ThreadPerClient,
     ProcessPerClient,
     Async,
+    ThreadPool,
+    EventLoop,
 }
 
 impl Model {
-    pub const ALL: [Model; 4] = [
+    pub const ALL: [Model; 6] = [
         Model::Sequential,
         Model::ThreadPerClient,
         Model::ProcessPerClient,
         Model::Async,
+        Model::ThreadPool,
+        Model::EventLoop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,24 +35,64 @@ impl Model {
             Model::ThreadPerClient => "thread-per-client",
             Model::ProcessPerClient => "process-per-client",
             Model::Async => "async",
+            Model::ThreadPool => "thread-pool",
+            Model::EventLoop => "event-loop",
         }
+    }
+
+    /// How the model serves its clients, in a few words, for messages.
+    pub fn how(self) -> &'static str {
+        match self {
+            Model::Sequential => "serves with one thread, one client at a time",
+            Model::ThreadPerClient => "starts a thread per client",
+            Model::ProcessPerClient => "forks a process per client",
+            Model::Async => "runs a task per client on the shared runtime",
+            Model::ThreadPool => "serves with a fixed pool of threads, a client each",
+            Model::EventLoop => "runs every client as a task on its one thread",
+        }
+    }
+
+    /// Whether the model serves with a fixed set of workers, sized by the port's `workers`.
+    pub fn has_workers(self) -> bool {
+        matches!(self, Model::ThreadPool)
+    }
+
+    /// `workers` when the config does not say: two per CPU, so that a worker waiting on its
+    /// client leaves another to run, within [`super::bounds::WORKER_THREADS`].
+    pub fn default_workers() -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let bound = &super::bounds::WORKER_THREADS;
+        (2 * cpus).clamp(
+            super::bounds::to_usize(bound.min),
+            super::bounds::to_usize(bound.max),
+        )
     }
 
     /// Connections served at once when the config does not say. Sequential is 1 by
-    /// definition; the others are sized for a classroom-to-benchmark load on a small machine:
-    /// threads and processes cost a stack or an address space each, tasks a few KiB.
-    pub fn default_max_connections(self) -> usize {
+    /// definition, a thread pool its `workers`; the others are sized for a
+    /// classroom-to-benchmark load on a small machine: threads and processes cost a stack or an
+    /// address space each, tasks a few KiB.
+    pub fn default_max_connections(self, workers: usize) -> usize {
         match self {
             Model::Sequential => 1,
+            Model::ThreadPool => workers,
             Model::ThreadPerClient => 1024,
             Model::ProcessPerClient => 256,
-            Model::Async => 10_000,
+            Model::Async | Model::EventLoop => 10_000,
         }
     }
 
-    /// Whether this model can give a service what it needs, and if not, why.
-    pub fn check(self, service: &str, needs: Needs) -> Result<(), String> {
+    /// Whether this model, with `workers` where it has them, can give a service what it needs,
+    /// and if not, why.
+    pub fn check(self, service: &str, needs: Needs, workers: usize) -> Result<(), String> {
         match self {
+            Model::ThreadPool if needs.clients_at_once > workers => Err(format!(
+                "{service} cannot run under thread-pool with workers = {workers}: it needs {} \
+                 clients connected at once, and a pool of {workers} serves only {workers} (the \
+                 players in the lobby would hold every worker, waiting for one who never gets \
+                 one); set workers to at least {}, or use event-loop or async",
+                needs.clients_at_once, needs.clients_at_once
+            )),
             Model::ProcessPerClient if needs.shared_state => Err(format!(
                 "{service} cannot run under process-per-client: its clients share in-memory \
                  state, and separate processes do not share memory (the reason the lecture's \
@@ -108,7 +152,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown model \"asynk\"; did you mean \"async\"? expected one of: sequential, \
-             thread-per-client, process-per-client, async"
+             thread-per-client, process-per-client, async, thread-pool, event-loop"
         );
         let err = "threads".parse::<Model>().unwrap_err();
         assert!(!err.contains("did you mean"), "{err}");
@@ -121,15 +165,23 @@ mod tests {
             clients_at_once: 2,
             alone_with: None,
         };
-        assert!(Model::ProcessPerClient.check("game", shared).is_err());
-        assert!(Model::Sequential.check("game", shared).is_err());
-        assert!(Model::Async.check("game", shared).is_ok());
-        assert!(Model::ThreadPerClient.check("game", shared).is_ok());
+        assert!(Model::ProcessPerClient.check("game", shared, 4).is_err());
+        assert!(Model::Sequential.check("game", shared, 4).is_err());
+        assert!(Model::Async.check("game", shared, 4).is_ok());
+        assert!(Model::ThreadPerClient.check("game", shared, 4).is_ok());
+        assert!(Model::EventLoop.check("game", shared, 1).is_ok());
+        assert!(Model::ThreadPool.check("game", shared, 2).is_ok());
+        let err = Model::ThreadPool.check("game", shared, 1).unwrap_err();
+        assert!(
+            err.contains("workers = 1") && err.contains("at least 2"),
+            "{err}"
+        );
         let solo = Needs {
             shared_state: true,
             clients_at_once: 1,
             alone_with: None,
         };
-        assert!(Model::Sequential.check("game", solo).is_ok());
+        assert!(Model::Sequential.check("game", solo, 1).is_ok());
+        assert!(Model::ThreadPool.check("game", solo, 1).is_ok());
     }
 }

@@ -15,24 +15,29 @@ pub struct AsyncTasks;
 impl Runner for AsyncTasks {
     async fn dispatch(&self, conn: Accepted) {
         let port = conn.port().clone();
-        let (conn, admission, span) = conn.into_conn();
-        port.tracker.clone().spawn(
-            async move {
-                match crate::exec::of(&*port.plan.service) {
-                    // A program on a task: the task waits for it.
-                    Some(exec) => match conn.stream.into_std() {
-                        Ok(stream) => {
-                            connection::serve_program(exec, stream, conn.peer, &admission).await;
-                        }
-                        Err(e) => tracing::warn!("cannot hand the socket to the program: {e}"),
-                    },
-                    None => {
-                        connection::serve(&*port.plan.service, conn, Some(&port.close)).await;
-                    }
-                }
-                drop(admission);
-            }
-            .instrument(span),
-        );
+        port.tracker.spawn(task(conn));
     }
+}
+
+/// A connection's task: its service's async form, or its `exec` program, to the end. Polled
+/// on the runtime whose reactor `conn`'s socket is registered with; `event-loop` runs it too.
+pub(super) fn task(conn: Accepted) -> impl Future<Output = ()> + Send + 'static {
+    let port = conn.port().clone();
+    let (conn, admission, span) = conn.into_conn();
+    async move {
+        match crate::exec::of(&*port.plan.service) {
+            // A program on a task: the task waits for it.
+            Some(exec) => match conn.stream.into_std() {
+                Ok(stream) => {
+                    connection::serve_program(exec, stream, conn.peer, &admission).await;
+                }
+                Err(e) => tracing::warn!("cannot hand the socket to the program: {e}"),
+            },
+            None => {
+                connection::serve(&*port.plan.service, conn, Some(&port.close)).await;
+            }
+        }
+        drop(admission);
+    }
+    .instrument(span)
 }

@@ -1,23 +1,28 @@
-//! The four concurrency models, each one implementation of [`Runner`]: who serves a
-//! connection once the accept loop ([`crate::listener`]) has admitted it.
+//! The concurrency models, each one implementation of [`Runner`]: who serves a connection
+//! once the accept loop ([`crate::listener`]) has admitted it.
 //!
-//! | model                | who serves the connection                     | file                    |
-//! |----------------------|-----------------------------------------------|-------------------------|
-//! | `sequential`         | the port's one thread, one client at a time   | [`sequential`]          |
-//! | `thread-per-client`  | a new OS thread per connection                | [`thread_per_client`]   |
-//! | `process-per-client` | a new OS process per connection               | [`process_per_client`]  |
-//! | `async`              | a tokio task on the shared runtime            | [`async_tasks`]         |
+//! | model                | who serves the connection                          | file                    |
+//! |----------------------|----------------------------------------------------|-------------------------|
+//! | `sequential`         | the port's one thread, one client at a time        | [`sequential`]          |
+//! | `thread-per-client`  | a new OS thread per connection                     | [`thread_per_client`]   |
+//! | `process-per-client` | a new OS process per connection                    | [`process_per_client`]  |
+//! | `async`              | a tokio task on the shared runtime                 | [`async_tasks`]         |
+//! | `thread-pool`        | one of `workers` threads started with the port     | [`thread_pool`]         |
+//! | `event-loop`         | a task on the port's one single-threaded runtime   | [`event_loop`]          |
 //!
 //! The supervisor builds one runner per port ([`runner`]); the listener only calls
 //! [`Runner::dispatch`], and the runner hands the connection to [`crate::connection`], which
-//! calls the service. `sequential`, `thread-per-client` and `process-per-client` serve it with
-//! blocking I/O on the thread or in the process that owns it, as the lecture's `socketserver`
-//! servers do; `async` serves it on the host's runtime.
+//! calls the service. `sequential`, `thread-per-client`, `process-per-client` and
+//! `thread-pool` serve it with blocking I/O on the thread or in the process that owns it, as
+//! the lecture's `socketserver` servers do; `async` serves it on the host's runtime, and
+//! `event-loop` on a runtime of the port's own.
 
 pub mod async_tasks;
+pub mod event_loop;
 pub mod process_per_client;
 pub mod sequential;
 pub mod thread_per_client;
+pub mod thread_pool;
 
 use std::sync::Arc;
 
@@ -51,5 +56,14 @@ pub async fn runner(
             Arc::new(process_per_client::ProcessPerClient::register(&port.plan, forker).await?)
         }
         Model::Async => Arc::new(async_tasks::AsyncTasks),
+        Model::ThreadPool => {
+            let workers = port
+                .plan
+                .entry
+                .workers
+                .unwrap_or_else(Model::default_workers);
+            Arc::new(thread_pool::ThreadPool::start(port, workers)?)
+        }
+        Model::EventLoop => Arc::new(event_loop::EventLoop::start(port)?),
     })
 }

@@ -25,9 +25,10 @@ pub struct Sequential {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// A connection handed to the serving thread, with what it holds until it ends.
+/// A connection handed to a serving thread (the port's one, or one of its pool), with what it
+/// holds until it ends.
 #[derive(Debug)]
-struct Job {
+pub(super) struct Job {
     conn: BlockingConn,
     admission: Admission,
     span: Span,
@@ -56,34 +57,54 @@ impl Sequential {
     }
 }
 
+impl Job {
+    /// The connection as a job for a serving thread; `None`, logged, if its socket cannot be
+    /// made blocking.
+    pub(super) fn of(conn: Accepted) -> Option<Job> {
+        let token = conn.port().tracker.token();
+        match conn.into_blocking() {
+            Ok((conn, admission, span)) => Some(Job {
+                conn,
+                admission,
+                span,
+                _token: token,
+            }),
+            Err(e) => {
+                warn!("cannot hand the connection to a serving thread: {e}");
+                None
+            }
+        }
+    }
+
+    /// Serves the connection to its end on the calling thread. An `exec` port's program is
+    /// waited for.
+    pub(super) fn serve(self, service: &dyn porthost_services::Service) {
+        let _span = self.span.enter();
+        match crate::exec::of(service) {
+            Some(exec) => connection::serve_program_blocking(exec, self.conn, &self.admission),
+            None => connection::serve_blocking(service, self.conn),
+        };
+        drop(self.admission);
+    }
+
+    /// Closes a connection that no thread can take, saying why.
+    pub(super) fn gone(self, why: &str) {
+        warn!(parent: &self.span, "{why}");
+    }
+}
+
 /// The serving thread: each connection to its end, then the next.
 fn serve_all(service: &dyn porthost_services::Service, queue: Receiver<Job>) {
     for job in queue {
-        let _span = job.span.enter();
-        // An `exec` port's one program at a time: the serving loop waits for it.
-        match crate::exec::of(service) {
-            Some(exec) => connection::serve_program_blocking(exec, job.conn, &job.admission),
-            None => connection::serve_blocking(service, job.conn),
-        };
-        drop(job.admission);
+        job.serve(service);
     }
 }
 
 #[async_trait]
 impl Runner for Sequential {
     async fn dispatch(&self, conn: Accepted) {
-        let token = conn.port().tracker.token();
-        let (conn, admission, span) = match conn.into_blocking() {
-            Ok(parts) => parts,
-            Err(e) => return warn!("cannot hand the connection to the port's thread: {e}"),
-        };
+        let Some(job) = Job::of(conn) else { return };
         let jobs = lock(&self.jobs).clone();
-        let job = Job {
-            conn,
-            admission,
-            span,
-            _token: token,
-        };
         // The slot the job holds keeps the accept loop from handing over another before this
         // one has ended, so the channel never blocks.
         let sent = match &jobs {
@@ -91,7 +112,7 @@ impl Runner for Sequential {
             None => Err(job),
         };
         if let Err(job) = sent {
-            warn!(parent: &job.span, "the port's thread is gone; closing the connection");
+            job.gone("the port's thread is gone; closing the connection");
         }
     }
 

@@ -285,6 +285,27 @@ impl OptionReader<'_> {
         }
     }
 
+    /// A whole number from 0 to `max`; `unit` names what it counts, for the message.
+    pub fn number(&mut self, key: &'static str, default: u64, max: u64, unit: &str) -> u64 {
+        self.known.push(key);
+        match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Integer(n)) if (0..=max).contains(&n.unsigned_abs()) && *n >= 0 => {
+                n.unsigned_abs()
+            }
+            Some(other) => {
+                let got = match other {
+                    toml::Value::String(s) => format!("the string {s:?}"),
+                    other => other.to_string(),
+                };
+                self.errors.push(format!(
+                    "{key} must be a whole number of {unit} from 0 to {max}, not {got}"
+                ));
+                default
+            }
+        }
+    }
+
     /// Every problem found, joined with "; ", or nothing.
     pub fn finish(mut self) -> Result<(), String> {
         let expected: Vec<String> = self.known.iter().map(|k| format!("`{k}`")).collect();

@@ -20,6 +20,7 @@ pub use reader::{BlockingLineReader, Frame, LineReader};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -79,6 +80,13 @@ pub trait LineHandler: Send {
 
     /// Handles one line (lossily decoded from UTF-8, terminator removed).
     fn handle(&mut self, line: &str, reply: &mut Vec<u8>) -> Flow;
+
+    /// How long to wait after the line just handled before its reply goes out (a slow
+    /// backend, say). Each form waits its own way: the blocking one sleeps, the async one sets a
+    /// timer and leaves the thread to other connections meanwhile.
+    fn delay(&mut self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Runs once when the session ends, however it ended.
     fn finish(&mut self) {}
@@ -203,10 +211,18 @@ pub async fn drive<H: LineHandler>(handler: &mut H, conn: &mut Conn) -> std::io:
             Event::Timer => handler.on_timer(&mut reply),
             Event::Frame(frame) => {
                 let frame = frame?;
-                if let Frame::Line(_) = frame {
+                let line = matches!(frame, Frame::Line(_));
+                if line {
                     since.get_or_insert(meter.lines(1));
                 }
-                answer(handler, frame, &mut reply, &mut linger, &limits)
+                let flow = answer(handler, frame, &mut reply, &mut linger, &limits);
+                if line {
+                    let delay = handler.delay();
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                flow
             }
         };
     }
@@ -248,10 +264,18 @@ pub fn drive_blocking<H: LineHandler>(handler: &mut H, conn: &BlockingConn) -> s
         flow = match reader.next_line_until(at)? {
             None => handler.on_timer(&mut reply),
             Some(frame) => {
-                if let Frame::Line(_) = frame {
+                let line = matches!(frame, Frame::Line(_));
+                if line {
                     since.get_or_insert(meter.lines(1));
                 }
-                answer(handler, frame, &mut reply, &mut linger, &limits)
+                let flow = answer(handler, frame, &mut reply, &mut linger, &limits);
+                if line {
+                    let delay = handler.delay();
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
+                }
+                flow
             }
         };
     }

@@ -5,10 +5,17 @@
 //! - [`v1`]: byte level, its own framing over raw reads (the lecture's `recv` / `sendall`).
 //! - [`v2`]: file-like objects: a buffered reader and writer (the lecture's `makefile`).
 //! - [`v3`]: a handler for the host's line framing (the lecture's `StreamRequestHandler`).
+//!
+//! Every version also takes [`Work`]: CPU time (`busy_us`) and a wait (`sleep_ms`) per line, so
+//! that the models' differences show: a spin holds whatever thread runs it, while the wait is
+//! done each form's way, a blocking sleep on a thread or a process of its own and a timer in
+//! the async form, which leaves the thread to the other clients.
 
 pub mod v1;
 pub mod v2;
 pub mod v3;
+
+use std::time::{Duration, Instant};
 
 use crate::OptionDoc;
 
@@ -19,16 +26,90 @@ pub const STRICT: OptionDoc = OptionDoc {
     meaning: "compare every character exactly, instead of letters and digits ignoring case",
 };
 
-/// Reads `strict` (and whatever `more` reads too), reporting every mistake at once.
+/// `busy_us`: up to a second of CPU per line.
+pub const BUSY_US: OptionDoc = OptionDoc {
+    name: "busy_us",
+    default: "0",
+    meaning: "spin the CPU this many microseconds (0 to 1000000) per line: work that holds the \
+              thread serving it",
+};
+
+/// `sleep_ms`: up to ten seconds per line, so that a drain still ends soon after its grace.
+pub const SLEEP_MS: OptionDoc = OptionDoc {
+    name: "sleep_ms",
+    default: "0",
+    meaning: "wait this many milliseconds (0 to 10000) per line before answering: a blocking \
+              sleep on a thread or process of its own, a timer under async and event-loop",
+};
+
+const MAX_BUSY_US: u64 = 1_000_000;
+const MAX_SLEEP_MS: u64 = 10_000;
+
+/// What answering a line costs besides the test itself: `busy_us` and `sleep_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    pub busy: Duration,
+    pub sleep: Duration,
+}
+
+impl Work {
+    fn read(reader: &mut crate::OptionReader<'_>) -> Work {
+        Work {
+            busy: Duration::from_micros(reader.number(
+                BUSY_US.name,
+                0,
+                MAX_BUSY_US,
+                "microseconds",
+            )),
+            sleep: Duration::from_millis(reader.number(
+                SLEEP_MS.name,
+                0,
+                MAX_SLEEP_MS,
+                "milliseconds",
+            )),
+        }
+    }
+
+    /// Spins for `busy` per line, `lines` of them: CPU work, whatever the form.
+    fn spin(&self, lines: u32) {
+        if self.busy.is_zero() {
+            return;
+        }
+        let until = Instant::now() + self.busy * lines;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The work of `lines` lines on a thread of the connection's own: a blocking sleep.
+    pub fn blocking(&self, lines: u32) {
+        self.spin(lines);
+        if !self.sleep.is_zero() && lines > 0 {
+            std::thread::sleep(self.sleep * lines);
+        }
+    }
+
+    /// The work of `lines` lines in the async form: the wait is a timer.
+    pub async fn wait(&self, lines: u32) {
+        self.spin(lines);
+        if !self.sleep.is_zero() && lines > 0 {
+            tokio::time::sleep(self.sleep * lines).await;
+        }
+    }
+}
+
+/// Reads `strict`, the [`Work`] per line (and whatever `more` reads too), reporting every
+/// mistake at once.
 fn strict_and<T>(
     options: &crate::Options,
     more: impl FnOnce(&mut crate::OptionReader<'_>) -> T,
-) -> Result<(bool, T), String> {
+) -> Result<(bool, Work, T), String> {
     let mut reader = options.reader();
     let strict = reader.bool(STRICT.name, false);
+    let work = Work::read(&mut reader);
     let more = more(&mut reader);
     reader.finish()?;
-    Ok((strict, more))
+    Ok((strict, work, more))
 }
 
 /// The palindrome test. By default it is Unicode-aware and compares letters and digits only,
@@ -193,6 +274,40 @@ mod tests {
             let text = format!("{half}{noise}{}{back}", middle.map(String::from).unwrap_or_default());
             proptest::prop_assert_eq!(is_palindrome(&text, false), is_palindrome_naive(&text));
         }
+    }
+
+    #[test]
+    fn work_options_are_bounded_and_every_mistake_reported() {
+        let options = |text: &str| crate::Options::new(toml::from_str(text).unwrap(), ".");
+        let (_, work, ()) = strict_and(&options("busy_us = 250\nsleep_ms = 3"), |_| ()).unwrap();
+        assert_eq!(
+            work,
+            Work {
+                busy: Duration::from_micros(250),
+                sleep: Duration::from_millis(3)
+            }
+        );
+        let (_, work, ()) = strict_and(&options(""), |_| ()).unwrap();
+        assert_eq!(work, Work::default());
+        let err = strict_and(&options("busy_us = 1000001\nsleep_ms = -1"), |_| ()).unwrap_err();
+        assert_eq!(
+            err,
+            "busy_us must be a whole number of microseconds from 0 to 1000000, not 1000001; \
+             sleep_ms must be a whole number of milliseconds from 0 to 10000, not -1"
+        );
+        let err = strict_and(&options("sleep_ms = \"5\""), |_| ()).unwrap_err();
+        assert!(err.contains("not the string \"5\""), "{err}");
+    }
+
+    #[test]
+    fn the_spin_takes_its_time_per_line() {
+        let work = Work {
+            busy: Duration::from_millis(2),
+            sleep: Duration::ZERO,
+        };
+        let start = Instant::now();
+        work.blocking(3);
+        assert!(start.elapsed() >= Duration::from_millis(6));
     }
 
     #[test]

@@ -29,6 +29,7 @@ const CHUNK: usize = 1024;
 struct PalindromeV1 {
     strict: bool,
     once: bool,
+    work: super::Work,
 }
 
 /// What [`Framer::feed`] decided for the session.
@@ -50,6 +51,8 @@ struct Framer {
     strict: bool,
     /// Lines framed so far, for the meter.
     lines: u64,
+    /// Lines answered since the last [`Framer::answered`], for the work each costs.
+    answered: u32,
 }
 
 impl Framer {
@@ -103,7 +106,13 @@ impl Framer {
             return Outcome::Done;
         }
         replies.extend_from_slice(super::verdict(&String::from_utf8_lossy(line), self.strict));
+        self.answered += 1;
         Outcome::Continue
+    }
+
+    /// The lines answered since the last call.
+    fn answered(&mut self) -> u32 {
+        std::mem::take(&mut self.answered)
     }
 
     /// Counts the lines framed since the last call, and says when that was.
@@ -119,6 +128,7 @@ impl PalindromeV1 {
             max: limits.max_line_bytes,
             strict: self.strict,
             lines: 0,
+            answered: 0,
         }
     }
 }
@@ -153,6 +163,7 @@ impl BlockingService for PalindromeV1 {
                 }
                 Err(e) => return Err(e),
             };
+            self.work.blocking(framer.answered());
             let since = framer.count(&conn.meter);
             if outcome == Outcome::TooLong {
                 replies.extend_from_slice(limits.too_long_reply().as_bytes());
@@ -201,6 +212,7 @@ impl Service for PalindromeV1 {
                 }
                 Err(e) => return Err(e),
             };
+            self.work.wait(framer.answered()).await;
             let since = framer.count(&conn.meter);
             if outcome == Outcome::TooLong {
                 replies.extend_from_slice(limits.too_long_reply().as_bytes());
@@ -241,14 +253,14 @@ const ONCE: OptionDoc = OptionDoc {
 };
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let (strict, once) = super::strict_and(options, |r| r.bool(ONCE.name, false))?;
-    Ok(Arc::new(PalindromeV1 { strict, once }))
+    let (strict, work, once) = super::strict_and(options, |r| r.bool(ONCE.name, false))?;
+    Ok(Arc::new(PalindromeV1 { strict, once, work }))
 }
 
 porthost_services::register!(Registration {
     name: "palindrome-v1",
     summary: "palindrome checker at byte level with its own framing (lecture v1, recv/sendall)",
-    options: &[super::STRICT, ONCE],
+    options: &[super::STRICT, ONCE, super::BUSY_US, super::SLEEP_MS],
     build,
 });
 
@@ -262,6 +274,7 @@ mod tests {
             max,
             strict: false,
             lines: 0,
+            answered: 0,
         }
     }
 
@@ -282,6 +295,8 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(f.feed(b"abba\nabc\n\nignored\n", &mut out), Outcome::Done);
         assert_eq!(out, b"1\n\n");
+        assert_eq!(f.answered(), 2, "the empty line is not answered");
+        assert_eq!(f.answered(), 0);
     }
 
     #[test]

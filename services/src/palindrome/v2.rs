@@ -22,6 +22,7 @@ use crate::{
 #[derive(Debug)]
 struct PalindromeV2 {
     strict: bool,
+    work: super::Work,
 }
 
 /// How a session ended, to decide how to close.
@@ -99,6 +100,7 @@ impl BlockingService for PalindromeV2 {
                 .read_until(b'\n', &mut line);
             match check(&mut line, read, &limits, self.strict, &conn.meter)? {
                 Ok((answer, since)) => {
+                    self.work.blocking(1);
                     wfile.write_all(answer)?;
                     wfile.flush()?;
                     conn.meter.replied(answer.len(), Some(since));
@@ -139,6 +141,7 @@ impl Service for PalindromeV2 {
                 Ok(answer) => answer,
                 Err(end) => break end,
             };
+            self.work.wait(1).await;
             until(limits.deadline(), async {
                 wfile.write_all(answer).await?;
                 wfile.flush().await
@@ -167,13 +170,13 @@ impl Service for PalindromeV2 {
 }
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
-    let (strict, ()) = super::strict_and(options, |_| ())?;
-    Ok(Arc::new(PalindromeV2 { strict }))
+    let (strict, work, ()) = super::strict_and(options, |_| ())?;
+    Ok(Arc::new(PalindromeV2 { strict, work }))
 }
 
 porthost_services::register!(Registration {
     name: "palindrome-v2",
-    options: &[super::STRICT],
+    options: &[super::STRICT, super::BUSY_US, super::SLEEP_MS],
     summary: "palindrome checker over buffered reader/writer (lecture v2, makefile)",
     build,
 });
