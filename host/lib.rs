@@ -19,22 +19,19 @@
 //! - [`models`]: the four concurrency models, each a [`models::Runner`], one file each.
 //! - [`connection`]: an accepted connection, and the one place a service is called.
 //! - [`exec`]: the `exec` service, a program per connection on the raw socket (inetd's way).
-//! - [`client`]: the bundled clients.
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
 //! - [`events`]: the live view's feed of what just happened, bounded under any load.
 //! - [`lock`]: taking a mutex that a panicked connection held.
 //! - [`logging`]: logs and printing that can never take the host down, nor fill the disk.
 //! - [`metrics`]: what the host counts, and the Prometheus text of it.
-//! - [`cli`]: the `porthost` command line.
 //! - `testing` (feature `testing`): serving services inside a test process.
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
-//! re-exported here as [`services`].
+//! re-exported here as [`services`]. The command line and the bundled clients live in the
+//! `porthost-cli` crate (`host/cli/`), which only binaries link: the server knows no clap.
 
 pub mod access;
 pub mod admin;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod connection;
 pub mod events;
