@@ -18,11 +18,11 @@ use tracing::{error, info};
 use crate::admin::Admin;
 use crate::admin::drive::LoadCommand;
 use crate::config::{AdminPlan, Config, PortEntry, PortPlan};
-use crate::events::{Events, Kind};
+use crate::events::Kind;
 use crate::listener::accept_loop;
-use crate::metrics::HostStats;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
+use crate::observed::Observed;
 use crate::port::{Closing, Port};
 use crate::sockets::{self, BindError, Origin, Sockets};
 
@@ -85,39 +85,6 @@ impl Programs {
             forker: ForkerCommand::this_binary()?,
             load: LoadCommand::offered(),
         })
-    }
-}
-
-/// What the admin endpoint reads of a running host: every port that has connections (served,
-/// or draining after a reload), and what the host itself counts.
-#[derive(Debug, Default)]
-pub struct Observed {
-    ports: std::sync::Mutex<Vec<Arc<Port>>>,
-    pub stats: HostStats,
-    pub events: Arc<Events>,
-}
-
-impl Observed {
-    /// Every port served or draining, in port order.
-    pub fn ports(&self) -> Vec<Arc<Port>> {
-        let mut ports = self.lock().clone();
-        ports.sort_by_key(|p| p.port());
-        ports
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Port>>> {
-        crate::lock::lock(&self.ports)
-    }
-
-    fn add(&self, port: &Arc<Port>) {
-        self.lock().push(port.clone());
-    }
-
-    /// A port has drained: what it counted is kept, and it is no longer listed.
-    fn drained(&self, port: &Arc<Port>) {
-        let mut ports = self.lock();
-        self.stats.retired.keep(port);
-        ports.retain(|p| !Arc::ptr_eq(p, port));
     }
 }
 

@@ -5,6 +5,7 @@
 //! runs [`main`] and gets these commands.
 
 pub mod client;
+pub mod listing;
 pub mod status;
 pub mod table;
 
@@ -20,7 +21,6 @@ use tracing::info;
 use porthost::config::{Config, LoadError};
 use porthost::logging;
 use porthost::models::process_per_client::fork_server;
-use porthost::registry;
 use porthost::sockets::Sockets;
 use porthost::supervisor::{Programs, Supervisor};
 use porthost::systemd;
@@ -166,7 +166,7 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Services) => {
-            logging::print(&table::services(&registry::listing()));
+            logging::print(&table::services(&listing::listing()));
             Ok(())
         }
         Some(Command::Status {

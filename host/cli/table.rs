@@ -36,7 +36,7 @@ pub fn plan<'a>(ports: impl IntoIterator<Item = (&'a PortPlan, Option<&'a Origin
 
 /// `porthost services`: each service's name and summary, the models it runs under, and its
 /// options with their defaults.
-pub fn services(listing: &[porthost::registry::Listing]) -> String {
+pub fn services(listing: &[crate::listing::Listing]) -> String {
     let width = listing.iter().map(|l| l.name.len()).max().unwrap_or(0) + 2;
     let indent = " ".repeat(width);
     let mut out = String::new();
