@@ -70,7 +70,7 @@ porthost_services::register!(Registration {
 });
 
 fn main() -> ExitCode {
-    porthost::cli::main()
+    porthost_cli::main()
 }
 
 // This test binary is the fork server of its own process-per-client ports.

@@ -37,7 +37,7 @@ impl<W: Write> Write for Forgiving<W> {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// For people: one line an event, the span's fields in front.
     Text,

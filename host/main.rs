@@ -1,12 +1,13 @@
-//! The `porthost` binary: the host library's command line plus the measurement tools, which
-//! live in a crate of their own (`host/bench/`) so that the server never links them.
+//! The `porthost` binary: the command line of `porthost-cli` (`host/cli/`) plus the
+//! measurement tools, which live in a crate of their own (`host/bench/`) so that the server
+//! never links them.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use porthost::cli::{ABOUT, RunArgs, exit_code, raise_descriptor_limit};
 use porthost_bench::BenchArgs;
 use porthost_bench::soak::SoakArgs;
+use porthost_cli::{ABOUT, RunArgs, exit_code, raise_descriptor_limit};
 
 #[derive(Debug, Parser)]
 #[command(name = "porthost", version, about = ABOUT, args_conflicts_with_subcommands = true)]
@@ -20,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
-    Host(porthost::cli::Command),
+    Host(porthost_cli::Command),
     /// Compare the models side by side on this machine: throughput, latency, connection
     /// set-up and memory, next to hand-written baseline servers.
     Bench(Box<BenchArgs>),
@@ -35,8 +36,8 @@ fn main() -> ExitCode {
     let _ = porthost::admin::drive::offer_load_generator();
     let cli = Cli::parse();
     exit_code(match cli.command {
-        None => porthost::cli::run(None, cli.run),
-        Some(Command::Host(command)) => porthost::cli::run(Some(command), cli.run),
+        None => porthost_cli::run(None, cli.run),
+        Some(Command::Host(command)) => porthost_cli::run(Some(command), cli.run),
         Some(Command::Bench(args)) => {
             raise_descriptor_limit();
             porthost_bench::main(*args)

@@ -8,9 +8,8 @@
 //! ([`Retired`]), so `rate()` never sees a reset that did not happen.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use porthost_services::meter::{LATENCY_BUCKETS, Totals};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
@@ -18,102 +17,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use crate::lock::lock;
-use crate::port::{Port, PortState, Refusal};
-
-/// Upper bounds of the session duration buckets, in seconds.
-pub const SESSION_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
-
-/// What one port counts, beside its connections' own traffic.
-#[derive(Debug, Default)]
-pub struct PortStats {
-    pub accepted: AtomicU64,
-    refused: [AtomicU64; Refusal::ALL.len()],
-    /// OS threads serving this port's connections now.
-    pub threads: AtomicI64,
-    /// Workers of the port's pool serving a connection now (`thread-pool`); the others wait
-    /// for one.
-    pub busy: AtomicI64,
-    /// Child processes serving this port's connections now.
-    pub children: AtomicI64,
-    pub forks: AtomicU64,
-    /// How children ended: `("code", "0")`, `("signal", "SIGKILL")`.
-    exits: Mutex<BTreeMap<(&'static str, String), u64>>,
-    /// Session durations, one bucket each (not cumulative), the last for longer ones.
-    sessions: [AtomicU64; SESSION_BUCKETS.len() + 1],
-    session_nanos: AtomicU64,
-    /// The traffic of connections that have ended.
-    closed: Mutex<Totals>,
-}
-
-impl PortStats {
-    pub fn refused(&self, why: Refusal) {
-        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn exited(&self, how: &'static str, value: String) {
-        *lock(&self.exits).entry((how, value)).or_default() += 1;
-    }
-
-    /// A connection ended after `lasted`, having served `traffic`.
-    pub fn ended(&self, lasted: Duration, traffic: &Totals) {
-        let seconds = lasted.as_secs_f64();
-        let bucket = SESSION_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(SESSION_BUCKETS.len());
-        self.sessions[bucket].fetch_add(1, Ordering::Relaxed);
-        self.session_nanos.fetch_add(
-            u64::try_from(lasted.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        lock(&self.closed).add(traffic);
-    }
-
-    /// The traffic of the connections that have ended.
-    pub fn closed_traffic(&self) -> Totals {
-        *lock(&self.closed)
-    }
-
-    /// A copy of every counter, for adding up and rendering.
-    pub fn counts(&self) -> Counts {
-        Counts {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
-            forks: self.forks.load(Ordering::Relaxed),
-            exits: lock(&self.exits).clone(),
-            sessions: std::array::from_fn(|i| self.sessions[i].load(Ordering::Relaxed)),
-            session_nanos: self.session_nanos.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// The counters of a port (or of several entries of one port over reloads), as numbers.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts {
-    pub accepted: u64,
-    pub refused: [u64; Refusal::ALL.len()],
-    pub forks: u64,
-    pub exits: BTreeMap<(&'static str, String), u64>,
-    pub sessions: [u64; SESSION_BUCKETS.len() + 1],
-    pub session_nanos: u64,
-}
-
-impl Counts {
-    fn add(&mut self, other: &Counts) {
-        self.accepted += other.accepted;
-        for (a, b) in self.refused.iter_mut().zip(&other.refused) {
-            *a += b;
-        }
-        self.forks += other.forks;
-        for (key, n) in &other.exits {
-            *self.exits.entry(key.clone()).or_default() += n;
-        }
-        for (a, b) in self.sessions.iter_mut().zip(&other.sessions) {
-            *a += b;
-        }
-        self.session_nanos += other.session_nanos;
-    }
-}
+use crate::port::{Port, PortState};
+use crate::stats::Refusal;
+pub use crate::stats::{Counts, PortStats, SESSION_BUCKETS};
 
 /// The labels every port metric carries. Never the client's address: one series per client
 /// would grow without bound.

@@ -20,8 +20,9 @@ use crate::config::PortPlan;
 use crate::events::{Events, Kind};
 use crate::lock::lock;
 use crate::logging::LogBudget;
-use crate::metrics::PortStats;
 use crate::rate_limit::ConnectionRate;
+use crate::stats::PortStats;
+pub use crate::stats::Refusal;
 
 /// At most this many refusals logged per this interval, per port; the rest are summed up.
 const REFUSALS_LOGGED: (u32, std::time::Duration) = (10, std::time::Duration::from_secs(10));
@@ -119,56 +120,6 @@ struct Open {
     /// when the host closes the port's connections: `shutdown(2)` ends a read or write blocked
     /// on the socket, wherever it is served.
     closer: Option<std::net::TcpStream>,
-}
-
-/// Why a client is turned away before any service code runs: the line it gets (if any), then
-/// a close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address already has `max_connections_per_ip` connections open.
-    TooManyFromAddress = 0,
-    /// `allow`/`deny` do not let its address in.
-    AccessDenied = 1,
-    /// Its address opened more than `max_connection_rate_per_ip` allows.
-    TooFast = 2,
-    /// On a `proxy_protocol` port: the connection is not from a trusted proxy.
-    UntrustedProxy = 3,
-    /// On a `proxy_protocol` port: no valid PROXY header came in time.
-    BadProxyHeader = 4,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 5] = [
-        Refusal::TooManyFromAddress,
-        Refusal::AccessDenied,
-        Refusal::TooFast,
-        Refusal::UntrustedProxy,
-        Refusal::BadProxyHeader,
-    ];
-
-    /// The line the client gets. A connection that is not a client at all (not from the
-    /// proxy, or a proxy that said nothing usable) gets nothing.
-    pub fn reply(self) -> &'static [u8] {
-        match self {
-            Refusal::TooManyFromAddress => b"ERR too many connections from your address\n",
-            Refusal::AccessDenied => b"ERR access denied\n",
-            Refusal::TooFast => {
-                b"ERR too many new connections from your address; try again later\n"
-            }
-            Refusal::UntrustedProxy | Refusal::BadProxyHeader => b"",
-        }
-    }
-
-    /// The `reason` label of the refused-connections metric.
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::TooManyFromAddress => "per_address_limit",
-            Refusal::AccessDenied => "access_denied",
-            Refusal::TooFast => "rate_limit",
-            Refusal::UntrustedProxy => "untrusted_proxy",
-            Refusal::BadProxyHeader => "bad_proxy_header",
-        }
-    }
 }
 
 /// A connection open on a port, as the live view lists it.
@@ -383,9 +334,7 @@ impl Port {
 
     /// What a client cut off is told: nothing on an `exec` port.
     fn told(&self, why: Closing) -> Option<Closing> {
-        crate::exec::of(&*self.plan.service)
-            .is_none()
-            .then_some(why)
+        (self.plan.entry.service != crate::config::EXEC_SERVICE).then_some(why)
     }
 
     /// The connections open now, oldest first, at most `limit` of them, and how many there are.

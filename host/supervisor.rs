@@ -18,11 +18,11 @@ use tracing::{error, info};
 use crate::admin::Admin;
 use crate::admin::drive::LoadCommand;
 use crate::config::{AdminPlan, Config, PortEntry, PortPlan};
-use crate::events::{Events, Kind};
+use crate::events::Kind;
 use crate::listener::accept_loop;
-use crate::metrics::HostStats;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
+use crate::observed::Observed;
 use crate::port::{Closing, Port};
 use crate::sockets::{self, BindError, Origin, Sockets};
 
@@ -85,53 +85,6 @@ impl Programs {
             forker: ForkerCommand::this_binary()?,
             load: LoadCommand::offered(),
         })
-    }
-}
-
-/// What the admin endpoint reads of a running host: every port that has connections (served,
-/// or draining after a reload), and what the host itself counts.
-#[derive(Debug, Default)]
-pub struct Observed {
-    ports: std::sync::Mutex<Vec<Arc<Port>>>,
-    /// The process-per-client fork server, once the supervisor has one.
-    forker: std::sync::OnceLock<Arc<ForkerHandle>>,
-    pub stats: HostStats,
-    pub events: Arc<Events>,
-}
-
-impl Observed {
-    /// Every port served or draining, in port order.
-    pub fn ports(&self) -> Vec<Arc<Port>> {
-        let mut ports = self.lock().clone();
-        ports.sort_by_key(|p| p.port());
-        ports
-    }
-
-    /// The host's child processes, from what it knows: the fork server and the process
-    /// serving each open connection (a child of the fork server, or an `exec` port's program),
-    /// without reading every process on the machine to find them.
-    pub fn children(&self) -> Vec<u32> {
-        let forker = self.forker.get().and_then(|f| f.last_pid());
-        let mut pids: Vec<u32> = forker.into_iter().collect();
-        for port in self.lock().iter() {
-            pids.extend(port.child_pids());
-        }
-        pids
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Port>>> {
-        crate::lock::lock(&self.ports)
-    }
-
-    fn add(&self, port: &Arc<Port>) {
-        self.lock().push(port.clone());
-    }
-
-    /// A port has drained: what it counted is kept, and it is no longer listed.
-    fn drained(&self, port: &Arc<Port>) {
-        let mut ports = self.lock();
-        self.stats.retired.keep(port);
-        ports.retain(|p| !Arc::ptr_eq(p, port));
     }
 }
 

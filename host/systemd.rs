@@ -10,7 +10,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::Observed;
+use crate::observed::Observed;
 
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);

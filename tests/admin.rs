@@ -2,7 +2,7 @@
 //! exact under every model, refusals, child exits, reloads, the token rule, and the state the
 //! live page and `porthost status` read.
 
-use porthost::cli::status::http_get;
+use porthost_cli::status::http_get;
 use std::net::SocketAddr;
 
 use crate::util::{Client, MODELS, TestHost, entry, eventually, port_entry};

@@ -323,7 +323,7 @@ fn untrusted_sources_and_bad_or_slow_headers_are_closed_and_counted() {
     assert!(closed_silently(stream), "slow header");
 
     let admin = host.admin_addr().unwrap();
-    let metrics = porthost::cli::status::http_get(admin, "/metrics", None)
+    let metrics = porthost_cli::status::http_get(admin, "/metrics", None)
         .unwrap()
         .1;
     let labels = format!(

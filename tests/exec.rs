@@ -474,7 +474,7 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
     );
     let admin = host.admin_addr().unwrap();
     let get = |path: &str| {
-        let (status, body) = porthost::cli::status::http_get(admin, path, None).unwrap();
+        let (status, body) = porthost_cli::status::http_get(admin, path, None).unwrap();
         assert_eq!(status, 200, "{path}: {body}");
         body
     };

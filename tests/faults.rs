@@ -172,7 +172,7 @@ fn abandoned_connections_are_reclaimed(model: &str) {
 #[test]
 fn a_thousand_abandoned_connections_are_reclaimed() {
     // The test holds a thousand sockets at once; the soft limit is often 1024.
-    porthost::cli::raise_descriptor_limit();
+    porthost_cli::raise_descriptor_limit();
     let models = ["async", "thread-per-client"]
         .map(|model| std::thread::spawn(move || abandoned_connections_are_reclaimed(model)));
     for model in models {

@@ -8,7 +8,7 @@ use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use porthost::client::word_guess::{Input, play};
+use porthost_cli::client::word_guess::{Input, play};
 
 use crate::util::{Client, PATIENCE, TestHost, config_file, entry, run, text};
 

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Kind};
 use crate::metrics::ProcessFigures;
+use crate::observed::Observed;
 use crate::port::{Port, PortState};
-use crate::supervisor::Observed;
 
 /// How often the state is sampled.
 pub const EVERY: Duration = Duration::from_secs(1);

@@ -37,8 +37,8 @@ use tracing::{info, warn};
 
 use crate::config::AdminPlan;
 use crate::metrics::{ProcessFigures, Scrape};
+use crate::observed::Observed;
 use crate::port::PortState;
-use crate::supervisor::Observed;
 use drive::{DriveRequest, Drives, LoadCommand};
 use live::Snapshot;
 

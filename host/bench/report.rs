@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::metric::{Metric, Sample};
 use super::{Job, Load, Workload};
-use porthost::cli::table::render as render_table;
+use porthost_cli::table::render as render_table;
 
 /// How the bench measures memory, for the table and the outputs.
 pub const MEMORY: &str = "PSS (proportional set size, from /proc/<pid>/smaps_rollup) summed over \

@@ -560,5 +560,5 @@ pub fn render(verdicts: &[Verdict]) -> String {
         };
         rows.push(vec![v.target.clone(), v.measured.clone(), mark.to_owned()]);
     }
-    porthost::cli::table::render(&rows)
+    porthost_cli::table::render(&rows)
 }

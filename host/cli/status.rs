@@ -90,10 +90,10 @@ pub fn run(addr: &str, token: Option<&str>, watch: bool) -> anyhow::Result<()> {
         let text = render(&snapshot);
         if watch {
             // Clear the screen and go home, then the table: a refresh in place.
-            crate::logging::print(&format!("\x1b[2J\x1b[H{text}"));
+            porthost::logging::print(&format!("\x1b[2J\x1b[H{text}"));
             std::thread::sleep(Duration::from_secs(1));
         } else {
-            crate::logging::print(&text);
+            porthost::logging::print(&text);
             return Ok(());
         }
     }

@@ -1,8 +1,8 @@
 //! Tables for the terminal: the plan `porthost run` and `porthost check` print, and the
 //! service listing.
 
-use crate::config::PortPlan;
-use crate::sockets::Origin;
+use porthost::config::PortPlan;
+use porthost::sockets::Origin;
 
 /// A plan as a table: for `porthost check`, and with where each socket came from for the
 /// start of `porthost run`.
@@ -36,7 +36,7 @@ pub fn plan<'a>(ports: impl IntoIterator<Item = (&'a PortPlan, Option<&'a Origin
 
 /// `porthost services`: each service's name and summary, the models it runs under, and its
 /// options with their defaults.
-pub fn services(listing: &[crate::registry::Listing]) -> String {
+pub fn services(listing: &[crate::listing::Listing]) -> String {
     let width = listing.iter().map(|l| l.name.len()).max().unwrap_or(0) + 2;
     let indent = " ".repeat(width);
     let mut out = String::new();

@@ -12,7 +12,6 @@
 pub mod bounds;
 mod edge;
 mod model;
-pub mod suggest;
 
 pub use edge::Edge;
 pub use model::Model;
@@ -97,6 +96,11 @@ pub struct AdminPlan {
 
 /// The shortest `admin_token` accepted: a guessable token is no protection.
 pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The name of the `exec` service (the `exec` module), whose entries take keys of their own and
+/// whose clients are told nothing when cut off: named here, below both the service and the
+/// port, so that neither this module nor the port imports the service.
+pub const EXEC_SERVICE: &str = "exec";
 
 /// One port: what the file says about it, and the service built from it.
 #[derive(Clone)]
@@ -698,7 +702,7 @@ fn port_plan(
     };
     let (registration, model, bind, (options, options_span)) =
         (registration?, model?, bind?, options?);
-    if registration.name == crate::exec::NAME {
+    if registration.name == EXEC_SERVICE {
         exec_keys(&raw, entry, c);
     }
 

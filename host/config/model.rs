@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use porthost_services::Needs;
 
-use super::suggest::did_you_mean;
+use crate::suggest::did_you_mean;
 
 /// How a port runs its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

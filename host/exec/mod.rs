@@ -26,8 +26,8 @@ use nix::unistd::{Gid, Group, Uid, User};
 use porthost_services::{Conn, OptionDoc, Options, Registration, Service};
 use serde::Deserialize;
 
-/// The service's registered name.
-pub const NAME: &str = "exec";
+/// The service's registered name, which the config and the port know it by.
+pub use crate::config::EXEC_SERVICE as NAME;
 
 /// The `PATH` a program gets unless `env` sets one, and where a bare program name is looked up.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

@@ -129,7 +129,7 @@ impl Host {
     /// The client addresses of the connections open on a port, from `/api/state`.
     fn peers(&self, port: u16) -> Vec<IpAddr> {
         let (status, body) =
-            porthost::cli::status::http_get(self.admin, "/api/state", Some(TOKEN)).unwrap();
+            porthost_cli::status::http_get(self.admin, "/api/state", Some(TOKEN)).unwrap();
         assert_eq!(status, 200, "{body}");
         let state: serde_json::Value = serde_json::from_str(&body).unwrap();
         state["ports"]

@@ -10,8 +10,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use porthost::cli::status::http_get;
 use porthost::testing::{TestHost, entry};
+use porthost_cli::status::http_get;
 
 porthost::forker_entry_point!();
 

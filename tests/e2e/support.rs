@@ -424,7 +424,7 @@ pub fn admin_addr(log: &str) -> Option<SocketAddr> {
 
 /// A host's `/metrics`, read with its token.
 pub fn metrics(admin: SocketAddr, token: Option<&str>) -> String {
-    let (status, body) = porthost::cli::status::http_get(admin, "/metrics", token).unwrap();
+    let (status, body) = porthost_cli::status::http_get(admin, "/metrics", token).unwrap();
     assert_eq!(status, 200, "{body}");
     body
 }

@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
 use porthost::admin::drive::LoadCommand;
-use porthost::supervisor::Observed;
+use porthost::observed::Observed;
 use tower::ServiceExt;
 
 const ROUTES: [&str; 6] = [

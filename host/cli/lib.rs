@@ -1,7 +1,11 @@
-//! The `porthost` command line of the host library: `run`, `check`, `services`, `client` and
-//! the hidden `forker`. The `porthost` binary adds `bench` and `soak` (`host/main.rs`); a
-//! binary that links more services, like the example, runs [`main`] and gets these commands.
+//! porthost-cli: the `porthost` command line over the host library (`run`, `check`,
+//! `services`, `status`, `client` and the hidden `forker`) and the bundled [`client`]s, kept
+//! out of the server library so that only binaries link clap. The `porthost` binary adds
+//! `bench` and `soak` (`host/main.rs`); a binary that links more services, like the example,
+//! runs [`main`] and gets these commands.
 
+pub mod client;
+pub mod listing;
 pub mod status;
 pub mod table;
 
@@ -14,14 +18,12 @@ use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::client;
-use crate::config::{Config, LoadError};
-use crate::logging;
-use crate::models::process_per_client::fork_server;
-use crate::registry;
-use crate::sockets::Sockets;
-use crate::supervisor::{Programs, Supervisor};
-use crate::systemd;
+use porthost::config::{Config, LoadError};
+use porthost::logging;
+use porthost::models::process_per_client::fork_server;
+use porthost::sockets::Sockets;
+use porthost::supervisor::{Programs, Supervisor};
+use porthost::systemd;
 use tokio_util::sync::CancellationToken;
 
 /// The command line of a porthost binary: one of its commands, or `run` when none is given.
@@ -50,8 +52,28 @@ pub struct RunArgs {
     pub config: ConfigArg,
     /// How the host logs to stderr: text for people, json (one object a line, with the
     /// connection's port, service, model and peer) for log shippers.
-    #[arg(long, value_enum, default_value_t = logging::Format::Text)]
-    pub log_format: logging::Format,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`'s values: the command line's face of [`logging::Format`], which keeps the
+/// server library free of clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line an event, the span's fields in front.
+    Text,
+    /// For log shippers: one JSON object a line, with the span's fields
+    /// (`"span":{"port":7004,"service":...,"peer":...}`).
+    Json,
+}
+
+impl From<LogFormat> for logging::Format {
+    fn from(format: LogFormat) -> logging::Format {
+        match format {
+            LogFormat::Text => logging::Format::Text,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -144,7 +166,7 @@ pub fn run(command: Option<Command>, default: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Services) => {
-            logging::print(&table::services(&registry::listing()));
+            logging::print(&table::services(&listing::listing()));
             Ok(())
         }
         Some(Command::Status {
@@ -239,7 +261,7 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 /// `porthost run`: serve until SIGINT or SIGTERM, then drain.
 fn serve(args: &RunArgs) -> anyhow::Result<()> {
     let path = &args.config.config;
-    logging::init(args.log_format);
+    logging::init(args.log_format.into());
     let config = load(path)?;
     // Before any thread starts: it reads and clears the environment.
     let sockets = Sockets::from_systemd().context("socket activation")?;
@@ -259,7 +281,7 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
         // The fork server and its children log the same way.
         programs.forker.env.push((
             logging::FORMAT_ENV.into(),
-            args.log_format.env_value().into(),
+            logging::Format::from(args.log_format).env_value().into(),
         ));
         let mut host = Supervisor::start(config, sockets, programs)
             .await
@@ -317,7 +339,7 @@ const NOTE_WIDTH: usize = 96;
 
 /// Says, once at start, when the descriptor limit cannot hold every port full: beyond it, accept
 /// waits for descriptors to free up (with a warning each time), which looks like a slow server.
-fn descriptors_note(config: &crate::config::Config) -> Option<String> {
+fn descriptors_note(config: &porthost::config::Config) -> Option<String> {
     use nix::sys::resource::{Resource, getrlimit};
     let connections: u64 = config
         .ports

@@ -104,7 +104,7 @@ fn talk(
                 input_open = false;
                 if n == 0 && interactive {
                     // Ctrl-D at the prompt: end its line.
-                    crate::logging::print("\n");
+                    porthost::logging::print("\n");
                 }
                 let _ = stream.shutdown(Shutdown::Write);
                 finish_by = Some(Instant::now() + FINISH);
@@ -123,7 +123,7 @@ struct Screen {
 impl Screen {
     fn prompt(&self) {
         if self.interactive {
-            crate::logging::print(PROMPT);
+            porthost::logging::print(PROMPT);
         }
     }
 
@@ -142,7 +142,7 @@ impl Screen {
             if self.interactive {
                 text = format!("{CLEAR_LINE}{text}{PROMPT}");
             }
-            crate::logging::print(&text);
+            porthost::logging::print(&text);
         }
     }
 
@@ -167,6 +167,6 @@ impl Screen {
         if self.interactive {
             text = format!("{CLEAR_LINE}{text}(the server closed the connection)\n");
         }
-        crate::logging::print(&text);
+        porthost::logging::print(&text);
     }
 }

@@ -1,0 +1,157 @@
+//! The counters a port keeps on the hot path (accepts, refusals, children, session lengths)
+//! and why a client can be refused: written by the port and its listener, read by
+//! the metrics module at scrape time. Below both, so that neither reads the other.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use porthost_services::meter::Totals;
+
+use crate::lock::lock;
+
+/// Upper bounds of the session duration buckets, in seconds.
+pub const SESSION_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// What one port counts, beside its connections' own traffic.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    pub accepted: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// OS threads serving this port's connections now.
+    pub threads: AtomicI64,
+    /// Workers of the port's pool serving a connection now (`thread-pool`); the others wait
+    /// for one.
+    pub busy: AtomicI64,
+    /// Child processes serving this port's connections now.
+    pub children: AtomicI64,
+    pub forks: AtomicU64,
+    /// How children ended: `("code", "0")`, `("signal", "SIGKILL")`.
+    exits: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Session durations, one bucket each (not cumulative), the last for longer ones.
+    sessions: [AtomicU64; SESSION_BUCKETS.len() + 1],
+    session_nanos: AtomicU64,
+    /// The traffic of connections that have ended.
+    closed: Mutex<Totals>,
+}
+
+impl PortStats {
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn exited(&self, how: &'static str, value: String) {
+        *lock(&self.exits).entry((how, value)).or_default() += 1;
+    }
+
+    /// A connection ended after `lasted`, having served `traffic`.
+    pub fn ended(&self, lasted: Duration, traffic: &Totals) {
+        let seconds = lasted.as_secs_f64();
+        let bucket = SESSION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(SESSION_BUCKETS.len());
+        self.sessions[bucket].fetch_add(1, Ordering::Relaxed);
+        self.session_nanos.fetch_add(
+            u64::try_from(lasted.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        lock(&self.closed).add(traffic);
+    }
+
+    /// The traffic of the connections that have ended.
+    pub fn closed_traffic(&self) -> Totals {
+        *lock(&self.closed)
+    }
+
+    /// A copy of every counter, for adding up and rendering.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
+            forks: self.forks.load(Ordering::Relaxed),
+            exits: lock(&self.exits).clone(),
+            sessions: std::array::from_fn(|i| self.sessions[i].load(Ordering::Relaxed)),
+            session_nanos: self.session_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The counters of a port (or of several entries of one port over reloads), as numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub refused: [u64; Refusal::ALL.len()],
+    pub forks: u64,
+    pub exits: BTreeMap<(&'static str, String), u64>,
+    pub sessions: [u64; SESSION_BUCKETS.len() + 1],
+    pub session_nanos: u64,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, other: &Counts) {
+        self.accepted += other.accepted;
+        for (a, b) in self.refused.iter_mut().zip(&other.refused) {
+            *a += b;
+        }
+        self.forks += other.forks;
+        for (key, n) in &other.exits {
+            *self.exits.entry(key.clone()).or_default() += n;
+        }
+        for (a, b) in self.sessions.iter_mut().zip(&other.sessions) {
+            *a += b;
+        }
+        self.session_nanos += other.session_nanos;
+    }
+}
+
+/// Why a client is turned away before any service code runs: the line it gets (if any), then
+/// a close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address already has `max_connections_per_ip` connections open.
+    TooManyFromAddress = 0,
+    /// `allow`/`deny` do not let its address in.
+    AccessDenied = 1,
+    /// Its address opened more than `max_connection_rate_per_ip` allows.
+    TooFast = 2,
+    /// On a `proxy_protocol` port: the connection is not from a trusted proxy.
+    UntrustedProxy = 3,
+    /// On a `proxy_protocol` port: no valid PROXY header came in time.
+    BadProxyHeader = 4,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::TooManyFromAddress,
+        Refusal::AccessDenied,
+        Refusal::TooFast,
+        Refusal::UntrustedProxy,
+        Refusal::BadProxyHeader,
+    ];
+
+    /// The line the client gets. A connection that is not a client at all (not from the
+    /// proxy, or a proxy that said nothing usable) gets nothing.
+    pub fn reply(self) -> &'static [u8] {
+        match self {
+            Refusal::TooManyFromAddress => b"ERR too many connections from your address\n",
+            Refusal::AccessDenied => b"ERR access denied\n",
+            Refusal::TooFast => {
+                b"ERR too many new connections from your address; try again later\n"
+            }
+            Refusal::UntrustedProxy | Refusal::BadProxyHeader => b"",
+        }
+    }
+
+    /// The `reason` label of the refused-connections metric.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::TooManyFromAddress => "per_address_limit",
+            Refusal::AccessDenied => "access_denied",
+            Refusal::TooFast => "rate_limit",
+            Refusal::UntrustedProxy => "untrusted_proxy",
+            Refusal::BadProxyHeader => "bad_proxy_header",
+        }
+    }
+}
