@@ -192,12 +192,10 @@ async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, t
 
 /// With a token configured, every request carries it: `Authorization: Bearer <token>`, or
 /// `?token=<token>` (a browser opening the page, and the page's own requests).
-async fn authorize(
-    State(app): State<App>,
-    Query(query): Query<TokenQuery>,
-    request: Request,
-    next: Next,
-) -> Response {
+///
+/// The query is read here by hand, never through an extractor that can refuse it: a request
+/// without the token learns "unauthorized" and nothing else, not that its query was malformed.
+async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
         return next.run(request).await;
     };
@@ -207,8 +205,12 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    let given = bearer.or(query.token.as_deref().map(str::as_bytes));
-    if given.is_some_and(|given| same(given, token.as_bytes())) {
+    let in_query = || {
+        let query = request.uri().query().unwrap_or("");
+        form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == "token" && same(value.as_bytes(), token.as_bytes()))
+    };
+    if bearer.is_some_and(|given| same(given, token.as_bytes())) || in_query() {
         return next.run(request).await;
     }
     let mut response = (
@@ -221,11 +223,6 @@ async fn authorize(
         HeaderValue::from_static("Bearer realm=\"porthost\""),
     );
     response
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
 }
 
 /// Compares in time that does not depend on where the first difference is.
