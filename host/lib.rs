@@ -64,6 +64,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod exec;
+pub mod gate;
 pub mod listener;
 pub mod lock;
 pub mod logging;

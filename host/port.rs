@@ -3,7 +3,7 @@
 //! while it is served.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,11 +18,11 @@ use tracing::info;
 
 use crate::config::PortPlan;
 use crate::events::{Events, Kind};
+pub use crate::gate::Refusal;
+use crate::gate::{Gate, Pass};
 use crate::lock::lock;
 use crate::logging::LogBudget;
-use crate::rate_limit::ConnectionRate;
 use crate::stats::PortStats;
-pub use crate::stats::Refusal;
 
 /// At most this many refusals logged per this interval, per port; the rest are summed up.
 const REFUSALS_LOGGED: (u32, std::time::Duration) = (10, std::time::Duration::from_secs(10));
@@ -55,8 +55,8 @@ pub struct Port {
     pub events: Arc<Events>,
     /// Read once from the service: whether the port retires after its first client.
     single_session: bool,
-    /// New connections per address, for `max_connection_rate_per_ip`.
-    rate: Option<Mutex<ConnectionRate>>,
+    /// What the port lets in, and the counts that decides it with. Locked before `table`.
+    gate: Mutex<Gate>,
     /// How many refusals the log still tells about in this interval.
     refusal_log: Mutex<LogBudget>,
     /// Makes the next turn of the accept loop panic, so that tests can check that the
@@ -103,8 +103,6 @@ struct Table {
     /// Set once the port closes its connections: a connection that registers its socket
     /// after that is closed at once.
     closing: Option<Closing>,
-    /// Open connections per client address, for `max_connections_per_ip`.
-    per_ip: HashMap<IpAddr, usize>,
 }
 
 /// One connection open on the port.
@@ -136,10 +134,7 @@ pub struct OpenConnection {
 impl Port {
     pub fn new(plan: PortPlan, listener: Arc<TcpListener>, events: Arc<Events>) -> Arc<Port> {
         let single_session = plan.service.single_session();
-        let rate =
-            plan.entry.edge.rate.map(|rate| {
-                Mutex::new(ConnectionRate::new(rate, ConnectionRate::DEFAULT_CAPACITY))
-            });
+        let gate = Mutex::new(Gate::of(&plan.entry));
         Arc::new(Port {
             slots: Arc::new(Semaphore::new(plan.entry.max_connections)),
             plan,
@@ -152,7 +147,7 @@ impl Port {
             stats: PortStats::default(),
             events,
             single_session,
-            rate,
+            gate,
             refusal_log: Mutex::new(LogBudget::new(REFUSALS_LOGGED.0, REFUSALS_LOGGED.1)),
             #[cfg(test)]
             fail_next_accept: std::sync::atomic::AtomicBool::new(false),
@@ -213,29 +208,8 @@ impl Port {
         slot: OwnedSemaphorePermit,
         peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
-        // An IPv4 client is IPv4 however it arrived (`::ffff:a.b.c.d` on a `::` listener).
-        let ip = peer.ip().to_canonical();
-        let edge = &self.plan.entry.edge;
-        if !edge.access.is_open() && !edge.access.check(ip).allowed {
-            return Err(Refusal::AccessDenied);
-        }
-        if let Some(rate) = &self.rate
-            && !lock(rate).admit(ip, now())
-        {
-            return Err(Refusal::TooFast);
-        }
+        let pass = lock(&self.gate).admit(peer.ip(), now())?;
         let mut table = lock(&self.table);
-        let counted = match self.plan.entry.max_connections_per_ip {
-            None => None,
-            Some(limit) => {
-                let count = table.per_ip.entry(ip).or_default();
-                if *count >= limit {
-                    return Err(Refusal::TooManyFromAddress);
-                }
-                *count += 1;
-                Some(ip)
-            }
-        };
         let id = table.next_id;
         table.next_id += 1;
         let traffic = Arc::new(Traffic::default());
@@ -262,7 +236,7 @@ impl Port {
             since,
             traffic,
             _slot: slot,
-            counted,
+            pass: Some(pass),
         })
     }
 
@@ -288,16 +262,13 @@ impl Port {
     /// only when the next refusal comes. Wakes at the earlier of the two, and at least once
     /// per log interval.
     pub async fn tidy_forever(&self) -> ! {
-        let every = match &self.rate {
-            Some(rate) => lock(rate).idle_after().min(REFUSALS_LOGGED.1),
-            None => REFUSALS_LOGGED.1,
-        }
-        .max(std::time::Duration::from_secs(1));
+        let every = lock(&self.gate)
+            .idle_after()
+            .map_or(REFUSALS_LOGGED.1, |idle| idle.min(REFUSALS_LOGGED.1))
+            .max(std::time::Duration::from_secs(1));
         loop {
             let now = now();
-            if let Some(rate) = &self.rate {
-                lock(rate).forget_idle(now);
-            }
+            lock(&self.gate).forget_idle(now);
             let flushed = lock(&self.refusal_log).flush(now);
             if let Some(suppressed) = flushed {
                 self.log_suppressed(suppressed);
@@ -444,8 +415,8 @@ pub struct Admission {
     since: Instant,
     traffic: Arc<Traffic>,
     _slot: OwnedSemaphorePermit,
-    /// The address counted against `max_connections_per_ip`, if there is a limit.
-    counted: Option<IpAddr>,
+    /// Its place at the port's gate, given back on drop.
+    pass: Option<Pass>,
 }
 
 impl Admission {
@@ -516,14 +487,9 @@ impl Drop for Admission {
                         )
                     });
             }
-            if let Some(ip) = self.counted
-                && let Some(count) = table.per_ip.get_mut(&ip)
-            {
-                *count -= 1;
-                if *count == 0 {
-                    table.per_ip.remove(&ip);
-                }
-            }
+        }
+        if let Some(pass) = self.pass.take() {
+            lock(&self.port.gate).leave(pass);
         }
         let port = &self.port;
         if port.single_session && !port.retired.is_cancelled() {
@@ -575,7 +541,7 @@ mod tests {
         drop(a);
         let c = admit(ip).await.unwrap();
         drop((b, c, other));
-        assert!(lock(&port.table).per_ip.is_empty());
+        assert_eq!(lock(&port.gate).remembered().1, 0);
         assert_eq!(port.open_count(), 0);
         assert_eq!(port.stats.counts().accepted, 4);
         assert_eq!(port.slots.available_permits(), 10);
@@ -586,7 +552,7 @@ mod tests {
         let port = port("").await;
         let slot = port.slot().await.unwrap();
         let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
-        assert!(lock(&port.table).per_ip.is_empty());
+        assert_eq!(lock(&port.gate).remembered().1, 0);
         drop(admission);
     }
 
@@ -600,7 +566,7 @@ mod tests {
                 port.refused(peer, refusal, "test");
             }
         }
-        assert_eq!(lock(port.rate.as_ref().unwrap()).len(), 4);
+        assert_eq!(lock(&port.gate).remembered().0, 4);
         assert!(
             lock(&port.refusal_log).due().is_some(),
             "refusals held back"
@@ -617,7 +583,7 @@ mod tests {
             "the summary of the stopped flood was written"
         );
         assert_eq!(
-            lock(port.rate.as_ref().unwrap()).len(),
+            lock(&port.gate).remembered().0,
             0,
             "buckets that filled up again are forgotten"
         );

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use porthost_services::meter::Totals;
 
+pub use crate::gate::Refusal;
 use crate::lock::lock;
 
 /// Upper bounds of the session duration buckets, in seconds.
@@ -103,55 +104,5 @@ impl Counts {
             *a += b;
         }
         self.session_nanos += other.session_nanos;
-    }
-}
-
-/// Why a client is turned away before any service code runs: the line it gets (if any), then
-/// a close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address already has `max_connections_per_ip` connections open.
-    TooManyFromAddress = 0,
-    /// `allow`/`deny` do not let its address in.
-    AccessDenied = 1,
-    /// Its address opened more than `max_connection_rate_per_ip` allows.
-    TooFast = 2,
-    /// On a `proxy_protocol` port: the connection is not from a trusted proxy.
-    UntrustedProxy = 3,
-    /// On a `proxy_protocol` port: no valid PROXY header came in time.
-    BadProxyHeader = 4,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 5] = [
-        Refusal::TooManyFromAddress,
-        Refusal::AccessDenied,
-        Refusal::TooFast,
-        Refusal::UntrustedProxy,
-        Refusal::BadProxyHeader,
-    ];
-
-    /// The line the client gets. A connection that is not a client at all (not from the
-    /// proxy, or a proxy that said nothing usable) gets nothing.
-    pub fn reply(self) -> &'static [u8] {
-        match self {
-            Refusal::TooManyFromAddress => b"ERR too many connections from your address\n",
-            Refusal::AccessDenied => b"ERR access denied\n",
-            Refusal::TooFast => {
-                b"ERR too many new connections from your address; try again later\n"
-            }
-            Refusal::UntrustedProxy | Refusal::BadProxyHeader => b"",
-        }
-    }
-
-    /// The `reason` label of the refused-connections metric.
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::TooManyFromAddress => "per_address_limit",
-            Refusal::AccessDenied => "access_denied",
-            Refusal::TooFast => "rate_limit",
-            Refusal::UntrustedProxy => "untrusted_proxy",
-            Refusal::BadProxyHeader => "bad_proxy_header",
-        }
     }
 }

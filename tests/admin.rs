@@ -341,7 +341,12 @@ fn with_a_token_every_request_carries_it() {
         assert_eq!(status, 200, "{path}?token=");
         // A malformed or repeated query is not a way to learn anything before the token check
         // (found by the admin fuzz target: a repeated `token` key answered 400, not 401).
-        for query in ["token=a&token=b", "token=%ZZ", "token", "token=a&token=b&x=%"] {
+        for query in [
+            "token=a&token=b",
+            "token=%ZZ",
+            "token",
+            "token=a&token=b&x=%",
+        ] {
             let (status, _) = http_get(admin, &format!("{path}?{query}"), None).unwrap();
             assert_eq!(status, 401, "{path}?{query} without the token");
         }

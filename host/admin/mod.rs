@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -205,12 +205,9 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    let in_query = || {
-        let query = request.uri().query().unwrap_or("");
-        form_urlencoded::parse(query.as_bytes())
-            .any(|(key, value)| key == "token" && same(value.as_bytes(), token.as_bytes()))
-    };
-    if bearer.is_some_and(|given| same(given, token.as_bytes())) || in_query() {
+    let in_query = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .any(|(key, value)| key == "token" && same(value.as_bytes(), token.as_bytes()));
+    if in_query || bearer.is_some_and(|given| same(given, token.as_bytes())) {
         return next.run(request).await;
     }
     let mut response = (
