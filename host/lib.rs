@@ -19,7 +19,7 @@
 //!   endpoint and systemd's status read.
 //! - [`port`]: the state of a running port, and the [`port::Admission`] a connection holds.
 //! - [`listener`]: one port's accept loop: slots, per-address limits, backoff, hand-off.
-//! - [`models`]: the four concurrency models, each a [`models::Runner`], one file each.
+//! - [`models`]: the concurrency models, each a [`models::Runner`], one file each.
 //! - [`connection`]: an accepted connection, and the one place a service is called.
 //! - [`exec`]: the `exec` service, a program per connection on the raw socket (inetd's way).
 //! - [`procfs`]: what `/proc` says about a process: memory, threads, children, descriptors.
