@@ -2,8 +2,7 @@
 //! browser. It reads `/api/state` from the admin endpoint, once or (with `--watch`) every
 //! second.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -173,71 +172,40 @@ programs running:
     out
 }
 
-/// A GET over HTTP/1.1 with a bearer token: the status and the body. Just enough HTTP for the
-/// admin endpoint (whole bodies with a length, or chunked), every step with a timeout.
+/// A GET with a bearer token: the status and the body (at most [`MAX_RESPONSE`] bytes), every
+/// step with a timeout. Redirects are not followed and no proxy is used: the admin endpoint
+/// is asked directly, and what it answers is what is shown.
 pub fn http_get(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .with_context(|| format!("cannot connect to the admin endpoint at {addr}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    (&stream).write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
-            .as_bytes(),
-    )?;
-    let mut reader = BufReader::new((&stream).take(MAX_RESPONSE));
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{addr} did not answer HTTP: {:?}", line.trim()))?;
-    let mut length = None;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .timeout_connect(Some(TIMEOUT))
+        .timeout_per_read(Some(TIMEOUT))
+        .timeout_per_write(Some(TIMEOUT))
+        .build()
+        .into();
+    let mut request = agent.get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
     }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim(), 16)
-                .with_context(|| format!("bad chunk size {:?}", line.trim()))?;
-            if size == 0 {
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..])?;
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    } else if let Some(length) = length {
-        body.resize(length, 0);
-        reader.read_exact(&mut body)?;
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let mut response = request
+        .call()
+        .with_context(|| format!("GET {path} from the admin endpoint at {addr}"))?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE)
+        .read_to_vec()
+        .with_context(|| format!("reading GET {path} from the admin endpoint at {addr}"))?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 #[cfg(test)]
