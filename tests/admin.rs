@@ -5,11 +5,11 @@
 use porthost_cli::status::http_get;
 use std::net::SocketAddr;
 
-use crate::util::{Client, MODELS, TestHost, entry, eventually, port_entry};
+use crate::support::{Client, MODELS, TestHost, entry, eventually, port_entry};
 
 const TOKEN: &str = "0123456789abcdef0123";
 
-fn admin_host(extra_host: &str, entries: &[crate::util::Entry<'_>]) -> (TestHost, SocketAddr) {
+fn admin_host(extra_host: &str, entries: &[crate::support::Entry<'_>]) -> (TestHost, SocketAddr) {
     let host = TestHost::start(&format!("admin = \"127.0.0.1:0\"\n{extra_host}"), entries);
     let addr = host.admin_addr().expect("the admin endpoint is on");
     (host, addr)
@@ -447,18 +447,24 @@ fn the_state_shows_each_model_at_work() {
     drop((waiting, clients));
 }
 
-/// Asks the admin endpoint for a load run; the whole response.
-fn post_drive(admin: SocketAddr, body: &str) -> String {
-    let stream = std::net::TcpStream::connect(admin).unwrap();
-    let request = format!(
-        "POST /api/drive HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    std::io::Write::write_all(&mut &stream, request.as_bytes()).unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut &stream, &mut response).unwrap();
-    response
+/// Asks the admin endpoint for a load run: the status and the body.
+fn post_drive(admin: SocketAddr, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(crate::support::PATIENCE))
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("http://{admin}/api/drive"))
+        .content_type("application/json")
+        .send(body)
+        .unwrap_or_else(|e| panic!("POST /api/drive to {admin}: {e}"));
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("reading POST /api/drive from {admin}: {e}"));
+    (response.status().as_u16(), text)
 }
 
 #[test]
@@ -466,12 +472,9 @@ fn a_host_without_a_load_generator_refuses_a_load_run_saying_why() {
     // A binary built on the library without `porthost bench` offers none; neither does this
     // test binary.
     let (_host, admin) = admin_host("", &[entry("palindrome-v3", "async", "")]);
-    let response = post_drive(admin, r#"{"clients":5,"seconds":2,"workload":"sessions"}"#);
-    assert!(response.starts_with("HTTP/1.1 409"), "{response}");
-    assert!(
-        response.contains("this binary has no load generator"),
-        "{response}"
-    );
+    let (status, body) = post_drive(admin, r#"{"clients":5,"seconds":2,"workload":"sessions"}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("this binary has no load generator"), "{body}");
 }
 
 #[test]
@@ -487,17 +490,15 @@ fn a_load_run_from_the_page_drives_the_ports_and_says_how_it_ended() {
     let admin = host.admin_addr().unwrap();
     let post = |body: &str| post_drive(admin, body);
     // Bounded: more than 1000 clients, or a port that is not this host's, is refused.
-    assert!(
-        post(r#"{"clients":5000,"seconds":2,"workload":"sessions"}"#).starts_with("HTTP/1.1 409")
-    );
-    assert!(
-        post(r#"{"ports":[1],"clients":5,"seconds":2,"workload":"sessions"}"#)
-            .starts_with("HTTP/1.1 409")
-    );
-    let started = post(r#"{"clients":4,"seconds":2,"workload":"sessions"}"#);
-    assert!(started.starts_with("HTTP/1.1 202"), "{started}");
+    let (status, body) = post(r#"{"clients":5000,"seconds":2,"workload":"sessions"}"#);
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post(r#"{"ports":[1],"clients":5,"seconds":2,"workload":"sessions"}"#);
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post(r#"{"clients":4,"seconds":2,"workload":"sessions"}"#);
+    assert_eq!(status, 202, "{body}");
     // One run at a time.
-    assert!(post(r#"{"clients":4,"seconds":2,"workload":"churn"}"#).starts_with("HTTP/1.1 409"));
+    let (status, body) = post(r#"{"clients":4,"seconds":2,"workload":"churn"}"#);
+    assert_eq!(status, 409, "{body}");
     let drive = || -> serde_json::Value {
         let state: serde_json::Value = serde_json::from_str(&get(admin, "/api/state")).unwrap();
         state["drive"].clone()

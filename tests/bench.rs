@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use crate::util::{porthost, text};
+use crate::support::{porthost, text};
 
 /// Every model, each followed by its hand-written twin.
 const SUBJECTS: [&str; 12] = [

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::PATIENCE;
+use crate::support::PATIENCE;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{
+use crate::support::{
     Client, HostProcess, Launch, MODELS, TestHost, alive, descendants_of, entry, eventually,
     refused_addr, run, text,
 };
@@ -42,7 +42,7 @@ fn services_lists_exactly_the_registered_names() {
 }
 
 fn palindrome_client(addr: &str, input: &str) -> (i32, String, String) {
-    let mut child = crate::util::porthost()
+    let mut child = crate::support::porthost()
         .args(["client", "palindrome", addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -348,7 +348,7 @@ fn json_logs_carry_each_connections_port_service_model_and_peer() {
 #[test]
 fn the_line_client_sends_what_is_typed_and_prints_what_comes_back() {
     let host = TestHost::start("", &[entry("palindrome-v3", "async", "")]);
-    let mut child = crate::util::porthost()
+    let mut child = crate::support::porthost()
         // A port alone is on this machine.
         .args(["client", "line", &host.ports[0].to_string()])
         .stdin(Stdio::piped())
@@ -397,7 +397,7 @@ fn a_descriptor_limit_too_low_for_the_ports_is_said_at_start() {
 /// Starts `porthost client KIND ADDR` with stdin a pipe the test keeps open (a user who has
 /// not typed yet), and waits for it to exit; a client still running after [`PATIENCE`] fails.
 fn client_left_waiting(kind: &str, addr: &str, typed: &[u8]) -> std::process::Output {
-    let mut child = crate::util::porthost()
+    let mut child = crate::support::porthost()
         .args(["client", kind, addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -460,7 +460,7 @@ fn the_line_client_sends_bytes_as_they_are() {
         conn.write_all(b"got it\n").unwrap();
         got
     });
-    let mut child = crate::util::porthost()
+    let mut child = crate::support::porthost()
         .args(["client", "line", &addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use crate::util::{TestHost, config_file, entry, porthost, refused_addr, run, text};
+use crate::support::{TestHost, config_file, entry, porthost, refused_addr, run, text};
 
 /// Runs `porthost check` on `config` text; returns (exit code, stderr, config path).
 fn check(config: &str) -> (i32, String, String) {
@@ -252,12 +252,12 @@ fn once_closes_the_port_after_the_first_client() {
             "options = { once = true }",
         )],
     );
-    let mut first = crate::util::Client::connect(host.addr(0));
+    let mut first = crate::support::Client::connect(host.addr(0));
     assert_eq!(first.ask("abba"), "1");
     first.send(b"\n");
     assert!(first.is_closed());
     assert!(
-        crate::util::eventually(|| std::net::TcpStream::connect(host.addr(0)).is_err()),
+        crate::support::eventually(|| std::net::TcpStream::connect(host.addr(0)).is_err()),
         "the port still accepts"
     );
     assert!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
 use porthost::services::{Options, Registration, Service};
 
-use crate::util::{Client, PATIENCE, TestHost, entry, eventually};
+use crate::support::{Client, PATIENCE, TestHost, entry, eventually};
 
 /// Answers every line with the client's address as the service sees it (tests only).
 #[derive(Debug)]

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{
+use crate::support::{
     Client, HostProcess, MODELS, TestHost, alive, config_file, descendants_of, entry, eventually,
-    fds, run, text, zombies_of,
+    open_fds, run, text, zombies_of,
 };
 
 /// `options = { command = [...] }` for an entry, each word quoted as TOML.
@@ -323,7 +323,7 @@ fn faults_end_the_client_and_leak_nothing() {
             let mut first = Client::connect(host.addr(4));
             assert_eq!(first.ask("warm"), "warm");
         }
-        let before = fds(host.pid());
+        let before = open_fds(host.pid());
         // A client of `cat` that stays connected through everything.
         let mut bystander = Client::connect(host.addr(4));
         assert_eq!(bystander.ask("one"), "one");
@@ -366,11 +366,11 @@ fn faults_end_the_client_and_leak_nothing() {
         let host_pid = host.pid();
         let forker = host.forker();
         assert!(
-            eventually(|| fds(host_pid) <= before
+            eventually(|| open_fds(host_pid) <= before
                 && zombies_of(host_pid) == 0
                 && forker.is_none_or(|f| zombies_of(f) == 0)),
             "{model}: {} descriptors, {before} before; {} zombies",
-            fds(host_pid),
+            open_fds(host_pid),
             zombies_of(host_pid)
         );
     }

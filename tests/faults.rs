@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 
 use porthost::services::palindrome::verdict;
 
-use crate::util::{
-    Client, HostProcess, TestHost, children_of, combos, entry, eventually, fds, held_connections,
-    threads, zombies_of,
+use crate::support::{
+    Client, HostProcess, TestHost, children_of, combos, entry, eventually, held_connections,
+    open_fds, threads, zombies_of,
 };
 
 /// One host serving every palindrome version under every model, shared by a test's threads.
@@ -144,7 +144,7 @@ fn abandoned_connections_are_reclaimed(model: &str) {
         eventually(|| held_connections(port) == 0),
         "{model}: the warm-up connection is still open"
     );
-    let idle_fds = fds(pid);
+    let idle_fds = open_fds(pid);
     for _ in 0..3 {
         let clients: Vec<Client> = (0..1000).map(|_| Client::connect(host.addr(0))).collect();
         for mut client in clients {
@@ -162,9 +162,9 @@ fn abandoned_connections_are_reclaimed(model: &str) {
         );
         // The host closes gracefully (it waits for our FIN), so its sockets go a moment later.
         assert!(
-            eventually(|| fds(pid) == idle_fds),
+            eventually(|| open_fds(pid) == idle_fds),
             "{model}: descriptors not reclaimed: {} open, {idle_fds} when idle",
-            fds(pid)
+            open_fds(pid)
         );
     }
 }

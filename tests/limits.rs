@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::util::{Client, HostProcess, TestHost, combos, entry, eventually, fds};
+use crate::support::{Client, HostProcess, TestHost, combos, entry, eventually, open_fds};
 
 const TOO_MANY: &str = "ERR too many connections from your address";
 
@@ -159,7 +159,7 @@ fn out_of_descriptors(model: &str) {
         &[entry("palindrome-v3", model, "max_line_bytes = 100")],
     );
     let pid = host.pid();
-    let idle_fds = fds(pid) as u64;
+    let idle_fds = open_fds(pid) as u64;
     assert!(idle_fds < NOFILE, "{idle_fds} descriptors at start");
     // More clients than could have a descriptor each: the last ones hit EMFILE.
     let clients: Vec<Client> = (0..NOFILE - idle_fds + 4)

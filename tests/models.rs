@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{
+use crate::support::{
     Client, HostProcess, TestHost, alive, children_of, entry, eventually, threads, zombies_of,
 };
 

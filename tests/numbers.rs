@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::util::{Client, MODELS, TestHost, entry};
+use crate::support::{Client, MODELS, TestHost, entry};
 
 /// Values around every bound in the config, and the integer extremes. Each is TOML text.
 const EXTREMES: [&str; 22] = [
@@ -47,7 +47,7 @@ const PORT_KEYS: [&str; 4] = [
 ];
 
 /// Starts the config; a refusal must point at a place in the file, an acceptance must serve.
-fn refused_or_served(host_table: &str, entries: &[crate::util::Entry<'_>]) {
+fn refused_or_served(host_table: &str, entries: &[crate::support::Entry<'_>]) {
     match TestHost::try_start(host_table, entries) {
         Err(errors) => {
             // A refusal with no lines would be a start that failed without saying why.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::util::{Client, TestHost, combos, entry, eventually};
+use crate::support::{Client, TestHost, combos, entry, eventually};
 
 /// The line limit of the test ports: small, so over-long lines are cheap to send.
 const LIMIT: usize = 100;

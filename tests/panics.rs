@@ -7,7 +7,7 @@ use std::sync::Arc;
 use porthost::services::lines::{Flow, LineHandler, LineServer, LineService};
 use porthost::services::{Options, Registration, Service};
 
-use crate::util::{Client, MODELS, TestHost, entry, eventually};
+use crate::support::{Client, MODELS, TestHost, entry, eventually};
 
 /// Answers `ok` to every line, and panics on the line `panic`.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! SIGHUP re-reads the config: an invalid file changes nothing; otherwise ports are added,
 //! removed, or drained and restarted, and unchanged ports keep their connections.
 
-use crate::util::{Client, TestHost, entry, eventually, port_entry};
+use crate::support::{Client, TestHost, entry, eventually, port_entry};
 
 const GRACE: &str = "[host]\nshutdown_grace_secs = 2\n";
 

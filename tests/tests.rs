@@ -1,9 +1,9 @@
 //! Integration tests. Behaviour (replies, limits, framing, reload, the game) is checked on
 //! hosts served inside this process on port-0 listeners; the real `porthost` binary is started
 //! only where the process itself is measured: threads, children, descriptors, signals, the CLI.
-//! See `util`.
+//! See `support`.
 
-mod util;
+mod support;
 
 // Process-per-client ports in this process fork their children from this binary.
 porthost::forker_entry_point!();

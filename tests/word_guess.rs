@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use porthost_cli::client::word_guess::{Input, play};
 
-use crate::util::{Client, PATIENCE, TestHost, config_file, entry, run, text};
+use crate::support::{Client, PATIENCE, TestHost, config_file, entry, run, text};
 
 const GAME_MODELS: [&str; 4] = ["thread-per-client", "async", "thread-pool", "event-loop"];
 
@@ -40,24 +40,48 @@ fn join(host: &TestHost, name: &str) -> Client {
     client
 }
 
-/// Ann and Bob join a two-player game of `abba`; both have read up to Ann's `/turn`.
+/// `names` join the port's game of `players`, each once every one before has read its
+/// arrival, so that the turn order is known; every one has read the lobby's lines.
+fn lobby<const N: usize>(host: &TestHost, players: usize, names: [&str; N]) -> [Client; N] {
+    let mut clients: Vec<Client> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        clients.push(join(host, name));
+        let mut lines = vec![format!("{name:?} joined ({}/{players})", i + 1)];
+        match players - (i + 1) {
+            0 => {}
+            1 => lines.push("Waiting for 1 more player".to_owned()),
+            more => lines.push(format!("Waiting for {more} more players")),
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        for client in &mut clients {
+            expect(client, &lines);
+        }
+    }
+    clients
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a client per name"))
+}
+
+/// A game of `names`, joined as in [`lobby`]: every one has read `start` (the lines after the
+/// last one joined), and the first one its `/turn`.
+fn game_of<const N: usize>(host: &TestHost, names: [&str; N], start: &[&str]) -> [Client; N] {
+    let mut clients = lobby(host, N, names);
+    for client in &mut clients {
+        expect(client, start);
+    }
+    expect(&mut clients[0], &["/turn"]);
+    clients
+}
+
+/// Ann and Bob in a two-player game of `abba`; both have read up to Ann's `/turn`.
 fn ann_and_bob(host: &TestHost) -> (Client, Client) {
-    let mut ann = join(host, "Ann");
-    expect(
-        &mut ann,
-        &["\"Ann\" joined (1/2)", "Waiting for 1 more player"],
-    );
-    let mut bob = join(host, "Bob");
     let start = [
-        "\"Bob\" joined (2/2)",
         "Game starts: \"Ann\", \"Bob\"",
         "Alphabet: Latin, 4 letters",
         "Word: ****",
         "Turn: \"Ann\"",
     ];
-    expect(&mut ann, &start);
-    expect(&mut ann, &["/turn"]);
-    expect(&mut bob, &start);
+    let [ann, bob] = game_of(host, ["Ann", "Bob"], &start);
     (ann, bob)
 }
 
@@ -260,38 +284,18 @@ fn out_of_turn_and_malformed_commands_get_a_private_error_and_the_turn_stays() {
 fn a_player_leaving_on_their_turn_passes_it() {
     for model in GAME_MODELS {
         let host = game_host(model, "words = [\"abba\"], players = 3");
-        // Each joins once the one before is in the lobby, so the turn order is known.
-        let mut ann = join(&host, "Ann");
-        expect(
-            &mut ann,
-            &["\"Ann\" joined (1/3)", "Waiting for 2 more players"],
-        );
-        let mut bob = join(&host, "Bob");
-        expect(
-            &mut bob,
-            &["\"Bob\" joined (2/3)", "Waiting for 1 more player"],
-        );
-        let mut cid = join(&host, "Cid");
-        expect(
-            &mut ann,
-            &["\"Bob\" joined (2/3)", "Waiting for 1 more player"],
-        );
         let start = [
-            "\"Cid\" joined (3/3)",
             "Game starts: \"Ann\", \"Bob\", \"Cid\"",
             "Alphabet: Latin, 4 letters",
             "Word: ****",
             "Turn: \"Ann\"",
         ];
-        expect(&mut ann, &start);
-        expect(&mut ann, &["/turn"]);
-        expect(&mut bob, &start);
+        let [ann, mut bob, mut cid] = game_of(&host, ["Ann", "Bob", "Cid"], &start);
         drop(ann);
         expect(
             &mut bob,
             &["\"Ann\" left the game", "Turn: \"Bob\"", "/turn"],
         );
-        expect(&mut cid, &start);
         expect(&mut cid, &["\"Ann\" left the game", "Turn: \"Bob\""]);
         // The game goes on with whoever remains.
         bob.send(b"/word abba\n");
@@ -311,33 +315,13 @@ fn two_games_run_at_once_on_one_port() {
     for model in GAME_MODELS {
         let host = game_host(model, "words = [\"abba\"]");
         let (mut ann, mut bob) = ann_and_bob(&host);
-        let mut cid = join(&host, "Cid");
-        expect(
-            &mut cid,
-            &["\"Cid\" joined (1/2)", "Waiting for 1 more player"],
-        );
-        let mut dan = join(&host, "Dan");
-        expect(
-            &mut cid,
-            &[
-                "\"Dan\" joined (2/2)",
-                "Game starts: \"Cid\", \"Dan\"",
-                "Alphabet: Latin, 4 letters",
-                "Word: ****",
-                "Turn: \"Cid\"",
-                "/turn",
-            ],
-        );
-        expect(
-            &mut dan,
-            &[
-                "\"Dan\" joined (2/2)",
-                "Game starts: \"Cid\", \"Dan\"",
-                "Alphabet: Latin, 4 letters",
-                "Word: ****",
-                "Turn: \"Cid\"",
-            ],
-        );
+        let start = [
+            "Game starts: \"Cid\", \"Dan\"",
+            "Alphabet: Latin, 4 letters",
+            "Word: ****",
+            "Turn: \"Cid\"",
+        ];
+        let [mut cid, mut dan] = game_of(&host, ["Cid", "Dan"], &start);
         // Moves in one game are not seen in the other.
         cid.send(b"/word abba\n");
         expect(
@@ -369,18 +353,13 @@ fn one_player_games_run_under_sequential() {
         )],
     );
     for _ in 0..2 {
-        let mut solo = join(&host, "Solo");
-        expect(
-            &mut solo,
-            &[
-                "\"Solo\" joined (1/1)",
-                "Game starts: \"Solo\"",
-                "Alphabet: Cyrillic, 4 letters",
-                "Word: ****",
-                "Turn: \"Solo\"",
-                "/turn",
-            ],
-        );
+        let start = [
+            "Game starts: \"Solo\"",
+            "Alphabet: Cyrillic, 4 letters",
+            "Word: ****",
+            "Turn: \"Solo\"",
+        ];
+        let [mut solo] = game_of(&host, ["Solo"], &start);
         solo.send("/letter Ї\n".as_bytes());
         expect(
             &mut solo,
@@ -467,7 +446,7 @@ fn two_bundled_clients_play_a_game_from_piped_input() {
         let host = game_host(model, "words = [\"abba\"]");
         let addr = host.addr(0).to_string();
         let spawn = |name: &str, input: &str| {
-            let mut child = crate::util::porthost()
+            let mut child = crate::support::porthost()
                 .args(["client", "word-guess", &addr, "--name", name])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -512,7 +491,7 @@ fn two_bundled_clients_play_a_game_from_piped_input() {
 #[test]
 fn the_client_fails_when_input_ends_before_its_move() {
     let host = game_host("async", "words = [\"abba\"], players = 1");
-    let out = crate::util::porthost()
+    let out = crate::support::porthost()
         .args([
             "client",
             "word-guess",
@@ -536,16 +515,7 @@ fn the_client_fails_when_input_ends_before_its_move() {
 fn leaving_the_lobby_is_announced_and_frees_the_place() {
     for model in GAME_MODELS {
         let host = game_host(model, "words = [\"abba\"], players = 3");
-        let mut ann = join(&host, "Ann");
-        expect(
-            &mut ann,
-            &["\"Ann\" joined (1/3)", "Waiting for 2 more players"],
-        );
-        let mut bob = join(&host, "Bob");
-        expect(
-            &mut bob,
-            &["\"Bob\" joined (2/3)", "Waiting for 1 more player"],
-        );
+        let [ann, mut bob] = lobby(&host, 3, ["Ann", "Bob"]);
         drop(ann);
         expect(
             &mut bob,
@@ -567,22 +537,13 @@ fn leaving_the_lobby_is_announced_and_frees_the_place() {
 #[test]
 fn a_timed_turn_is_announced_with_its_limit() {
     let host = game_host("async", "words = [\"abba\"], turn_timeout_secs = 30");
-    let mut ann = join(&host, "Ann");
-    expect(
-        &mut ann,
-        &["\"Ann\" joined (1/2)", "Waiting for 1 more player"],
-    );
-    let mut bob = join(&host, "Bob");
     let start = [
-        "\"Bob\" joined (2/2)",
         "Game starts: \"Ann\", \"Bob\"",
         "Alphabet: Latin, 4 letters",
         "Word: ****",
         "Turn: \"Ann\" (30 s)",
     ];
-    expect(&mut bob, &start);
-    expect(&mut ann, &start);
-    expect(&mut ann, &["/turn"]);
+    let [mut ann, mut bob] = game_of(&host, ["Ann", "Bob"], &start);
     ann.send(b"/letter z\n");
     expect(
         &mut bob,
@@ -598,7 +559,7 @@ fn a_timed_turn_is_announced_with_its_limit() {
 
 /// Starts `porthost client word-guess ADDR [--name NAME]` with `input` piped in as its script.
 fn game_client(addr: SocketAddr, name: Option<&str>, input: &str) -> Child {
-    let mut command = crate::util::porthost();
+    let mut command = crate::support::porthost();
     command.args(["client", "word-guess", &addr.to_string()]);
     if let Some(name) = name {
         command.args(["--name", name]);
@@ -713,11 +674,8 @@ fn the_client_pointed_at_a_palindrome_port_says_so_and_exits_non_zero() {
 #[test]
 fn the_client_at_a_busy_sequential_port_waits_to_be_accepted() {
     let host = game_host("sequential", "words = [\"abba\"], players = 1");
-    let mut first = join(&host, "Ann");
-    expect(
-        &mut first,
-        &["\"Ann\" joined (1/1)", "Game starts: \"Ann\""],
-    );
+    let [mut first] = lobby(&host, 1, ["Ann"]);
+    expect(&mut first, &["Game starts: \"Ann\""]);
     let mut child = game_client(host.addr(0), Some("Bob"), "abba\n");
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut said = String::new();
@@ -828,11 +786,7 @@ impl TypedClient {
 #[test]
 fn a_line_typed_out_of_turn_is_discarded_and_never_played() {
     let host = game_host("async", "words = [\"abba\"]");
-    let mut bob = join(&host, "Bob");
-    expect(
-        &mut bob,
-        &["\"Bob\" joined (1/2)", "Waiting for 1 more player"],
-    );
+    let [mut bob] = lobby(&host, 2, ["Bob"]);
     let mut ann = TypedClient::start(host.addr(0), "Ann", false);
     expect(
         &mut bob,

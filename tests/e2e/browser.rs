@@ -15,9 +15,8 @@
 //! with only the Rust toolchain. On failure it saves a screenshot and the page's text next to
 //! the test binary's scratch files and prints where.
 
-#[allow(dead_code, unused_imports)] // this test uses a few of the helpers the main test binary shares
-#[path = "../util.rs"]
-mod util;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,10 +27,7 @@ use std::time::{Duration, Instant};
 use fantoccini::ClientBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use util::{Client, HostProcess, children_of, entry};
-
-/// How long the page may take to show something (it updates once a second).
-const PATIENCE: Duration = Duration::from_secs(20);
+use support::{Client, HostProcess, PATIENCE, admin_addr, children_of, entry, eventually};
 
 /// The token the host is given; the page is opened with it.
 const TOKEN: &str = "browser-test-token-0123456789";
@@ -258,7 +254,16 @@ impl Live {
             ],
         );
         let ports = [0, 1, 2, 3].map(|i| host.ports[i]);
-        let admin = admin_addr(&host);
+        let mut admin = None;
+        assert!(
+            eventually(|| {
+                admin = admin_addr(&host.log());
+                admin.is_some()
+            }),
+            "the host never said where its admin endpoint is:\n{}",
+            host.log()
+        );
+        let admin = admin.unwrap();
         let page = Page::open(&format!("http://{admin}/?token={TOKEN}")).await;
         // The page connects and builds a card per port.
         page.wait(
@@ -277,22 +282,6 @@ fn asked(addr: SocketAddr) -> Client {
     let mut client = Client::connect(addr);
     assert_eq!(client.ask("Was it a car or a cat I saw?"), "1");
     client
-}
-
-/// The admin endpoint's address, from the host's log.
-fn admin_addr(host: &HostProcess) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = host.log();
-        if let Some(rest) = log.split("live page at http://").nth(1) {
-            return rest.split('/').next().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host never said where its admin endpoint is:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A headless Chromium window on the page, driven by a chromedriver of its own; the session

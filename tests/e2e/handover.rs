@@ -14,8 +14,7 @@
 //! socket and process it then creates lives in it), which also keeps it clear of every other
 //! test's ports. It fails, explaining why, where it cannot (not root, no `ip`, an old kernel).
 
-#[path = "support.rs"]
-#[allow(dead_code)] // each end-to-end target uses part of it
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::{SocketAddr, TcpListener};

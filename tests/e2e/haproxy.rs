@@ -14,8 +14,7 @@
 //! systemd's `.socket` units do, so the config keeps its port numbers). HAProxy's `server`
 //! lines get the hosts' real ports.
 
-#[path = "support.rs"]
-#[allow(dead_code)] // each end-to-end target uses part of it
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

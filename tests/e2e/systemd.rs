@@ -12,8 +12,7 @@
 //! which sets it to `$$` and `exec`s it) and passes on to porthost with the names `--fdname`
 //! gives them.
 
-#[path = "support.rs"]
-#[allow(dead_code)] // each end-to-end target uses part of it
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,100 +1,88 @@
-//! What the end-to-end tests share: listening sockets bound to port 0 and handed to the
-//! programs under test as inherited descriptors (so no test ever guesses a free port), those
-//! programs as processes that die with the test, a line client with timeouts, a load of
-//! short sessions that counts every failure, and reading a host's admin endpoint.
-//!
-//! Each target includes this file as a module and uses part of it.
+//! Programs under test as processes that die with the test: any program ([`Proc`]), and the
+//! real `porthost run` on sockets the test bound ([`HostProcess`]).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
-use socket2::{Domain, Socket, Type};
 
-/// How long any single wait may take before the test fails instead of hanging.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+use super::{ConfigFile, Entry, PATIENCE, children_of, config_file, fds, listener, loopback};
 
 /// The `porthost` binary of this build.
 pub const PORTHOST: &str = env!("CARGO_BIN_EXE_porthost");
 
-/// `127.0.0.x`: all of 127.0.0.0/8 is loopback on Linux, so one machine has many addresses.
-pub fn loopback(x: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, x))
+/// `porthost`, logging at `info`.
+pub fn porthost() -> Command {
+    let mut command = Command::new(PORTHOST);
+    command.env("RUST_LOG", "info");
+    command
 }
 
-/// A listening socket on port 0 of `ip`: the kernel picks a free port and nobody else can take
-/// it while the socket is open.
-pub fn listener(ip: IpAddr) -> TcpListener {
-    porthost::sockets::bind(SocketAddr::new(ip, 0)).expect("bind port 0")
+/// Runs `porthost` with arguments to completion.
+pub fn run(args: &[&str]) -> Output {
+    porthost().args(args).output().expect("porthost runs")
 }
 
-/// The port a listener got.
-pub fn port_of(listener: &TcpListener) -> u16 {
-    listener.local_addr().unwrap().port()
-}
-
-/// How many clients wait in the accept queue of the sockets listening on `port`, whichever
-/// process holds them: for a listening socket, the `rx_queue` of `/proc/net/tcp{,6}` is the
-/// accept queue's length. `None` when nothing listens there.
-pub fn accept_queue(port: u16) -> Option<u32> {
-    let mut found = None;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for row in text.lines().skip(1) {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let (Some(local), Some(&"0A"), Some(queues)) =
-                (fields.get(1), fields.get(3), fields.get(4))
-            else {
-                continue;
-            };
-            let local_port = local.rsplit(':').next().map(|p| u16::from_str_radix(p, 16));
-            if local_port != Some(Ok(port)) {
-                continue;
-            }
-            let queued = queues
-                .split(':')
-                .nth(1)
-                .and_then(|q| u32::from_str_radix(q, 16).ok())
-                .unwrap_or(0);
-            *found.get_or_insert(0) += queued;
-        }
+/// `porthost run --config <config>` on `sockets`, passed the way systemd passes them
+/// (`LISTEN_FDS`, and `LISTEN_FDNAMES` when any has a name), logging at `info`; with the
+/// descriptors to give it, for [`Proc::spawn`].
+pub fn porthost_run(
+    config: &Path,
+    sockets: Vec<(TcpListener, Option<String>)>,
+) -> (Command, Vec<OwnedFd>) {
+    let mut command = porthost();
+    command.args(["run", "--config"]).arg(config);
+    if !sockets.is_empty() {
+        command.env("LISTEN_FDS", sockets.len().to_string());
     }
-    found
-}
-
-/// Polls `check` until it holds or [`PATIENCE`] runs out; returns whether it held.
-pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if sockets.iter().any(|(_, name)| name.is_some()) {
+        let names: Vec<&str> = sockets
+            .iter()
+            .map(|(_, name)| name.as_deref().unwrap_or(""))
+            .collect();
+        command.env("LISTEN_FDNAMES", names.join(":"));
     }
-    check()
+    let fds = fds(sockets.into_iter().map(|(s, _)| s));
+    (command, fds)
 }
 
-/// A program under test: its stderr goes to a file, its stdout to a pipe the test may read.
-/// Killed, with every process below it, if the test ends without stopping it.
+/// A program under test: its stderr goes to a file (unless the test gave it another), its
+/// stdout to a pipe the test may read. Killed, with every process below it, if the test ends
+/// without stopping it.
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
-    log: PathBuf,
+    /// Its stderr, when that is a file of ours.
+    log: Option<PathBuf>,
     stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl Proc {
     /// Starts `command` with `fds` as its descriptors 3, 4, ... (and nothing else inherited).
-    pub fn spawn(name: &str, mut command: Command, fds: Vec<OwnedFd>) -> Proc {
-        let (file, log) = tempfile::NamedTempFile::new().unwrap().keep().unwrap();
+    pub fn spawn(name: &str, command: Command, fds: Vec<OwnedFd>) -> Proc {
+        Proc::spawn_with_stderr(name, command, fds, None)
+    }
+
+    /// Like [`Proc::spawn`], with its stderr going to `stderr` (`None`: a file [`Proc::log`]
+    /// reads).
+    pub fn spawn_with_stderr(
+        name: &str,
+        mut command: Command,
+        fds: Vec<OwnedFd>,
+        stderr: Option<Stdio>,
+    ) -> Proc {
+        let (stderr, log) = match stderr {
+            Some(stderr) => (stderr, None),
+            None => {
+                let (file, path) = tempfile::NamedTempFile::new().unwrap().keep().unwrap();
+                (Stdio::from(file), Some(path))
+            }
+        };
         let mappings = fds
             .into_iter()
             .enumerate()
@@ -108,7 +96,7 @@ impl Proc {
             .expect("distinct descriptors")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(file));
+            .stderr(stderr);
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
@@ -127,13 +115,12 @@ impl Proc {
         self.child.as_ref().unwrap().id()
     }
 
-    /// What it wrote to stderr so far.
+    /// What it wrote to stderr so far (nothing, when its stderr is not ours to read).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// The next line of its stdout; panics, with its log, if it exits first.
@@ -149,6 +136,20 @@ impl Proc {
             );
         }
         line.trim_end_matches('\n').to_owned()
+    }
+
+    /// The rest of its stdout, up to its exit (signal it first).
+    pub fn rest_of_stdout(&mut self) -> String {
+        let mut rest = String::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            stdout.read_to_string(&mut rest).unwrap();
+        }
+        rest
+    }
+
+    /// Closes the reading end of its stdout, as a `| tee` that was killed does.
+    pub fn close_stdout(&mut self) {
+        self.stdout.take();
     }
 
     /// `porthost run`'s plan: its header and one row per port, printed once every port is
@@ -203,238 +204,126 @@ impl Drop for Proc {
                 );
             }
         }
-        let _ = std::fs::remove_file(&self.log);
+        if let Some(path) = self.log.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-/// `porthost run --config <config>` on `sockets`, passed the way systemd passes them
-/// (`LISTEN_FDS`, and `LISTEN_FDNAMES` when any has a name), logging at `info`; with the
-/// descriptors to give it, for [`Proc::spawn`].
-pub fn porthost_run(
-    config: &Path,
-    sockets: Vec<(TcpListener, Option<String>)>,
-) -> (Command, Vec<OwnedFd>) {
-    let mut command = Command::new(PORTHOST);
-    command
-        .env("RUST_LOG", "info")
-        .args(["run", "--config"])
-        .arg(config);
-    if !sockets.is_empty() {
-        command.env("LISTEN_FDS", sockets.len().to_string());
+/// The real `porthost run`, on listening sockets this test bound to port 0 and passed to it
+/// the way systemd does (`LISTEN_FDS`).
+pub struct HostProcess {
+    /// First, so that the host is gone before its config is.
+    process: Proc,
+    pub ports: Vec<u16>,
+    /// The host's config, kept until it stops.
+    _config: ConfigFile,
+}
+
+impl HostProcess {
+    /// Starts a host serving `entries`, with `host_table` as its `[host]` lines. Returns once
+    /// it has printed its plan, which it does once every port is served.
+    pub fn start(host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        Launch::default().start(host_table, entries)
     }
-    if sockets.iter().any(|(_, name)| name.is_some()) {
-        let names: Vec<&str> = sockets
+
+    /// Like [`HostProcess::start`], with the host's `RLIMIT_NOFILE` (soft and hard) set to
+    /// `nofile`, so a test can run it out of descriptors.
+    pub fn start_limited(nofile: u64, host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        Launch {
+            nofile: Some(nofile),
+            ..Launch::default()
+        }
+        .start(host_table, entries)
+    }
+
+    /// What the host printed after its plan's table, up to its exit (signal it first).
+    pub fn stdout_after_table(&mut self) -> String {
+        self.process.rest_of_stdout()
+    }
+
+    /// Closes the reading end of the host's stdout, as a `| tee` that was killed does.
+    pub fn close_stdout(&mut self) {
+        self.process.close_stdout();
+    }
+
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        self.process.signal(signal);
+    }
+
+    /// Waits for the host to exit, at most `limit`; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(limit)
+    }
+
+    /// The fork server's pid, once process-per-client has started it.
+    pub fn forker(&self) -> Option<u32> {
+        children_of(self.pid()).into_iter().next()
+    }
+}
+
+/// How to start a [`HostProcess`]: limits, its stderr, more environment.
+#[derive(Default)]
+pub struct Launch {
+    /// `RLIMIT_NOFILE`, soft and hard.
+    pub nofile: Option<u64>,
+    /// Where it logs; a file [`HostProcess::log`] reads by default.
+    pub stderr: Option<Stdio>,
+    pub env: Vec<(String, String)>,
+    /// More arguments for `porthost run`.
+    pub args: Vec<String>,
+}
+
+impl Launch {
+    pub fn start(self, host_table: &str, entries: &[Entry<'_>]) -> HostProcess {
+        let listeners: Vec<TcpListener> = entries.iter().map(|_| listener(loopback(1))).collect();
+        let ports: Vec<u16> = listeners
             .iter()
-            .map(|(_, name)| name.as_deref().unwrap_or(""))
+            .map(|l| l.local_addr().unwrap().port())
             .collect();
-        command.env("LISTEN_FDNAMES", names.join(":"));
-    }
-    let fds = sockets.into_iter().map(|(s, _)| OwnedFd::from(s)).collect();
-    (command, fds)
-}
-
-/// The descriptors of `sockets`, in order, for [`Proc::spawn`].
-pub fn fds(sockets: impl IntoIterator<Item = TcpListener>) -> Vec<OwnedFd> {
-    sockets.into_iter().map(OwnedFd::from).collect()
-}
-
-/// A line client with timeouts, so a wrong server fails the test instead of hanging it.
-pub struct Client {
-    reader: BufReader<TcpStream>,
-    stream: TcpStream,
-}
-
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE)
-            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        Client::wrap(stream)
-    }
-
-    /// Connects from another loopback address (`127.0.0.11`, say), as another client machine.
-    pub fn connect_from(source: IpAddr, addr: SocketAddr) -> Client {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .expect("bind the source address");
-        socket
-            .connect_timeout(&addr.into(), PATIENCE)
-            .unwrap_or_else(|e| panic!("connecting to {addr} from {source}: {e}"));
-        Client::wrap(socket.into())
-    }
-
-    fn wrap(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-        }
-    }
-
-    pub fn send_line(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
-    }
-
-    /// The next line without its `\n`; `None` at the end of the stream.
-    pub fn line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                assert_eq!(buf.pop(), Some(b'\n'), "an unterminated line");
-                Some(String::from_utf8_lossy(&buf).into_owned())
+        let config = config_file(&porthost::testing::config_text(
+            host_table, &listeners, entries,
+        ));
+        let mut command = match self.nofile {
+            None => porthost(),
+            Some(n) => {
+                // `ulimit -n` sets both limits; `porthost run` lifts its soft limit to the hard
+                // one, so the hard limit is what counts. `exec` keeps the host's pid ours.
+                let mut sh = Command::new("sh");
+                sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+                    .arg(n.to_string())
+                    .arg(PORTHOST)
+                    .env("RUST_LOG", "info");
+                sh
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
-            Err(e) => panic!("reading a line: {e}"),
-        }
-    }
-
-    /// The next line, which must come.
-    pub fn expect_line(&mut self) -> String {
-        self.line().expect("a line, not the end of the stream")
-    }
-
-    /// Sends one line and returns the one-line answer.
-    pub fn ask(&mut self, line: &str) -> String {
-        self.send_line(line);
-        self.line()
-            .unwrap_or_else(|| panic!("closed instead of answering {line:?}"))
-    }
-
-    /// The next line if one arrives within `wait`.
-    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut buf = Vec::new();
-        let got = match self.reader.read_until(b'\n', &mut buf) {
-            Ok(n) if n > 0 && buf.ends_with(b"\n") => {
-                buf.pop();
-                Some(String::from_utf8_lossy(&buf).into_owned())
-            }
-            _ => None,
         };
-        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        got
-    }
-
-    /// Whether the server has closed: the end of the stream with nothing more before it.
-    pub fn is_closed(&mut self) -> bool {
-        self.line().is_none()
-    }
-}
-
-/// One short session: connect, send `abba`, expect `1`, close. `Err` says what went wrong.
-pub fn palindrome_session(addr: SocketAddr) -> Result<(), String> {
-    let stream =
-        TcpStream::connect_timeout(&addr, PATIENCE).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(PATIENCE))
-        .map_err(|e| e.to_string())?;
-    (&stream)
-        .write_all(b"abba\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    match answer.as_str() {
-        "1\n" => Ok(()),
-        "" => Err("closed without an answer".to_owned()),
-        other => Err(format!("answered {other:?}")),
-    }
-}
-
-/// Threads running [`palindrome_session`] in a loop against some addresses until stopped,
-/// counting sessions served and keeping every failure.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    /// `per_addr` threads for each address.
-    pub fn start(addrs: &[SocketAddr], per_addr: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = addrs
-            .iter()
-            .flat_map(|addr| std::iter::repeat_n(*addr, per_addr))
-            .map(|addr| {
-                let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match palindrome_session(addr) {
-                            Ok(()) => {
-                                served.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => failures.lock().unwrap().push(format!("{addr}: {e}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            served,
-            failures,
-            threads,
+        command
+            .env("LISTEN_FDS", ports.len().to_string())
+            .envs(self.env)
+            .arg("run")
+            .args(self.args)
+            .arg("--config")
+            .arg(&config.path);
+        let mut process =
+            Proc::spawn_with_stderr("porthost run", command, fds(listeners), self.stderr);
+        // The plan is all it prints: nothing more can fill the pipe.
+        process.plan(ports.len());
+        HostProcess {
+            process,
+            ports,
+            _config: config,
         }
     }
-
-    /// Sessions served so far.
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `more` sessions beyond those served now have been served.
-    pub fn wait_for(&self, more: u64) {
-        let target = self.served() + more;
-        assert!(
-            eventually(|| self.served() >= target || !self.failures().is_empty()),
-            "the load did not get {more} sessions served in {PATIENCE:?}"
-        );
-    }
-
-    pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap().clone()
-    }
-
-    /// Stops the threads; returns the sessions served and the failures.
-    pub fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.served.load(Ordering::Relaxed), failures)
-    }
-}
-
-/// Where a host's admin endpoint listens, from the line it logs when it starts.
-pub fn admin_addr(log: &str) -> Option<SocketAddr> {
-    let rest = log.split("admin endpoint: live page at http://").nth(1)?;
-    rest.split('/').next()?.parse().ok()
-}
-
-/// A host's `/metrics`, read with its token.
-pub fn metrics(admin: SocketAddr, token: Option<&str>) -> String {
-    let (status, body) = porthost_cli::status::http_get(admin, "/metrics", token).unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// `porthost_connections_accepted` of one port (its config's number), from `/metrics`.
-pub fn accepted(metrics: &str, port: u16) -> u64 {
-    let prefix = format!("porthost_connections_accepted_total{{port=\"{port}\",");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
