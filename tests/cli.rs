@@ -4,13 +4,11 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::PATIENCE;
-
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Client, HostProcess, Launch, MODELS, TestHost, alive, descendants_of, entry, eventually,
-    refused_addr, run, text,
+    Client, HostProcess, Launch, MODELS, PATIENCE, TestHost, alive, descendants_of, entry,
+    eventually, refused_addr, run, text, wait_exit,
 };
 
 #[test]
@@ -406,13 +404,9 @@ fn client_left_waiting(kind: &str, addr: &str, typed: &[u8]) -> std::process::Ou
         .unwrap();
     let mut keys = child.stdin.take().unwrap();
     keys.write_all(typed).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the client outlives its connection");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if wait_exit(&mut child, PATIENCE).is_none() {
+        let _ = child.kill();
+        panic!("the client outlives its connection");
     }
     drop(keys);
     child.wait_with_output().unwrap()

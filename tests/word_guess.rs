@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use porthost_cli::client::word_guess::{Input, play};
 
-use crate::support::{Client, PATIENCE, TestHost, config_file, entry, run, text};
+use crate::support::{Client, PATIENCE, TestHost, config_file, entry, run, text, wait_exit};
 
 const GAME_MODELS: [&str; 4] = ["thread-per-client", "async", "thread-pool", "event-loop"];
 
@@ -578,18 +578,14 @@ fn game_client(addr: SocketAddr, name: Option<&str>, input: &str) -> Child {
 /// The client's output once it exits; a client still running after [`PATIENCE`] is a hang,
 /// and is killed and failed.
 fn finished(mut child: Child) -> Output {
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the client hangs: {}{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if wait_exit(&mut child, PATIENCE).is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the client hangs: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
     child.wait_with_output().unwrap()
 }

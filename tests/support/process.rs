@@ -28,6 +28,20 @@ pub fn run(args: &[&str]) -> Output {
     porthost().args(args).output().expect("porthost runs")
 }
 
+/// Waits for `child` to exit, at most `limit`; `None` if it is still running.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `porthost run --config <config>` on `sockets`, passed the way systemd passes them
 /// (`LISTEN_FDS`, and `LISTEN_FDNAMES` when any has a name), logging at `info`; with the
 /// descriptors to give it, for [`Proc::spawn`].
@@ -165,17 +179,7 @@ impl Proc {
 
     /// Waits for it to exit, at most `limit`; `None` if it is still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(self.child.as_mut().unwrap(), limit)
     }
 
     /// SIGTERM, then its exit within [`PATIENCE`]; panics with its log unless it exits 0.
