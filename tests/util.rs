@@ -204,6 +204,15 @@ impl HostProcess {
         rest
     }
 
+    /// The next line the host printed after its plan's table (the first is the live page's
+    /// address when the admin endpoint is on); panics if it closed its stdout.
+    pub fn stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        let stdout = self.stdout.as_mut().expect("stdout still open");
+        assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "{}", self.log());
+        line.trim_end_matches('\n').to_owned()
+    }
+
     /// Closes the reading end of the host's stdout, as a `| tee` that was killed does.
     pub fn close_stdout(&mut self) {
         self.stdout.take();

@@ -48,7 +48,7 @@ fn the_live_page_shows_what_each_model_does() {
         ],
     );
     let [seq, tpc, ppc, asy] = [0, 1, 2, 3].map(|i| host.ports[i]);
-    let admin = admin_addr(&host);
+    let admin = admin_addr(&mut host);
     let page = chrome.open(&format!("http://{admin}/?token={TOKEN}"));
 
     // The page connects and builds a card per port, every one empty.
@@ -212,20 +212,13 @@ fn asked(addr: SocketAddr) -> Client {
     client
 }
 
-/// The admin endpoint's address, from the host's log.
-fn admin_addr(host: &HostProcess) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let log = host.log();
-        if let Some(rest) = log.split("live page at http://").nth(1) {
-            return rest.split('/').next().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host never said where its admin endpoint is:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The admin endpoint's address, from the plan's line under its table.
+fn admin_addr(host: &mut HostProcess) -> String {
+    let line = host.stdout_line();
+    line.strip_prefix("live page: http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("the host printed no admin address under its plan: {line}"))
+        .to_owned()
 }
 
 /// A chromedriver and the headless Chromium it drives; both end when this is dropped.
