@@ -931,7 +931,7 @@ fn a_message_clears_the_prompts_line_and_ctrl_d_ends_it() {
 /// At a real terminal, `xy` typed without Enter in the other player's turn is dropped with a
 /// note when the turn comes, and the move typed then is played alone: a terminal left to its
 /// own line editing kept `xy` and glued it to the move (`"xyz" has 3 letters`). When the
-/// client leaves, the terminal has its line editing and echo back.
+/// client leaves on Ctrl-C, the terminal has its line editing and echo back.
 #[test]
 fn at_a_terminal_what_is_typed_out_of_turn_is_dropped_when_the_turn_comes() {
     use nix::sys::termios::{LocalFlags, tcgetattr};
@@ -987,7 +987,9 @@ fn at_a_terminal_what_is_typed_out_of_turn_is_dropped_when_the_turn_comes() {
     drawn.wait_for("Your move (a letter or the 4-letter word; tried: q): ");
     keys.write_all(b"z\r").unwrap();
     expect(&mut bob, &["\"Ann\": letter z"]);
-    keys.write_all(b"\x04").unwrap();
+    // Ctrl-C (the pty is not the client's controlling terminal: the signal itself).
+    let pid = nix::unistd::Pid::from_raw(ann.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     drawn.wait_for("You left the game.");
     let deadline = Instant::now() + PATIENCE;
     while ann.try_wait().unwrap().is_none() {
