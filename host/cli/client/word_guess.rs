@@ -593,14 +593,8 @@ async fn play_async(
     mut out: impl Write,
     mut screen: Screen,
 ) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (read_half, mut write_half) = stream.into_split();
-    let mut server = BufReader::new(read_half).take(MAX_SERVER_LINE);
     // While the client holds the terminal, Ctrl-C (or SIGTERM) must end the game through the
-    // client's own exit, which gives the terminal its settings back.
+    // client's own exit, which gives the terminal its settings back: from the connect on.
     let mut stops = match user {
         User::Keys { .. } => Some((
             signal(SignalKind::interrupt())?,
@@ -608,6 +602,15 @@ async fn play_async(
         )),
         User::Lines(_) => None,
     };
+    let stream = tokio::select! {
+        stream = TcpStream::connect(addr) => {
+            stream.with_context(|| format!("cannot connect to {addr}"))?
+        }
+        () = stopped(&mut stops) => return Ok(()),
+    };
+    stream.set_nodelay(true)?;
+    let (read_half, mut write_half) = stream.into_split();
+    let mut server = BufReader::new(read_half).take(MAX_SERVER_LINE);
     let (mut session, mut step) = Session::new(addr, input, name);
     let welcome_by = Instant::now() + WELCOME_WAIT;
     let mut user_open = true;
