@@ -23,7 +23,8 @@
 //!   well, for `nc` players: see "Whose rule is it" in the service's docs). Otherwise the client
 //!   explains and asks again. The prompt shows the letters tried so far.
 //! - Server messages print on lines of their own: a prompt on screen (and what is typed after
-//!   it) is cleared first and drawn again after them. Ctrl-D at a terminal leaves the game, ending the prompt's line first.
+//!   it) is cleared first and drawn again after them. Ctrl-D (or Ctrl-C) at a terminal leaves
+//!   the game, ending the prompt's line first.
 //!
 //! Every protocol string comes from the service's [`protocol`] module.
 
