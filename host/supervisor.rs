@@ -167,7 +167,12 @@ impl Supervisor {
         }
         if let Some(plan) = plan {
             match Admin::start(plan, self.observed.clone(), self.load.clone()).await {
-                Ok(admin) => self.admin = Some(admin),
+                // At start the plan says where it is; a reload prints no plan.
+                Ok(admin) => {
+                    let addr = admin.addr;
+                    info!(%addr, "reload: admin endpoint started: live page at http://{addr}/");
+                    self.admin = Some(admin);
+                }
                 Err(e) => error!("reload: cannot start the admin endpoint: {e}"),
             }
         }

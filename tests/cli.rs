@@ -473,24 +473,29 @@ fn the_line_client_sends_bytes_as_they_are() {
     assert_eq!(text(&out.stdout), "got it\n");
 }
 
-/// The plan's hint names the config the host runs, so `status` finds the same endpoint.
+/// The plan's hint names the config the host runs, so `status` finds the same endpoint; the
+/// live page's address is printed there once, not again in the log.
 #[test]
 fn the_plan_hints_status_with_the_same_config() {
     let mut host = HostProcess::start(
         "admin = \"127.0.0.1:0\"",
         &[entry("palindrome-v3", "async", "")],
     );
-    host.signal(Signal::SIGTERM);
-    assert!(host.wait_exit(PATIENCE).is_some_and(|s| s.success()));
-    let rest = host.stdout_after_table();
-    let hint = rest
-        .lines()
-        .find(|l| l.starts_with("live page: "))
-        .unwrap_or_else(|| panic!("{rest}"));
+    let hint = host.stdout_line();
+    assert!(hint.starts_with("live page: http://127.0.0.1:"), "{hint}");
     let config = hint.split("porthost status --config ").nth(1);
     assert!(
         config.is_some_and(|c| c.ends_with(".toml") && std::path::Path::new(c).is_absolute()),
         "{hint}"
+    );
+    let url = hint.split_whitespace().nth(2).unwrap();
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    let rest = host.stdout_after_table();
+    let log = host.log();
+    assert!(
+        !rest.contains(url) && !log.contains(url),
+        "{url} printed again:\n{rest}\n{log}"
     );
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use porthost_cli::client::word_guess::{Input, play};
+use porthost_cli::client::word_guess::{Input, Reading, play};
 
 use crate::support::{Client, PATIENCE, TestHost, config_file, entry, run, text, wait_exit};
 
@@ -696,13 +696,64 @@ fn the_client_at_a_busy_sequential_port_waits_to_be_accepted() {
     assert!(rest.contains("Winner: \"Bob\""), "{rest}");
 }
 
+/// What a client draws, read on a thread of its own as it comes.
+struct Drawn {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    /// Drawn and not yet waited for.
+    seen: Vec<u8>,
+}
+
+impl Drawn {
+    fn read(mut from: impl Read + Send + 'static) -> Drawn {
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Drawn {
+            chunks,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until the client has drawn `text`; returns what it drew up to and including it.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let needle = text.as_bytes();
+            if let Some(at) = self.seen.windows(needle.len()).position(|w| w == needle) {
+                let drawn: Vec<u8> = self.seen.drain(..at + needle.len()).collect();
+                return String::from_utf8(drawn).unwrap();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend(chunk),
+                Err(_) => panic!(
+                    "the client did not draw {text:?}; it drew {:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Everything drawn that was not waited for, until the drawing ends.
+    fn rest(mut self) -> String {
+        while let Ok(chunk) = self.chunks.recv_timeout(PATIENCE) {
+            self.seen.extend(chunk);
+        }
+        String::from_utf8(self.seen).unwrap()
+    }
+}
+
 /// The game client run in this process as if typed at a terminal: the test types into a pipe
 /// and reads what the client draws from another.
 struct TypedClient {
     keys: Option<std::io::PipeWriter>,
-    drawn: mpsc::Receiver<Vec<u8>>,
-    /// Drawn and not yet waited for.
-    seen: Vec<u8>,
+    drawn: Drawn,
     game: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -710,31 +761,22 @@ impl TypedClient {
     /// `terminal`: whether the client draws for a terminal (clearing the prompt's line).
     fn start(addr: SocketAddr, name: &str, terminal: bool) -> TypedClient {
         let (keys_in, keys) = std::io::pipe().unwrap();
-        let (mut drawn_out, drawn_in) = std::io::pipe().unwrap();
+        let (drawn_out, drawn_in) = std::io::pipe().unwrap();
         let name = name.to_owned();
         let game = std::thread::spawn(move || {
             play(
                 &addr.to_string(),
                 Some(&name),
                 Input::Typed,
+                Reading::Lines,
                 keys_in,
                 drawn_in,
                 terminal,
             )
         });
-        let (tx, drawn) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = drawn_out.read(&mut buf) {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
         TypedClient {
             keys: Some(keys),
-            drawn,
-            seen: Vec::new(),
+            drawn: Drawn::read(drawn_out),
             game,
         }
     }
@@ -751,31 +793,13 @@ impl TypedClient {
 
     /// Waits until the client has drawn `text`; returns what it drew up to and including it.
     fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let needle = text.as_bytes();
-            if let Some(at) = self.seen.windows(needle.len()).position(|w| w == needle) {
-                let drawn: Vec<u8> = self.seen.drain(..at + needle.len()).collect();
-                return String::from_utf8(drawn).unwrap();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.drawn.recv_timeout(left) {
-                Ok(chunk) => self.seen.extend(chunk),
-                Err(_) => panic!(
-                    "the client did not draw {text:?}; it drew {:?}",
-                    String::from_utf8_lossy(&self.seen)
-                ),
-            }
-        }
+        self.drawn.wait_for(text)
     }
 
     /// How the client ended, and everything it drew that was not waited for.
-    fn finish(mut self) -> (anyhow::Result<()>, String) {
+    fn finish(self) -> (anyhow::Result<()>, String) {
         let result = self.game.join().unwrap();
-        while let Ok(chunk) = self.drawn.recv_timeout(PATIENCE) {
-            self.seen.extend(chunk);
-        }
-        (result, String::from_utf8(self.seen).unwrap())
+        (result, self.drawn.rest())
     }
 }
 
@@ -851,5 +875,81 @@ fn a_message_clears_the_prompts_line_and_ctrl_d_ends_it() {
     assert_eq!(
         drawn, "\nYou left the game.\n",
         "the prompt's line is ended first"
+    );
+}
+
+/// At a real terminal, `xy` typed without Enter in the other player's turn is dropped with a
+/// note when the turn comes, and the move typed then is played alone: a terminal left to its
+/// own line editing kept `xy` and glued it to the move (`"xyz" has 3 letters`). When the
+/// client leaves on Ctrl-C, the terminal has its line editing and echo back.
+#[test]
+fn at_a_terminal_what_is_typed_out_of_turn_is_dropped_when_the_turn_comes() {
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+
+    let host = game_host("async", "words = [\"abba\"]");
+    let mut bob = join(&host, "Bob");
+    expect(
+        &mut bob,
+        &["\"Bob\" joined (1/2)", "Waiting for 1 more player"],
+    );
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let terminal = std::fs::File::from(pty.slave);
+    let mut ann = crate::support::porthost()
+        .args([
+            "client",
+            "word-guess",
+            &host.addr(0).to_string(),
+            "--name",
+            "Ann",
+        ])
+        .stdin(terminal.try_clone().unwrap())
+        .stdout(terminal.try_clone().unwrap())
+        .stderr(terminal.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut keys = std::fs::File::from(pty.master);
+    let mut drawn = Drawn::read(keys.try_clone().unwrap());
+    expect(
+        &mut bob,
+        &[
+            "\"Ann\" joined (2/2)",
+            "Game starts: \"Bob\", \"Ann\"",
+            "Alphabet: Latin, 4 letters",
+            "Word: ****",
+            "Turn: \"Bob\"",
+            "/turn",
+        ],
+    );
+    drawn.wait_for("Turn: \"Bob\"");
+    keys.write_all(b"xy").unwrap();
+    drawn.wait_for("xy");
+    bob.send(b"/letter q\n");
+    expect(
+        &mut bob,
+        &[
+            "\"Bob\": letter q",
+            "Miss: no q in the word",
+            "Word: ****",
+            "Turn: \"Ann\"",
+        ],
+    );
+    drawn.wait_for("Not your turn yet: \"xy\" was not sent.");
+    drawn.wait_for("Your move (a letter or the 4-letter word; tried: q): ");
+    keys.write_all(b"z\r").unwrap();
+    expect(&mut bob, &["\"Ann\": letter z"]);
+    // Ctrl-C (the pty is not the client's controlling terminal: the signal itself).
+    let pid = nix::unistd::Pid::from_raw(ann.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    drawn.wait_for("You left the game.");
+    let deadline = Instant::now() + PATIENCE;
+    while ann.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the client did not leave");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(ann.wait().unwrap().success());
+    let flags = tcgetattr(&terminal).unwrap().local_flags;
+    assert!(
+        flags.contains(LocalFlags::ICANON | LocalFlags::ECHO),
+        "the terminal's settings are back: {flags:?}"
     );
 }

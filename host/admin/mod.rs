@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::AdminPlan;
 use crate::metrics::{ProcessFigures, Scrape};
@@ -102,7 +102,6 @@ impl Admin {
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         };
         tasks.spawn(serve(listener, router(app), stop.clone(), tasks.clone()));
-        info!(%addr, "admin endpoint: live page at http://{addr}/, metrics at /metrics");
         Ok(Admin {
             plan,
             addr,

@@ -118,7 +118,12 @@ fn render(s: &Snapshot) -> String {
             p.waiting.map_or("-".to_owned(), |w| w.to_string()),
             // An async port has no threads of its own: a task per client on the shared ones.
             match (p.model.as_str(), p.workers) {
-                ("async", _) => format!("{} tasks on {}", p.open, s.host.runtime_workers),
+                ("async", _) => format!(
+                    "{} task{} on {}",
+                    p.open,
+                    if p.open == 1 { "" } else { "s" },
+                    s.host.runtime_workers
+                ),
                 (_, Some(workers)) => format!("{} ({} busy of {workers})", p.threads, p.busy),
                 _ => p.threads.to_string(),
             },
@@ -258,6 +263,10 @@ mod tests {
         .unwrap();
         let text = render(&snapshot);
         assert!(text.contains("  19 tasks on 2  "), "{text}");
+        let mut snapshot = snapshot;
+        snapshot.ports[0].open = 1;
+        let text = render(&snapshot);
+        assert!(text.contains("  1 task on 2  "), "{text}");
         assert!(
             text.contains(
                 "recent events (seconds since the host started):\n  at    261.0 s  7004 127.0.0.1:1"

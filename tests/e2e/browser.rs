@@ -244,7 +244,7 @@ struct Live {
 
 impl Live {
     async fn start() -> Live {
-        let host = HostProcess::start(
+        let mut host = HostProcess::start(
             &format!("admin = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n"),
             &[
                 entry("palindrome-v3", "sequential", ""),
@@ -254,16 +254,9 @@ impl Live {
             ],
         );
         let ports = [0, 1, 2, 3].map(|i| host.ports[i]);
-        let mut admin = None;
-        assert!(
-            eventually(|| {
-                admin = admin_addr(&host.log());
-                admin.is_some()
-            }),
-            "the host never said where its admin endpoint is:\n{}",
-            host.log()
-        );
-        let admin = admin.unwrap();
+        let line = host.stdout_line();
+        let admin = admin_addr(&line)
+            .unwrap_or_else(|| panic!("the host printed no admin address under its plan: {line}"));
         let page = Page::open(&format!("http://{admin}/?token={TOKEN}")).await;
         // The page connects and builds a card per port.
         page.wait(

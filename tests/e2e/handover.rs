@@ -71,16 +71,10 @@ fn start(name: &str, config: &Path, socket: Option<TcpListener>) -> (Proc, Socke
     let (command, fds) = porthost_run(config, socket.into_iter().map(|s| (s, None)).collect());
     let mut host = Proc::spawn(name, command, fds);
     host.plan(1);
-    let mut admin = None;
-    assert!(
-        eventually(|| {
-            admin = admin_addr(&host.log());
-            admin.is_some()
-        }),
-        "{name} logged no admin address:\n{}",
-        host.log()
-    );
-    (host, admin.unwrap())
+    let line = host.stdout_line();
+    let admin = admin_addr(&line)
+        .unwrap_or_else(|| panic!("{name} printed no admin address under its plan: {line}"));
+    (host, admin)
 }
 
 /// Connections the host accepted on the shared port.

@@ -104,19 +104,13 @@ impl Host {
                 "{plan:#?}"
             );
         }
-        let mut admin = None;
-        assert!(
-            eventually(|| {
-                admin = admin_addr(&process.log());
-                admin.is_some()
-            }),
-            "{name} logged no admin address:\n{}",
-            process.log()
-        );
+        let line = process.stdout_line();
+        let admin = admin_addr(&line)
+            .unwrap_or_else(|| panic!("{name} printed no admin address under its plan: {line}"));
         Host {
             ip,
             process,
-            admin: admin.unwrap(),
+            admin,
             ports,
         }
     }

@@ -205,9 +205,10 @@ pub fn accept_queue(port: u16) -> Option<u32> {
     found
 }
 
-/// Where a host's admin endpoint listens, from the line it logs when it starts.
-pub fn admin_addr(log: &str) -> Option<SocketAddr> {
-    let rest = log.split("admin endpoint: live page at http://").nth(1)?;
+/// Where a host's admin endpoint listens, from the plan's line under its table
+/// (`live page: http://ADDR/   metrics: ...`).
+pub fn admin_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("live page: http://")?;
     rest.split('/').next()?.parse().ok()
 }
 

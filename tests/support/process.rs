@@ -241,6 +241,12 @@ impl HostProcess {
         .start(host_table, entries)
     }
 
+    /// The next line the host printed after its plan's table (the first is the live page's
+    /// address when the admin endpoint is on).
+    pub fn stdout_line(&mut self) -> String {
+        self.process.stdout_line()
+    }
+
     /// What the host printed after its plan's table, up to its exit (signal it first).
     pub fn stdout_after_table(&mut self) -> String {
         self.process.rest_of_stdout()

@@ -3,6 +3,7 @@
 
 pub mod line;
 pub mod palindrome;
+pub mod typing;
 pub mod word_guess;
 
 /// `7004` alone means `127.0.0.1:7004`, so a client of this host's own ports needs no address.

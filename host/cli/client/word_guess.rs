@@ -12,15 +12,19 @@
 //!   accepted, and waits on.
 //! - Input is used only when the game asks for it: the name, and a move after `/turn`. At a
 //!   terminal ([`Input::Typed`]) a line typed when nothing is asked for is discarded with a
-//!   note, never sent later, since by then the game has moved on. Piped input
-//!   ([`Input::Script`]) is a script: its lines answer the questions in order.
+//!   note, never sent later, since by then the game has moved on. A line still being typed
+//!   when a question comes was typed before it: the client reads a terminal key by key
+//!   ([`typing`]), so it drops that line with the same note instead of gluing it to the
+//!   answer. Piped input ([`Input::Script`]) is a script: its lines answer the questions in
+//!   order.
 //! - A move is checked before it is sent: one letter, or a word of the announced length, made
 //!   of letters of the announced alphabet; `/letter x` and `/word xyz` typed out work too. A
 //!   letter already tried is refused with the server's own reason (the server refuses it as
 //!   well, for `nc` players: see "Whose rule is it" in the service's docs). Otherwise the client
 //!   explains and asks again. The prompt shows the letters tried so far.
-//! - Server messages print on lines of their own: a prompt on screen is cleared first and drawn
-//!   again after them. Ctrl-D at a terminal leaves the game, ending the prompt's line first.
+//! - Server messages print on lines of their own: a prompt on screen (and what is typed after
+//!   it) is cleared first and drawn again after them. Ctrl-D (or Ctrl-C) at a terminal leaves
+//!   the game, ending the prompt's line first.
 //!
 //! Every protocol string comes from the service's [`protocol`] module.
 
@@ -34,10 +38,12 @@ use porthost_services::word_guess::protocol::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::excerpt;
+use super::typing::{Edit, LineEditor, RawTerminal};
 
 /// Longest line the client accepts from the server (a results block line is short; this only
 /// bounds a misbehaving server).
@@ -89,6 +95,9 @@ pub struct Step {
     pub send: Vec<String>,
     /// The prompt to have on screen after this step (only at a terminal).
     pub prompt: Option<String>,
+    /// Whether this step asks a question that was not asked before it: a line being typed
+    /// was typed for no question and is dropped (see [`Session::dropped`]).
+    pub asks: bool,
     pub end: Option<End>,
 }
 
@@ -104,6 +113,8 @@ pub struct Session {
     /// Whether the name went out with the connection (given on the command line).
     name_given: bool,
     asking: Option<Ask>,
+    /// Whether the last step had a prompt on screen.
+    prompted: bool,
     /// Lines of a script not used yet.
     script: VecDeque<String>,
     input_ended: bool,
@@ -124,6 +135,7 @@ impl Session {
             told_waiting: false,
             name_given: name.is_some(),
             asking: None,
+            prompted: false,
             script: VecDeque::new(),
             input_ended: false,
             puzzle: None,
@@ -204,12 +216,16 @@ impl Session {
             }
             (Input::Typed, Some(ask)) => self.answer(ask, line, &mut step),
             (Input::Typed, None) if line.trim().is_empty() => {}
-            (Input::Typed, None) => step.print.push(format!(
-                "Not your turn yet: {} was not sent.",
-                excerpt(line.trim())
-            )),
+            (Input::Typed, None) => step.print.push(Session::dropped(line)),
         }
         self.finish(step)
+    }
+
+    /// The note for a line typed when nothing was asked for: it is not sent, then or later.
+    /// A line still being typed when a question comes was typed before it, and is dropped
+    /// with the same note.
+    pub fn dropped(line: &str) -> String {
+        format!("Not your turn yet: {} was not sent.", excerpt(line.trim()))
     }
 
     /// The user's input ended. Ctrl-D at a terminal leaves the game; a script that ends fails
@@ -367,8 +383,14 @@ impl Session {
         ))
     }
 
+    /// The step when nothing happened in the game (a key edited the line being typed): the
+    /// prompt stays.
+    pub fn unchanged(&mut self) -> Step {
+        self.finish(Step::default())
+    }
+
     /// What to ask the user now, at a terminal.
-    fn prompt(&self) -> Option<String> {
+    pub fn prompt(&self) -> Option<String> {
         if self.input != Input::Typed {
             return None;
         }
@@ -389,11 +411,13 @@ impl Session {
     }
 
     /// Completes a step with the prompt that belongs after it.
-    fn finish(&self, mut step: Step) -> Step {
+    fn finish(&mut self, mut step: Step) -> Step {
         step.prompt = match step.end {
             Some(_) => None,
             None => self.prompt(),
         };
+        step.asks = step.prompt.is_some() && !self.prompted;
+        self.prompted = step.prompt.is_some();
         step
     }
 }
@@ -418,11 +442,15 @@ fn sentence(reason: &str) -> String {
 /// Draws steps as text. A prompt stays on its line until something else is printed; then, at
 /// a terminal, the line is cleared and the prompt drawn again below the new lines, so no
 /// message lands on the prompt's line (elsewhere the prompt's line is ended instead). When the
-/// client stops, a prompt on screen has its line ended: Ctrl-D echoes no newline.
+/// client echoes the keys itself ([`typing`]), the line being typed is drawn after the prompt
+/// (or alone, out of turn) and moves down with it. When the client stops, a prompt on screen
+/// has its line ended: Ctrl-D echoes no newline.
 #[derive(Debug)]
 pub struct Screen {
     terminal: bool,
-    /// The prompt on the current line, if one is.
+    /// Whether the client echoes what is typed (else the terminal does).
+    echo: bool,
+    /// What is on the current line (a prompt, and what is typed after it), if anything.
     shown: Option<String>,
 }
 
@@ -434,20 +462,36 @@ impl Screen {
     pub fn new(terminal: bool) -> Screen {
         Screen {
             terminal,
+            echo: false,
             shown: None,
         }
     }
 
-    /// The user ended a line: the terminal's echo moved on to a new line, so the prompt is no
-    /// longer on the current one.
-    pub fn entered(&mut self) {
-        self.shown = None;
+    /// A screen at a terminal whose echo is off: the screen shows what is typed.
+    pub fn echoing() -> Screen {
+        Screen {
+            echo: true,
+            ..Screen::new(true)
+        }
     }
 
-    /// The text that shows `step`.
-    pub fn draw(&mut self, step: &Step) -> String {
+    /// The user ended a line: the text that moves to a new one (with the terminal's own echo
+    /// it has moved already), after which the prompt is no longer on the current line.
+    pub fn entered(&mut self) -> &'static str {
+        self.shown = None;
+        if self.echo { "\n" } else { "" }
+    }
+
+    /// The text that shows `step`, with `typed` the line being typed (empty unless the client
+    /// echoes).
+    pub fn draw(&mut self, step: &Step, typed: &str) -> String {
         let mut text = String::new();
-        if step.print.is_empty() && step.end.is_none() && step.prompt == self.shown {
+        let line = match (&step.prompt, step.end.is_some()) {
+            (_, true) => None,
+            (Some(prompt), false) => Some(format!("{prompt}{typed}")),
+            (None, false) => Some(typed.to_owned()).filter(|t| !t.is_empty()),
+        };
+        if step.print.is_empty() && line == self.shown && step.end.is_none() {
             return text;
         }
         if self.shown.take().is_some() {
@@ -457,20 +501,21 @@ impl Screen {
                 CLEAR_LINE
             };
         }
-        for line in &step.print {
-            text += line;
+        for printed in &step.print {
+            text += printed;
             text += "\n";
         }
-        if let Some(prompt) = &step.prompt {
-            text += prompt;
-            self.shown = Some(prompt.clone());
+        if let Some(line) = line {
+            text += &line;
+            self.shown = Some(line);
         }
         text
     }
 }
 
 /// The `porthost client word-guess` command: stdin is typed input when it is a terminal and a
-/// script otherwise.
+/// script otherwise. When stdout is the terminal too, the client reads key by key and echoes
+/// the line itself ([`typing`]); the terminal's settings are put back when it ends.
 pub fn run(addr: &str, name: Option<String>) -> anyhow::Result<()> {
     let input = if std::io::stdin().is_terminal() {
         Input::Typed
@@ -478,22 +523,48 @@ pub fn run(addr: &str, name: Option<String>) -> anyhow::Result<()> {
         Input::Script
     };
     let terminal = std::io::stdout().is_terminal();
-    play(
+    let raw = match (input, terminal) {
+        (Input::Typed, true) => Some(
+            RawTerminal::enter(std::io::stdin())
+                .context("cannot switch the terminal's line editing off")?,
+        ),
+        _ => None,
+    };
+    let reading = match raw {
+        Some(_) => Reading::Keys,
+        None => Reading::Lines,
+    };
+    let result = play(
         addr,
         name.as_deref(),
         input,
+        reading,
         std::io::stdin(),
         std::io::stdout(),
         terminal,
-    )
+    );
+    drop(raw);
+    result
 }
 
-/// Plays one game at `addr`: the user's lines come from `user`, the game goes to `out`
-/// (`terminal`: whether it is one). [`run`] passes stdin and stdout; tests pass pipes.
+/// How the user's input arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Whole lines: from a pipe, or from a terminal doing its own line editing and echo.
+    Lines,
+    /// Key by key from a terminal whose line editing and echo are off: the client edits the
+    /// line ([`LineEditor`]) and draws it ([`Screen::echoing`]).
+    Keys,
+}
+
+/// Plays one game at `addr`: the user's input comes from `user` as `reading` says, the game
+/// goes to `out` (`terminal`: whether it is one). [`run`] passes stdin and stdout; tests pass
+/// pipes.
 pub fn play(
     addr: &str,
     name: Option<&str>,
     input: Input,
+    reading: Reading,
     user: impl Read + Send + 'static,
     out: impl Write,
     terminal: bool,
@@ -501,31 +572,55 @@ pub fn play(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let user = user_lines(user);
-    runtime.block_on(play_async(addr, name, input, user, out, terminal))
+    let (user, screen) = match reading {
+        Reading::Lines => (User::Lines(user_lines(user)), Screen::new(terminal)),
+        Reading::Keys => (
+            User::Keys {
+                bytes: user_keys(user),
+                pending: VecDeque::new(),
+                editor: LineEditor::new(MAX_INPUT_LINE as usize),
+            },
+            Screen::echoing(),
+        ),
+    };
+    runtime.block_on(play_async(addr, name, input, user, out, screen))
 }
 
 async fn play_async(
     addr: &str,
     name: Option<&str>,
     input: Input,
-    mut user: mpsc::Receiver<String>,
+    mut user: User,
     mut out: impl Write,
-    terminal: bool,
+    mut screen: Screen,
 ) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+    // While the client holds the terminal, Ctrl-C (or SIGTERM) must end the game through the
+    // client's own exit, which gives the terminal its settings back: from the connect on.
+    let mut stops = match user {
+        User::Keys { .. } => Some((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )),
+        User::Lines(_) => None,
+    };
+    let stream = tokio::select! {
+        stream = TcpStream::connect(addr) => {
+            stream.with_context(|| format!("cannot connect to {addr}"))?
+        }
+        () = stopped(&mut stops) => return Ok(()),
+    };
     stream.set_nodelay(true)?;
     let (read_half, mut write_half) = stream.into_split();
     let mut server = BufReader::new(read_half).take(MAX_SERVER_LINE);
-    let mut screen = Screen::new(terminal);
     let (mut session, mut step) = Session::new(addr, input, name);
     let welcome_by = Instant::now() + WELCOME_WAIT;
     let mut user_open = true;
     let mut line = Vec::new();
     loop {
-        out.write_all(screen.draw(&step).as_bytes())?;
+        if step.asks && !user.typed().is_empty() {
+            step.print.push(Session::dropped(&user.take_typed()));
+        }
+        out.write_all(screen.draw(&step, user.typed()).as_bytes())?;
         out.flush()?;
         for command in &step.send {
             write_half
@@ -555,16 +650,18 @@ async fn play_async(
                     session.server_line(text.trim_end_matches(['\n', '\r']))
                 }
             }
-            typed = user.recv(), if user_open => match typed {
-                Some(typed) => {
-                    screen.entered();
+            edit = user.next(), if user_open => match edit {
+                Edit::Changed => session.unchanged(),
+                Edit::Line(typed) => {
+                    out.write_all(screen.entered().as_bytes())?;
                     session.user_line(&typed)
                 }
-                None => {
+                Edit::End => {
                     user_open = false;
                     session.input_ended()
                 }
             },
+            () = stopped(&mut stops) => session.input_ended(),
             () = tokio::time::sleep_until(welcome_by), if session.awaiting_welcome() => {
                 session.welcome_timed_out()
             }
@@ -572,8 +669,99 @@ async fn play_async(
     }
 }
 
-/// Reads lines on a thread of its own (blocking reads cannot be cancelled), so server messages
-/// keep printing while the user types. A line is cut at [`MAX_INPUT_LINE`] bytes; the channel
+/// Ctrl-C or SIGTERM, when they are the client's to handle; never otherwise.
+async fn stopped(stops: &mut Option<(Signal, Signal)>) {
+    match stops {
+        Some((interrupt, terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The user's input, read on a thread of its own (blocking reads cannot be cancelled), so
+/// server messages keep printing while the user types.
+enum User {
+    /// Whole lines, each cut at [`MAX_INPUT_LINE`] bytes.
+    Lines(mpsc::Receiver<String>),
+    /// Bytes as typed, and the line they edit.
+    Keys {
+        bytes: mpsc::Receiver<Vec<u8>>,
+        /// Bytes received and not yet given to the editor.
+        pending: VecDeque<u8>,
+        editor: LineEditor,
+    },
+}
+
+impl User {
+    /// The next edit of the line being typed (a whole line, when lines are read). Cancel-safe:
+    /// its only await is a channel's receive, and each byte is edited when its edit returns.
+    async fn next(&mut self) -> Edit {
+        match self {
+            User::Lines(lines) => match lines.recv().await {
+                Some(line) => Edit::Line(line),
+                None => Edit::End,
+            },
+            User::Keys {
+                bytes,
+                pending,
+                editor,
+            } => loop {
+                while let Some(byte) = pending.pop_front() {
+                    if let Some(edit) = editor.key(byte) {
+                        return edit;
+                    }
+                }
+                match bytes.recv().await {
+                    Some(chunk) => pending.extend(chunk),
+                    None => return Edit::End,
+                }
+            },
+        }
+    }
+
+    /// The line being typed (none when the terminal edits it).
+    fn typed(&self) -> &str {
+        match self {
+            User::Lines(_) => "",
+            User::Keys { editor, .. } => editor.text(),
+        }
+    }
+
+    /// Takes the line being typed away.
+    fn take_typed(&mut self) -> String {
+        match self {
+            User::Lines(_) => String::new(),
+            User::Keys { editor, .. } => editor.take(),
+        }
+    }
+}
+
+/// Reads bytes as they come, for a terminal read key by key; the channel closes at the end of
+/// input.
+fn user_keys(mut input: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines on a thread of its own. A line is cut at [`MAX_INPUT_LINE`] bytes; the channel
 /// closes at the end of input.
 fn user_lines(input: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(16);
@@ -753,6 +941,31 @@ mod tests {
             Some("Your move (a letter or the 4-letter word): ")
         );
         assert_eq!(session.user_line("b").send, ["/letter b"]);
+    }
+
+    /// A step that asks anew tells the client to drop what is being typed: it was typed
+    /// before the question (`xy` in the other player's turn is not the start of the move).
+    #[test]
+    fn a_question_asked_anew_is_marked_and_a_repeated_one_is_not() {
+        let mut session = in_game(Input::Typed);
+        assert!(!session.unchanged().asks, "nothing asked in Bob's turn");
+        let step = my_turn(&mut session);
+        assert!(step.asks, "{step:?}");
+        assert!(!session.unchanged().asks, "asked already");
+        assert!(
+            !session.user_line("ab").asks,
+            "refused: the same question again"
+        );
+        assert!(!session.server_line("\"Bob\" left the game").asks);
+        session.user_line("z");
+        session.server_line("\"Ann\": letter z");
+        session.server_line("Miss: no z in the word");
+        session.server_line("Turn: \"Bob\"");
+        assert!(my_turn(&mut session).asks, "the next turn asks anew");
+        assert_eq!(
+            Session::dropped(" xy"),
+            "Not your turn yet: \"xy\" was not sent."
+        );
     }
 
     #[test]
@@ -1026,33 +1239,67 @@ mod tests {
     #[test]
     fn messages_never_land_on_the_prompt_line() {
         let mut screen = Screen::new(true);
-        assert_eq!(screen.draw(&prompted("Your move: ")), "Your move: ");
-        assert_eq!(screen.draw(&prompted("Your move: ")), "", "already shown");
+        assert_eq!(screen.draw(&prompted("Your move: "), ""), "Your move: ");
         assert_eq!(
-            screen.draw(&printed(&["\"Bob\" left the game"], Some("Your move: "))),
+            screen.draw(&prompted("Your move: "), ""),
+            "",
+            "already shown"
+        );
+        assert_eq!(
+            screen.draw(
+                &printed(&["\"Bob\" left the game"], Some("Your move: ")),
+                ""
+            ),
             "\r\x1b[K\"Bob\" left the game\nYour move: ",
             "the prompt's line is cleared, the message printed, the prompt drawn again"
         );
         assert_eq!(
-            screen.draw(&printed(&["Turn: \"Bob\""], None)),
+            screen.draw(&printed(&["Turn: \"Bob\""], None), ""),
             "\r\x1b[KTurn: \"Bob\"\n",
             "a prompt that is no longer asked goes"
         );
-        assert_eq!(screen.draw(&prompted("Your move: ")), "Your move: ");
-        screen.entered();
+        assert_eq!(screen.draw(&prompted("Your move: "), ""), "Your move: ");
+        assert_eq!(screen.entered(), "", "the terminal's echo ended the line");
         assert_eq!(
-            screen.draw(&printed(&["Error: x"], Some("Your move: "))),
+            screen.draw(&printed(&["Error: x"], Some("Your move: ")), ""),
             "Error: x\nYour move: ",
             "after Enter the terminal is on a new line already"
         );
     }
 
+    /// When the client echoes, what is typed is drawn after the prompt, or alone out of turn,
+    /// and moves below each message with it.
+    #[test]
+    fn the_line_being_typed_is_drawn_again_below_messages() {
+        let mut screen = Screen::echoing();
+        assert_eq!(screen.draw(&Step::default(), "x"), "x", "typed out of turn");
+        assert_eq!(
+            screen.draw(&printed(&["Turn: \"Bob\""], None), "xy"),
+            "\r\x1b[KTurn: \"Bob\"\nxy"
+        );
+        assert_eq!(screen.draw(&Step::default(), ""), "\r\x1b[K", "erased");
+        assert_eq!(screen.draw(&prompted("Your move: "), "a"), "Your move: a");
+        assert_eq!(
+            screen.draw(&prompted("Your move: "), "ab"),
+            "\r\x1b[KYour move: ab"
+        );
+        assert_eq!(
+            screen.draw(
+                &printed(&["\"Bob\" left the game"], Some("Your move: ")),
+                "ab"
+            ),
+            "\r\x1b[K\"Bob\" left the game\nYour move: ab"
+        );
+        assert_eq!(screen.entered(), "\n", "the client ends the line it echoed");
+        assert_eq!(screen.draw(&printed(&["Error: x"], None), ""), "Error: x\n");
+    }
+
     #[test]
     fn off_a_terminal_the_prompts_line_is_ended_instead() {
         let mut screen = Screen::new(false);
-        screen.draw(&prompted("Your name: "));
+        screen.draw(&prompted("Your name: "), "");
         assert_eq!(
-            screen.draw(&printed(&["hello"], None)),
+            screen.draw(&printed(&["hello"], None), ""),
             "\nhello\n",
             "no escape codes into a file"
         );
@@ -1062,24 +1309,24 @@ mod tests {
     fn stopping_at_a_prompt_ends_its_line() {
         for terminal in [true, false] {
             let mut screen = Screen::new(terminal);
-            screen.draw(&prompted("Your move: "));
+            screen.draw(&prompted("Your move: "), "");
             let left = Step {
                 print: vec!["You left the game.".to_owned()],
                 end: Some(End::Done),
                 ..Step::default()
             };
-            assert_eq!(screen.draw(&left), "\nYou left the game.\n");
-            screen.draw(&prompted("Your name: "));
+            assert_eq!(screen.draw(&left, ""), "\nYou left the game.\n");
+            screen.draw(&prompted("Your name: "), "");
             let failed = fail("x".to_owned());
             assert_eq!(
-                screen.draw(&failed),
+                screen.draw(&failed, ""),
                 "\n",
                 "before the error goes to stderr"
             );
         }
         let mut screen = Screen::new(true);
         assert_eq!(
-            screen.draw(&fail("x".to_owned())),
+            screen.draw(&fail("x".to_owned()), ""),
             "",
             "no prompt, no newline"
         );
