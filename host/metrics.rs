@@ -5,7 +5,7 @@
 //! ([`PortStats`]); nothing takes a lock per line. Everything is added up only when someone
 //! looks: a scrape, or the live view's sampler once a second. Counters survive reloads: when a
 //! port's entry is replaced, what its old entry counted is kept under the same labels
-//! ([`Retired`]), so `rate()` never sees a reset that did not happen.
+//! ([`Drained`]), so `rate()` never sees a reset that did not happen.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -41,14 +41,14 @@ impl PortLabels {
     }
 }
 
-/// What the entries of ports that have since been replaced or removed counted, kept so that
-/// counters go on from there.
+/// What the entries of ports that have drained (a reload replaced or removed them) counted,
+/// kept so that counters go on from there.
 #[derive(Debug, Default)]
-pub struct Retired {
+pub struct Drained {
     by_labels: Mutex<BTreeMap<PortLabels, (Counts, Totals)>>,
 }
 
-impl Retired {
+impl Drained {
     /// Keeps what a drained port counted.
     pub fn keep(&self, port: &Port) {
         let mut all = lock(&self.by_labels);
@@ -66,7 +66,7 @@ impl Retired {
 #[derive(Debug, Default)]
 pub struct HostStats {
     reloads: Mutex<BTreeMap<&'static str, u64>>,
-    pub retired: Retired,
+    pub drained: Drained,
 }
 
 impl HostStats {
@@ -115,7 +115,7 @@ impl ProcessFigures {
     }
 }
 
-/// One port's figures at a scrape, live and retired added up.
+/// One port's figures at a scrape, live and drained entries added up.
 struct Row {
     labels: PortLabels,
     /// What the port's service reports about itself.
@@ -132,7 +132,7 @@ struct Row {
 impl Scrape<'_> {
     fn rows(&self) -> Vec<Row> {
         let mut rows: BTreeMap<PortLabels, Row> = BTreeMap::new();
-        for (labels, (counts, traffic)) in self.host.retired.get() {
+        for (labels, (counts, traffic)) in self.host.drained.get() {
             rows.insert(
                 labels.clone(),
                 Row {

@@ -23,7 +23,8 @@ use crate::listener::accept_loop;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
 use crate::observed::Observed;
-use crate::port::{Closing, Port};
+use crate::port::Port;
+use crate::shutdown::Cause;
 use crate::sockets::{self, BindError, Listening, Origin, Sockets};
 
 /// How long closing connections may take once the grace period is over: a child gets SIGTERM,
@@ -314,9 +315,9 @@ impl Supervisor {
                 info!(port = number, "reload: removed; draining its connections");
                 self.reload_event(number, "removed; draining its connections".to_owned());
                 // Its accept loop serves what is queued, then closes the socket.
-                served.port.stop.cancel();
+                served.port.shutdown.stop_accepting();
                 self.sockets.release(number, served.port.plan.entry.addr);
-                self.retire(served);
+                self.drain_in_background(served);
             }
             Step::Add(plan, listening) => {
                 info!(port = number, service = %plan.entry.service, model = %plan.entry.model, "reload: added");
@@ -357,7 +358,7 @@ impl Supervisor {
         // Taken before the old accept loop is told to stop, so that its hand-over (which
         // would serve the queue and close the socket) finds nothing to take.
         let listener = old.port.take_listener();
-        old.port.stop.cancel();
+        old.port.shutdown.stop_accepting();
         let origin = old.origin.clone();
         // A socket on another address, or with other options, is dropped here, before the
         // new one is bound; a passed socket is made claimable again, for a later reload.
@@ -371,7 +372,7 @@ impl Supervisor {
         if reusable.is_none() {
             self.sockets.release(number, old.port.plan.entry.addr);
         }
-        self.retire(old);
+        self.drain_in_background(old);
         let (listener, origin) = match reusable {
             Some(listener) => (listener, origin),
             None => match self.rebind(&plan).await {
@@ -420,12 +421,12 @@ impl Supervisor {
         }
     }
 
-    /// Drains a port that stopped accepting, in the background.
-    fn retire(&self, served: Served) {
+    /// Drains a port that a reload replaced or removed, in the background.
+    fn drain_in_background(&self, served: Served) {
         let grace = self.grace;
         let observed = self.observed.clone();
         self.draining.spawn(async move {
-            drain_ports(std::slice::from_ref(&served.port), grace, Closing::Restart).await;
+            drain_ports(std::slice::from_ref(&served.port), grace, Cause::Reload).await;
             served.runner.finish().await;
             observed.drained(&served.port);
             info!(port = served.port.port(), "old connections drained");
@@ -444,7 +445,7 @@ impl Supervisor {
         // Alongside any port a reload is still draining; each drain is bounded on its own.
         self.draining.spawn(async move {
             let ports: Vec<Arc<Port>> = served.iter().map(|s| s.port.clone()).collect();
-            drain_ports(&ports, grace, Closing::Shutdown).await;
+            drain_ports(&ports, grace, Cause::HostShutdown).await;
             for s in &served {
                 s.runner.finish().await;
             }
@@ -466,7 +467,7 @@ fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
         let (mut backoff, max) = RESTART_BACKOFF;
         loop {
             let ended = tokio::spawn(accept_loop(port.clone(), runner.clone())).await;
-            if port.is_ending() {
+            if port.shutdown.is_done_accepting() {
                 return;
             }
             let reason = match ended {
@@ -480,7 +481,7 @@ fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
             );
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = port.ending() => return,
+                () = port.shutdown.done_accepting() => return,
             }
             backoff = (backoff * 2).min(max);
         }
@@ -543,9 +544,9 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
 
 /// Drains ports together: stop accepting, wait up to `grace` for their connections, then
 /// close the rest and wait for that too.
-async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Closing) {
+async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Cause) {
     for port in ports {
-        port.stop.cancel();
+        port.shutdown.stop_accepting();
         port.tracker.close();
     }
     let all_done = || async {
@@ -558,7 +559,7 @@ async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Closing) {
     }
     info!("grace period of {grace:?} is over; closing the connections still open");
     for port in ports {
-        port.close_all(why);
+        port.close_connections(why);
     }
     let _ = tokio::time::timeout(CLOSE_TIME, all_done()).await;
 }
