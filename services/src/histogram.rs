@@ -31,10 +31,6 @@ impl<const N: usize> Bounds<N> {
             .position(|&bound| seconds <= bound)
             .unwrap_or(N - 1)
     }
-
-    pub fn get(&self) -> &[f64; N] {
-        &self.0
-    }
 }
 
 /// Durations counted by bucket of some [`Bounds`] (not cumulative) and added up in
