@@ -14,11 +14,11 @@ use std::time::Duration;
 use porthost_services::{BlockingConn, Conn, Service, catch_unwind, close_gracefully};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, error, warn};
 
 use crate::exec::Exec;
 use crate::port::{Admission, Port, Refusal};
+use crate::shutdown::Shutdown;
 
 /// A client the accept loop has admitted, handed to the port's runner.
 #[derive(Debug)]
@@ -106,22 +106,20 @@ pub enum End {
     Panicked,
 }
 
-/// Runs the service's async form on one connection to its end, or until `close` says the host
-/// is closing connections.
-pub async fn serve(service: &dyn Service, conn: Conn, close: Option<&CancellationToken>) -> End {
+/// Runs the service's async form on one connection to its end, or until `shutdown` says the
+/// port closes its connections.
+pub async fn serve(service: &dyn Service, conn: Conn, shutdown: Option<&Shutdown>) -> End {
     log_start();
-    let end = serve_async(service, conn, close).await;
+    let end = serve_async(service, conn, shutdown).await;
     log_end(&end);
     end
 }
 
-async fn serve_async(service: &dyn Service, conn: Conn, close: Option<&CancellationToken>) -> End {
-    match close {
+async fn serve_async(service: &dyn Service, conn: Conn, shutdown: Option<&Shutdown>) -> End {
+    match shutdown {
         None => outcome(catch_unwind(service.serve(conn)).await),
-        Some(close) => {
-            // A token of the connection's own: the port's token would be polled on every
-            // wakeup of every connection, all of them taking one lock.
-            let close = close.child_token();
+        Some(shutdown) => {
+            let close = shutdown.closed_token();
             tokio::select! {
                 biased;
                 result = catch_unwind(service.serve(conn)) => outcome(result),

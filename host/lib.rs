@@ -18,6 +18,7 @@
 //! - [`observed`]: the read model of a running host, which the supervisor keeps and the admin
 //!   endpoint and systemd's status read.
 //! - [`port`]: the state of a running port, and the [`port::Admission`] a connection holds.
+//! - [`shutdown`]: how a port ends: it stops accepting, then closes its connections, or retires.
 //! - [`listener`]: one port's accept loop: slots, per-address limits, backoff, hand-off.
 //! - [`models`]: the concurrency models, each a [`models::Runner`], one file each.
 //! - [`connection`]: an accepted connection, and the one place a service is called.
@@ -36,23 +37,25 @@
 //! has no cycle.
 //!
 //! - `testing` → `supervisor`, `admin`, `models`, `config`, `sockets`, `logging`
-//! - `supervisor` → `admin`, `listener`, `models`, `observed`, `port`, `config`, `sockets`,
-//!   `events`
+//! - `supervisor` → `admin`, `listener`, `models`, `observed`, `port`, `shutdown`, `config`,
+//!   `sockets`, `events`
 //! - `systemd` → `observed`; `admin` → `observed`, `metrics`, `port`, `exec`, `config`,
 //!   `procfs`
 //! - `observed` → `metrics`, `models` (the fork server, for its pid), `port`, `events`;
 //!   `metrics` → `port`, `stats`, `procfs`,
 //!   `logging`
 //! - `listener` → `models`, `connection`, `port`, `proxy_protocol`
-//! - `models` → `connection`, `exec`, `port`, `config`, `events`; `connection` → `exec`, `port`
-//! - `exec` → `port` (the [`port::Admission`] a program runs under), `config`, `events`,
-//!   `logging`
-//! - `port` → `stats`, `config`, `sockets`, `rate_limit`, `events`, `logging`
+//! - `models` → `connection`, `exec`, `port`, `config`, `events`; `connection` → `exec`, `port`,
+//!   `shutdown`
+//! - `exec` → `port` (the [`port::Admission`] a program runs under), `shutdown`, `config`,
+//!   `events`, `logging`
+//! - `port` → `shutdown`, `stats`, `config`, `sockets`, `rate_limit`, `events`, `logging`
 //! - `sockets` → `config`; `config` → `registry`, `suggest`, `access`, `rate_limit` (the
 //!   `exec` service's name is the config's [`config::EXEC_SERVICE`], so neither the config
 //!   nor the port imports the service)
 //! - `registry` → `suggest`; `stats`, `events` → `lock`
-//! - leaves: `access`, `rate_limit`, `proxy_protocol`, `procfs`, `logging`, `lock`, `suggest`
+//! - leaves: `access`, `rate_limit`, `proxy_protocol`, `procfs`, `logging`, `lock`, `suggest`,
+//!   `shutdown`
 //!
 //! The services themselves and their API live in the `porthost-services` crate (`services/`),
 //! re-exported here as [`services`]. The command line and the bundled clients live in the
@@ -76,6 +79,7 @@ pub mod procfs;
 pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod registry;
+pub mod shutdown;
 pub mod sockets;
 pub mod stats;
 pub mod suggest;

@@ -61,7 +61,7 @@ async fn accept_until_stopped(port: Arc<Port>, runner: Arc<dyn Runner>) {
                     continue;
                 }
             },
-            () = port.ending() => {
+            () = port.shutdown.done_accepting() => {
                 drop((slot, listener));
                 return stopped(&port, &runner).await;
             }
@@ -74,7 +74,7 @@ async fn accept_until_stopped(port: Arc<Port>, runner: Arc<dyn Runner>) {
 /// The loop's end: a port that was stopped (not one that retired, which has closed its
 /// socket already) serves what is queued and closes its socket.
 async fn stopped(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
-    if port.stop.is_cancelled() {
+    if port.shutdown.is_stopped() {
         hand_over(port, runner).await;
     }
 }
@@ -126,7 +126,7 @@ async fn hand_over(port: &Arc<Port>, runner: &Arc<dyn Runner>) {
         .await;
         match accepted {
             Some(Ok((stream, peer))) => {
-                let slot = port.slot_even_if_ending().await;
+                let slot = port.slot_for_hand_over().await;
                 handle(port, runner, stream, peer, slot).await;
             }
             Some(Err(e)) if is_per_connection(&e) => {}
@@ -214,7 +214,7 @@ async fn back_off(port: &Port, backoff: &mut Duration, what: &str, e: &std::io::
     );
     tokio::select! {
         () = tokio::time::sleep(*backoff) => true,
-        () = port.ending() => false,
+        () = port.shutdown.done_accepting() => false,
     }
 }
 

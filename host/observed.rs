@@ -50,7 +50,7 @@ impl Observed {
     /// A port has drained: what it counted is kept, and it is no longer listed.
     pub(crate) fn drained(&self, port: &Arc<Port>) {
         let mut ports = self.lock();
-        self.stats.retired.keep(port);
+        self.stats.drained.keep(port);
         ports.retain(|p| !Arc::ptr_eq(p, port));
     }
 }

@@ -12,7 +12,6 @@ use porthost_services::meter::{Totals, Traffic};
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
@@ -22,6 +21,7 @@ pub use crate::gate::Refusal;
 use crate::gate::{Gate, Pass};
 use crate::lock::lock;
 use crate::logging::LogBudget;
+use crate::shutdown::{Cause, Shutdown};
 use crate::stats::PortStats;
 
 /// At most this many refusals logged per this interval, per port; the rest are summed up.
@@ -31,12 +31,9 @@ const REFUSALS_LOGGED: (u32, std::time::Duration) = (10, std::time::Duration::fr
 #[derive(Debug)]
 pub struct Port {
     pub plan: PortPlan,
-    /// Cancelled to stop accepting (shutdown, reload); connections already open go on.
-    pub stop: CancellationToken,
-    /// Cancelled to close the connections still open, once the grace period is over.
-    pub close: CancellationToken,
-    /// Cancelled when a single-session service's first client has left (`once = true`).
-    retired: CancellationToken,
+    /// How the port ends: it stops accepting and closes its connections when it drains, or
+    /// retires after its first client (`once = true`).
+    pub shutdown: Shutdown,
     /// The accept loop and every task, thread and child of this port's connections, so that
     /// draining can wait for all of them.
     pub tracker: TaskTracker,
@@ -65,29 +62,10 @@ pub struct Port {
     pub(crate) fail_next_accept: std::sync::atomic::AtomicBool,
 }
 
-/// Why the host closes a port's connections before their clients are done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closing {
-    /// A reload replaced or removed the port's entry, and the grace period is over.
-    Restart,
-    /// The host is shutting down, and the grace period is over.
-    Shutdown,
-}
-
-impl Closing {
-    /// The line a client cut off gets, like an idle one gets its own.
-    pub fn reply(self) -> &'static [u8] {
-        match self {
-            Closing::Restart => b"ERR server is restarting, closing\n",
-            Closing::Shutdown => b"ERR server is shutting down\n",
-        }
-    }
-}
-
 /// Tells a client why it is cut off, without waiting (its socket buffer may be full), and
 /// shuts its socket down. An `exec` port's client is told nothing: the stream is the program's
 /// protocol, not the host's lines.
-fn tell_and_shut(closer: &std::net::TcpStream, why: Option<Closing>) {
+fn tell_and_shut(closer: &std::net::TcpStream, why: Option<Cause>) {
     if let Some(why) = why {
         let socket = socket2::SockRef::from(closer);
         let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
@@ -102,7 +80,7 @@ struct Table {
     next_id: u64,
     /// Set once the port closes its connections: a connection that registers its socket
     /// after that is closed at once.
-    closing: Option<Closing>,
+    closing: Option<Cause>,
 }
 
 /// One connection open on the port.
@@ -138,9 +116,7 @@ impl Port {
         Arc::new(Port {
             slots: Arc::new(Semaphore::new(plan.entry.max_connections)),
             plan,
-            stop: CancellationToken::new(),
-            close: CancellationToken::new(),
-            retired: CancellationToken::new(),
+            shutdown: Shutdown::default(),
             tracker: TaskTracker::new(),
             listener: Mutex::new(Some(listener)),
             table: Mutex::default(),
@@ -167,32 +143,20 @@ impl Port {
         lock(&self.listener).clone()
     }
 
-    /// Whether the port has been told to stop accepting, or retired itself.
-    pub fn is_ending(&self) -> bool {
-        self.stop.is_cancelled() || self.retired.is_cancelled()
-    }
-
-    /// Resolves once the port stops accepting for good: stopped, or retired.
-    pub async fn ending(&self) {
-        tokio::select! {
-            () = self.stop.cancelled() => {}
-            () = self.retired.cancelled() => {}
-        }
-    }
-
     /// Waits for one of the `max_connections` slots; `None` when the port stops meanwhile.
     pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         tokio::select! {
             biased;
-            () = self.ending() => None,
+            () = self.shutdown.done_accepting() => None,
             permit = self.slots.clone().acquire_owned() => {
                 Some(permit.expect("the semaphore is never closed"))
             }
         }
     }
 
-    /// A slot for a client accepted while the port hands its socket over (it is stopping).
-    pub async fn slot_even_if_ending(&self) -> OwnedSemaphorePermit {
+    /// A slot for a client accepted while the port hands its socket over (it has been told
+    /// to stop accepting).
+    pub async fn slot_for_hand_over(&self) -> OwnedSemaphorePermit {
         self.slots
             .clone()
             .acquire_owned()
@@ -288,8 +252,8 @@ impl Port {
 
     /// Closes every connection still open: each client gets a line saying why, then its
     /// socket is shut down (which wakes a read or write blocked on it, in a thread or a child
-    /// process as in a task), and [`Port::close`] is cancelled for what that did not end.
-    pub fn close_all(&self, why: Closing) {
+    /// process as in a task), and the port's [`Shutdown`] closes what that did not end.
+    pub fn close_connections(&self, why: Cause) {
         {
             let mut table = lock(&self.table);
             table.closing = Some(why);
@@ -300,11 +264,11 @@ impl Port {
                 }
             }
         }
-        self.close.cancel();
+        self.shutdown.close_connections();
     }
 
     /// What a client cut off is told: nothing on an `exec` port.
-    fn told(&self, why: Closing) -> Option<Closing> {
+    fn told(&self, why: Cause) -> Option<Cause> {
         (self.plan.entry.service != crate::config::EXEC_SERVICE).then_some(why)
     }
 
@@ -346,9 +310,9 @@ impl Port {
 
     /// What the port is doing.
     pub fn state(&self) -> PortState {
-        if self.stop.is_cancelled() {
+        if self.shutdown.is_stopped() {
             PortState::Draining
-        } else if self.retired.is_cancelled() {
+        } else if self.shutdown.is_retired() {
             PortState::Retired
         } else {
             PortState::Accepting
@@ -492,12 +456,11 @@ impl Drop for Admission {
             lock(&self.port.gate).leave(pass);
         }
         let port = &self.port;
-        if port.single_session && !port.retired.is_cancelled() {
+        if port.single_session && port.shutdown.retire() {
             info!(
                 port = port.port(),
                 "first client has left; the port no longer accepts (once = true)"
             );
-            port.retired.cancel();
             port.take_listener();
         }
     }
@@ -595,9 +558,9 @@ mod tests {
         let port = port("options = { once = true }").await;
         let slot = port.slot().await.unwrap();
         let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
-        assert!(!port.is_ending());
+        assert!(!port.shutdown.is_done_accepting());
         drop(admission);
-        assert!(port.is_ending());
+        assert!(port.shutdown.is_retired());
         assert!(port.listener().is_none());
         assert!(port.slot().await.is_none(), "no slot once retired");
     }

@@ -7,13 +7,26 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use porthost_services::histogram::{Bounds, Histogram, Snapshot};
 use porthost_services::meter::Totals;
 
 pub use crate::gate::Refusal;
 use crate::lock::lock;
 
 /// Upper bounds of the session duration buckets, in seconds.
-pub const SESSION_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+pub const SESSION_BUCKETS: Bounds<11> = Bounds::new([
+    0.01,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    f64::INFINITY,
+]);
 
 /// What one port counts, beside its connections' own traffic.
 #[derive(Debug, Default)]
@@ -30,9 +43,8 @@ pub struct PortStats {
     pub forks: AtomicU64,
     /// How children ended: `("code", "0")`, `("signal", "SIGKILL")`.
     exits: Mutex<BTreeMap<(&'static str, String), u64>>,
-    /// Session durations, one bucket each (not cumulative), the last for longer ones.
-    sessions: [AtomicU64; SESSION_BUCKETS.len() + 1],
-    session_nanos: AtomicU64,
+    /// Session durations, on [`SESSION_BUCKETS`].
+    sessions: Histogram<11>,
     /// The traffic of connections that have ended.
     closed: Mutex<Totals>,
 }
@@ -48,16 +60,7 @@ impl PortStats {
 
     /// A connection ended after `lasted`, having served `traffic`.
     pub fn ended(&self, lasted: Duration, traffic: &Totals) {
-        let seconds = lasted.as_secs_f64();
-        let bucket = SESSION_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(SESSION_BUCKETS.len());
-        self.sessions[bucket].fetch_add(1, Ordering::Relaxed);
-        self.session_nanos.fetch_add(
-            u64::try_from(lasted.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.sessions.observe(&SESSION_BUCKETS, lasted);
         lock(&self.closed).add(traffic);
     }
 
@@ -73,8 +76,7 @@ impl PortStats {
             refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
             forks: self.forks.load(Ordering::Relaxed),
             exits: lock(&self.exits).clone(),
-            sessions: std::array::from_fn(|i| self.sessions[i].load(Ordering::Relaxed)),
-            session_nanos: self.session_nanos.load(Ordering::Relaxed),
+            sessions: self.sessions.snapshot(),
         }
     }
 }
@@ -86,8 +88,7 @@ pub struct Counts {
     pub refused: [u64; Refusal::ALL.len()],
     pub forks: u64,
     pub exits: BTreeMap<(&'static str, String), u64>,
-    pub sessions: [u64; SESSION_BUCKETS.len() + 1],
-    pub session_nanos: u64,
+    pub sessions: Snapshot<11>,
 }
 
 impl Counts {
@@ -100,9 +101,6 @@ impl Counts {
         for (key, n) in &other.exits {
             *self.exits.entry(key.clone()).or_default() += n;
         }
-        for (a, b) in self.sessions.iter_mut().zip(&other.sessions) {
-            *a += b;
-        }
-        self.session_nanos += other.session_nanos;
+        self.sessions.add(&other.sessions);
     }
 }

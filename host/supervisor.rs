@@ -23,8 +23,9 @@ use crate::listener::accept_loop;
 use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
 use crate::observed::Observed;
-use crate::port::{Closing, Port};
-use crate::sockets::{self, BindError, Origin, Sockets};
+use crate::port::Port;
+use crate::shutdown::Cause;
+use crate::sockets::{self, BindError, Listening, Origin, Sockets};
 
 /// How long closing connections may take once the grace period is over: a child gets SIGTERM,
 /// then SIGKILL half a second later.
@@ -101,6 +102,20 @@ pub struct Supervisor {
     grace: Duration,
     /// Ports that a reload replaced or removed, draining their connections in the background.
     draining: TaskTracker,
+}
+
+/// What a reload does to one port.
+#[derive(Debug)]
+enum Step {
+    /// Not in the new config: it drains.
+    Remove,
+    /// New: it starts on the socket bound for it.
+    Add(PortPlan, Listening),
+    /// The same entry: left alone, open connections and games in progress included.
+    Keep,
+    /// A changed entry, and how it changed: the old connections drain, new ones get the new
+    /// entry.
+    Change(PortPlan, String),
 }
 
 /// One port being served and how.
@@ -242,47 +257,74 @@ impl Supervisor {
     /// drain and restart on the same socket, and unchanged ports (with their open connections
     /// and any game in progress) are left alone. If a new port cannot be bound, nothing changes.
     pub async fn reload(&mut self, config: Config) {
+        let steps = match self.plan_reload(config.ports) {
+            Ok(steps) => steps,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                self.observed.stats.reloaded("failed");
+                return;
+            }
+        };
+        self.grace = config.shutdown_grace;
+        self.reload_admin(config.admin).await;
+        for (number, step) in steps {
+            self.apply(number, step).await;
+        }
+        self.observed.stats.reloaded("applied");
+    }
+
+    /// What a reload to `ports` does, port by port: the removed ones first, then the new
+    /// config's in port order. Binds every new port first, all or nothing, so that a reload
+    /// that cannot be done changes nothing.
+    fn plan_reload(&mut self, ports: Vec<PortPlan>) -> Result<Vec<(u16, Step)>, BindError> {
         let mut fresh = BTreeMap::new();
-        for plan in config
-            .ports
+        for plan in ports
             .iter()
             .filter(|p| !self.ports.contains_key(&p.entry.port()))
         {
-            match self.sockets.listen(plan) {
-                Ok(listening) => {
-                    fresh.insert(plan.entry.port(), listening);
-                }
-                Err(e) => {
-                    error!("reload: {e}; keeping the running configuration");
-                    self.observed.stats.reloaded("failed");
-                    return;
-                }
-            }
+            fresh.insert(plan.entry.port(), self.sockets.listen(plan)?);
         }
-        self.grace = config.shutdown_grace;
-        self.reload_admin(config.admin).await;
-        let next: BTreeMap<u16, PortPlan> = config
-            .ports
-            .into_iter()
-            .map(|p| (p.entry.port(), p))
-            .collect();
-        let removed: Vec<u16> = self
+        let next: BTreeMap<u16, PortPlan> =
+            ports.into_iter().map(|p| (p.entry.port(), p)).collect();
+        let mut steps: Vec<(u16, Step)> = self
             .ports
             .keys()
             .filter(|port| !next.contains_key(port))
-            .copied()
+            .map(|&port| (port, Step::Remove))
             .collect();
-        for number in removed {
-            let served = self.ports.remove(&number).expect("listed above");
-            info!(port = number, "reload: removed; draining its connections");
-            self.reload_event(number, "removed; draining its connections".to_owned());
-            // Its accept loop serves what is queued, then closes the socket.
-            served.port.stop.cancel();
-            self.sockets.release(number, served.port.plan.entry.addr);
-            self.retire(served);
-        }
         for (number, plan) in next {
-            if let Some(listening) = fresh.remove(&number) {
+            let step = match fresh.remove(&number) {
+                Some(listening) => Step::Add(plan, listening),
+                None => {
+                    let change = describe_change(&self.ports[&number].port.plan.entry, &plan.entry);
+                    if change.is_empty() {
+                        Step::Keep
+                    } else {
+                        Step::Change(plan, change)
+                    }
+                }
+            };
+            steps.push((number, step));
+        }
+        Ok(steps)
+    }
+
+    /// Does one step of a reload to port `number`, logging it and telling the live view.
+    async fn apply(&mut self, number: u16, step: Step) {
+        match step {
+            Step::Remove => {
+                let served = self
+                    .ports
+                    .remove(&number)
+                    .expect("planned from the ports served");
+                info!(port = number, "reload: removed; draining its connections");
+                self.reload_event(number, "removed; draining its connections".to_owned());
+                // Its accept loop serves what is queued, then closes the socket.
+                served.port.shutdown.stop_accepting();
+                self.sockets.release(number, served.port.plan.entry.addr);
+                self.drain_in_background(served);
+            }
+            Step::Add(plan, listening) => {
                 info!(port = number, service = %plan.entry.service, model = %plan.entry.model, "reload: added");
                 self.reload_event(
                     number,
@@ -295,54 +337,58 @@ impl Supervisor {
                     }
                     Err(e) => error!(port = number, "reload: cannot use the socket: {e}"),
                 }
-                continue;
             }
-            let old = &self.ports[&number].port;
-            let change = describe_change(&old.plan.entry, &plan.entry);
-            if change.is_empty() {
+            Step::Keep => {
                 info!(port = number, "reload: unchanged");
                 self.reload_event(number, "unchanged".to_owned());
-                continue;
             }
-            let old = self.ports.remove(&number).expect("present");
-            info!(
-                port = number,
-                "reload: {change}; old connections drain, new ones get the new entry"
-            );
-            self.reload_event(number, change.clone());
-            // Taken before the old accept loop is told to stop, so that its hand-over (which
-            // would serve the queue and close the socket) finds nothing to take.
-            let listener = old.port.take_listener();
-            old.port.stop.cancel();
-            let origin = old.origin.clone();
-            // A socket on another address, or with other options, is dropped here, before the
-            // new one is bound; a passed socket is made claimable again, for a later reload.
-            let reusable = listener.filter(|l| match &origin {
-                Origin::Passed { name, .. } if name.as_deref() == Some(&*number.to_string()) => {
-                    true
-                }
-                _ => {
-                    old.port.plan.entry.edge.reuse_port == plan.entry.edge.reuse_port
-                        && l.local_addr().ok() == Some(plan.entry.addr)
-                }
-            });
-            if reusable.is_none() {
-                self.sockets.release(number, old.port.plan.entry.addr);
+            Step::Change(plan, change) => {
+                info!(
+                    port = number,
+                    "reload: {change}; old connections drain, new ones get the new entry"
+                );
+                self.reload_event(number, change);
+                self.replace(number, plan).await;
             }
-            self.retire(old);
-            let (listener, origin) = match reusable {
-                Some(listener) => (listener, origin),
-                None => match self.rebind(&plan).await {
-                    Ok(listening) => (listening, Origin::Bound),
-                    Err(e) => {
-                        error!("reload: {e}; the port is not served");
-                        continue;
-                    }
-                },
-            };
-            self.start_or_log(plan, listener, origin).await;
         }
-        self.observed.stats.reloaded("applied");
+    }
+
+    /// Starts port `number`'s new entry `plan`, on the old entry's socket when it fits, and
+    /// drains the old entry's connections in the background.
+    async fn replace(&mut self, number: u16, plan: PortPlan) {
+        let old = self
+            .ports
+            .remove(&number)
+            .expect("planned from the ports served");
+        // Taken before the old accept loop is told to stop, so that its hand-over (which
+        // would serve the queue and close the socket) finds nothing to take.
+        let listener = old.port.take_listener();
+        old.port.shutdown.stop_accepting();
+        let origin = old.origin.clone();
+        // A socket on another address, or with other options, is dropped here, before the
+        // new one is bound; a passed socket is made claimable again, for a later reload.
+        let reusable = listener.filter(|l| match &origin {
+            Origin::Passed { name, .. } if name.as_deref() == Some(&*number.to_string()) => true,
+            _ => {
+                old.port.plan.entry.edge.reuse_port == plan.entry.edge.reuse_port
+                    && l.local_addr().ok() == Some(plan.entry.addr)
+            }
+        });
+        if reusable.is_none() {
+            self.sockets.release(number, old.port.plan.entry.addr);
+        }
+        self.drain_in_background(old);
+        let (listener, origin) = match reusable {
+            Some(listener) => (listener, origin),
+            None => match self.rebind(&plan).await {
+                Ok(listening) => (listening, Origin::Bound),
+                Err(e) => {
+                    error!("reload: {e}; the port is not served");
+                    return;
+                }
+            },
+        };
+        self.start_or_log(plan, listener, origin).await;
     }
 
     fn reload_event(&self, port: u16, what: String) {
@@ -380,12 +426,12 @@ impl Supervisor {
         }
     }
 
-    /// Drains a port that stopped accepting, in the background.
-    fn retire(&self, served: Served) {
+    /// Drains a port that a reload replaced or removed, in the background.
+    fn drain_in_background(&self, served: Served) {
         let grace = self.grace;
         let observed = self.observed.clone();
         self.draining.spawn(async move {
-            drain_ports(std::slice::from_ref(&served.port), grace, Closing::Restart).await;
+            drain_ports(std::slice::from_ref(&served.port), grace, Cause::Reload).await;
             served.runner.finish().await;
             observed.drained(&served.port);
             info!(port = served.port.port(), "old connections drained");
@@ -404,7 +450,7 @@ impl Supervisor {
         // Alongside any port a reload is still draining; each drain is bounded on its own.
         self.draining.spawn(async move {
             let ports: Vec<Arc<Port>> = served.iter().map(|s| s.port.clone()).collect();
-            drain_ports(&ports, grace, Closing::Shutdown).await;
+            drain_ports(&ports, grace, Cause::HostShutdown).await;
             for s in &served {
                 s.runner.finish().await;
             }
@@ -426,7 +472,7 @@ fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
         let (mut backoff, max) = RESTART_BACKOFF;
         loop {
             let ended = tokio::spawn(accept_loop(port.clone(), runner.clone())).await;
-            if port.is_ending() {
+            if port.shutdown.is_done_accepting() {
                 return;
             }
             let reason = match ended {
@@ -440,7 +486,7 @@ fn watch(port: Arc<Port>, runner: Arc<dyn Runner>) {
             );
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = port.ending() => return,
+                () = port.shutdown.done_accepting() => return,
             }
             backoff = (backoff * 2).min(max);
         }
@@ -503,9 +549,9 @@ fn describe_change(old: &PortEntry, new: &PortEntry) -> String {
 
 /// Drains ports together: stop accepting, wait up to `grace` for their connections, then
 /// close the rest and wait for that too.
-async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Closing) {
+async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Cause) {
     for port in ports {
-        port.stop.cancel();
+        port.shutdown.stop_accepting();
         port.tracker.close();
     }
     let all_done = || async {
@@ -518,7 +564,7 @@ async fn drain_ports(ports: &[Arc<Port>], grace: Duration, why: Closing) {
     }
     info!("grace period of {grace:?} is over; closing the connections still open");
     for port in ports {
-        port.close_all(why);
+        port.close_connections(why);
     }
     let _ = tokio::time::timeout(CLOSE_TIME, all_done()).await;
 }

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::{Program, command, stderr};
 use crate::events::Kind;
 use crate::port::Admission;
+use crate::shutdown::Shutdown;
 
 /// How long the host still reads a program's stderr after it ended: a grandchild that outlived
 /// it (in a session of its own) may hold the pipe for ever.
@@ -84,21 +85,19 @@ pub async fn run(
             stderr::log(pipe, || Some(pid)).await;
         }
     });
-    let (stop, close) = match admission {
-        Some(a) => (a.port().stop.clone(), a.port().close.clone()),
-        None => Default::default(),
-    };
+    // Without an admission (the service called as a plain `Service`) no drain reaches it.
+    let shutdown = admission.map_or_else(Shutdown::default, |a| a.port().shutdown.clone());
     let (mut termed, mut killed, mut read_all) = (false, false, false);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
             () = &mut stderr, if !read_all => read_all = true,
-            () = stop.cancelled(), if !termed => {
+            () = shutdown.stopped(), if !termed => {
                 termed = true;
                 info!(pid, "the port drains: SIGTERM to the program's process group");
                 let _ = killpg(group, Signal::SIGTERM);
             }
-            () = close.cancelled(), if !killed => {
+            () = shutdown.closed(), if !killed => {
                 killed = true;
                 info!(pid, "the grace period is over: SIGKILL to the program's process group");
                 let _ = killpg(group, Signal::SIGKILL);

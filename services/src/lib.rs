@@ -10,6 +10,7 @@
 //! - [`conn`](Conn): what a service gets per client ([`Conn`], [`BlockingConn`]), the port's
 //!   [`Limits`], reads with a deadline, graceful close, in both forms.
 //! - [`meter`]: what a connection served (bytes, lines, replies, latency), for the host.
+//! - [`histogram`]: the lock-free histogram of durations the meter and the host's ports keep.
 //! - [`lines`]: the line framing the host offers line-based services
 //!   (`socketserver.StreamRequestHandler`'s analogue), both forms, used by `palindrome-v3`.
 //! - [`palindrome`]: the lecture's palindrome servers v1, v2 and v3.
@@ -23,6 +24,7 @@
 extern crate self as porthost_services;
 
 mod conn;
+pub mod histogram;
 pub mod lines;
 pub mod meter;
 mod service;

@@ -11,12 +11,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::histogram::{Bounds, Histogram, Snapshot};
+
 /// Upper bounds of the reply latency buckets, in seconds: from a fast loopback reply to a
 /// client stalled behind a queue.
-pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 5.0,
-];
+pub const LATENCY_BUCKETS: Bounds<17> = Bounds::new([
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
+    f64::INFINITY,
+]);
 
 /// One connection's counts. Only its own connection writes them.
 #[derive(Debug, Default)]
@@ -25,10 +42,8 @@ pub struct Traffic {
     pub bytes_out: AtomicU64,
     pub lines: AtomicU64,
     pub replies: AtomicU64,
-    /// Replies by latency: `latency[i]` counts those up to `LATENCY_BUCKETS[i]`, the last one
-    /// the rest (not cumulative: the host makes them so when it renders them).
-    pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    pub latency_sum_nanos: AtomicU64,
+    /// Replies by latency, on [`LATENCY_BUCKETS`].
+    pub latency: Histogram<17>,
 }
 
 /// A plain copy of [`Traffic`], to add up, subtract and send.
@@ -38,8 +53,7 @@ pub struct Totals {
     pub bytes_out: u64,
     pub lines: u64,
     pub replies: u64,
-    pub latency: [u64; LATENCY_BUCKETS.len() + 1],
-    pub latency_sum_nanos: u64,
+    pub latency: Snapshot<17>,
 }
 
 impl Traffic {
@@ -50,8 +64,7 @@ impl Traffic {
             bytes_out: get(&self.bytes_out),
             lines: get(&self.lines),
             replies: get(&self.replies),
-            latency: std::array::from_fn(|i| get(&self.latency[i])),
-            latency_sum_nanos: get(&self.latency_sum_nanos),
+            latency: self.latency.snapshot(),
         }
     }
 }
@@ -65,10 +78,7 @@ impl Traffic {
         set(&self.bytes_out, totals.bytes_out);
         set(&self.lines, totals.lines);
         set(&self.replies, totals.replies);
-        for (a, v) in self.latency.iter().zip(totals.latency) {
-            set(a, v);
-        }
-        set(&self.latency_sum_nanos, totals.latency_sum_nanos);
+        self.latency.store(&totals.latency);
     }
 }
 
@@ -79,10 +89,7 @@ impl Totals {
         self.bytes_out += other.bytes_out;
         self.lines += other.lines;
         self.replies += other.replies;
-        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
-            *mine += theirs;
-        }
-        self.latency_sum_nanos += other.latency_sum_nanos;
+        self.latency.add(&other.latency);
     }
 
     /// What happened between `earlier` and these totals.
@@ -92,29 +99,14 @@ impl Totals {
             bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
             lines: self.lines.saturating_sub(earlier.lines),
             replies: self.replies.saturating_sub(earlier.replies),
-            latency: std::array::from_fn(|i| self.latency[i].saturating_sub(earlier.latency[i])),
-            latency_sum_nanos: self
-                .latency_sum_nanos
-                .saturating_sub(earlier.latency_sum_nanos),
+            latency: self.latency.since(&earlier.latency),
         }
     }
 
     /// The latency below which a share `q` (0.5, 0.99) of the replies fell, as the upper bound
     /// of its bucket; `None` without replies.
     pub fn latency_quantile(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.latency.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, count) in self.latency.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
-            }
-        }
-        None
+        self.latency.quantile(&LATENCY_BUCKETS, q)
     }
 }
 
@@ -177,17 +169,7 @@ impl Meter {
         t.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         t.replies.fetch_add(1, Ordering::Relaxed);
         if let Some(since) = since {
-            let took = since.elapsed();
-            let seconds = took.as_secs_f64();
-            let bucket = LATENCY_BUCKETS
-                .iter()
-                .position(|&bound| seconds <= bound)
-                .unwrap_or(LATENCY_BUCKETS.len());
-            t.latency[bucket].fetch_add(1, Ordering::Relaxed);
-            t.latency_sum_nanos.fetch_add(
-                u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            t.latency.observe(&LATENCY_BUCKETS, since.elapsed());
         }
         if let Some(report) = &self.report {
             report(t);
@@ -216,7 +198,7 @@ mod tests {
             ),
             (10, 2, 2, 7)
         );
-        assert_eq!(totals.latency.iter().sum::<u64>(), 1);
+        assert_eq!(totals.latency.count(), 1);
         assert!(totals.latency_quantile(0.5).unwrap() <= 0.001);
         let mut sum = totals;
         sum.add(&totals);

@@ -455,14 +455,14 @@ impl ConnChild {
         if program {
             tokio::select! {
                 exit = &mut self.exit => return report(exit, false),
-                () = port.stop.cancelled() => {
+                () = port.shutdown.stopped() => {
                     info!("the port drains: SIGTERM to the program's process group");
                     self.forker.signal(self.conn, Signal::SIGTERM).await;
                 }
             }
             let exit = tokio::select! {
                 exit = &mut self.exit => exit,
-                () = port.close.cancelled() => {
+                () = port.shutdown.closed() => {
                     info!("the grace period is over: SIGKILL to the program's process group");
                     self.forker.signal(self.conn, Signal::SIGKILL).await;
                     self.exit.await
@@ -470,10 +470,9 @@ impl ConnChild {
             };
             return report(exit, true);
         }
-        let close = &port.close;
         let exit = tokio::select! {
             exit = &mut self.exit => exit,
-            () = close.cancelled() => {
+            () = port.shutdown.closed() => {
                 signalled = true;
                 self.forker.signal(self.conn, Signal::SIGTERM).await;
                 match tokio::time::timeout(KILL_AFTER, &mut self.exit).await {
