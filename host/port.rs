@@ -209,6 +209,22 @@ impl Port {
         peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
         let pass = lock(&self.gate).admit(peer.ip(), now())?;
+        Ok(self.enter(peer, Some(slot), Some(pass)))
+    }
+
+    /// Admits a client that another process accepted and let in by the port's rules (the fork
+    /// server of a `process-per-client` port, which holds its place and its slot there).
+    pub fn admit_accepted(self: &Arc<Self>, peer: SocketAddr) -> Admission {
+        self.enter(peer, None, None)
+    }
+
+    /// Enters an admitted connection in the port's table and counts it.
+    fn enter(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        pass: Option<Pass>,
+    ) -> Admission {
         let mut table = lock(&self.table);
         let id = table.next_id;
         table.next_id += 1;
@@ -230,14 +246,14 @@ impl Port {
         self.events.push(Some(self.port()), Kind::Connected, || {
             format!("{peer} connected")
         });
-        Ok(Admission {
+        Admission {
             port: self.clone(),
             id,
             since,
             traffic,
             _slot: slot,
-            pass: Some(pass),
-        })
+            pass,
+        }
     }
 
     /// Counts a refusal, and logs it unless the log has told about enough of them lately.
@@ -301,6 +317,15 @@ impl Port {
             }
         }
         self.close.cancel();
+    }
+
+    /// The line a client gets when the port closes its connections now (empty before that, and
+    /// on an `exec` port).
+    pub fn cut_off_reply(&self) -> &'static [u8] {
+        lock(&self.table)
+            .closing
+            .and_then(|why| self.told(why))
+            .map_or(b"", Closing::reply)
     }
 
     /// What a client cut off is told: nothing on an `exec` port.
@@ -414,7 +439,8 @@ pub struct Admission {
     id: u64,
     since: Instant,
     traffic: Arc<Traffic>,
-    _slot: OwnedSemaphorePermit,
+    /// Its slot of `max_connections`, when the host accepted it (the fork server holds its own).
+    _slot: Option<OwnedSemaphorePermit>,
     /// Its place at the port's gate, given back on drop.
     pass: Option<Pass>,
 }
