@@ -515,7 +515,7 @@ impl ForkerProcess {
         }
         if !self.ending.load(Ordering::Relaxed) {
             warn!(
-                "the process-per-client fork server went away; the next connection starts a new one"
+                "the process-per-client fork server went away; a new one takes over"
             );
             // Reap it now rather than when it is replaced: no zombie in between.
             let process = lock(&self.process).take();
