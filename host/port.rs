@@ -84,15 +84,14 @@ impl Closing {
     }
 }
 
-/// Tells a client why it is cut off, without waiting (its socket buffer may be full), and
-/// shuts its socket down. An `exec` port's client is told nothing: the stream is the program's
-/// protocol, not the host's lines.
-fn tell_and_shut(closer: &std::net::TcpStream, why: Option<Closing>) {
-    if let Some(why) = why {
-        let socket = socket2::SockRef::from(closer);
-        let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
+/// Tells a client why it is cut off (`reply`; nothing on an `exec` port, whose stream is the
+/// program's protocol, not the host's lines), without waiting (its socket buffer may be full),
+/// and shuts its socket down.
+pub(crate) fn tell_and_shut(socket: &socket2::SockRef<'_>, reply: &[u8]) {
+    if !reply.is_empty() {
+        let _ = socket.send_with_flags(reply, nix::libc::MSG_DONTWAIT);
     }
-    let _ = closer.shutdown(std::net::Shutdown::Both);
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// What the port knows of its open connections.
@@ -310,9 +309,10 @@ impl Port {
             let mut table = lock(&self.table);
             table.closing = Some(why);
             let told = self.told(why);
+            let reply = told.map_or(&b""[..], Closing::reply);
             for open in table.open.values() {
                 if let Some(closer) = &open.closer {
-                    tell_and_shut(closer, told);
+                    tell_and_shut(&socket2::SockRef::from(closer), reply);
                 }
             }
         }
@@ -470,7 +470,8 @@ impl Admission {
     pub fn set_closer(&self, closer: std::net::TcpStream) {
         let mut table = lock(&self.port.table);
         if let Some(why) = table.closing {
-            tell_and_shut(&closer, self.port.told(why));
+            let reply = self.port.told(why).map_or(&b""[..], Closing::reply);
+            tell_and_shut(&socket2::SockRef::from(&closer), reply);
         }
         if let Some(open) = table.open.get_mut(&self.id) {
             open.closer = Some(closer);

@@ -90,7 +90,9 @@ fn the_fork_server_accepts_and_the_host_holds_no_socket_of_its_clients() {
     // The fork server's own handle on each, to tell its client why a drain cuts it off.
     assert_eq!(fds(forker), forker_fds + CLIENTS);
     drop(clients);
-    assert!(eventually(|| fds(forker) == forker_fds && held_connections(port) == 0));
+    assert!(eventually(
+        || fds(forker) == forker_fds && held_connections(port) == 0
+    ));
 }
 
 #[test]

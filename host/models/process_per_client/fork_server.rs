@@ -151,7 +151,8 @@ pub fn main() -> anyhow::Result<()> {
                 PollFd::new(forker.sigchld.as_fd(), PollFlags::POLLIN),
             ];
             for port_id in &polled {
-                if let Some(listening) = forker.ports.get(port_id).and_then(|p| p.listening.as_ref())
+                if let Some(listening) =
+                    forker.ports.get(port_id).and_then(|p| p.listening.as_ref())
                 {
                     fds.push(PollFd::new(listening.socket.as_fd(), PollFlags::POLLIN));
                 }
@@ -167,7 +168,11 @@ pub fn main() -> anyhow::Result<()> {
                 .filter(|(_, fd)| fd.any() == Some(true))
                 .map(|(port_id, _)| *port_id)
                 .collect();
-            (fds[0].any() == Some(true), fds[1].any() == Some(true), ready)
+            (
+                fds[0].any() == Some(true),
+                fds[1].any() == Some(true),
+                ready,
+            )
         };
         if child_ended {
             while forker.sigchld.read_signal()?.is_some() {}
@@ -226,7 +231,13 @@ impl ForkServer {
                 // The parent's copies of the descriptors are closed when this returns.
                 let started = match (self.ports.get(&port_id), fds.pop()) {
                     (Some(port), Some(fd)) => self
-                        .fork_child(conn, peer, port, fd.as_fd(), stderr.as_ref().map(AsFd::as_fd))
+                        .fork_child(
+                            conn,
+                            peer,
+                            port,
+                            fd.as_fd(),
+                            stderr.as_ref().map(AsFd::as_fd),
+                        )
                         .map(|pid| (pid, crate::exec::of(&*port.service).is_some()))
                         .map_err(|e| e.to_string()),
                     (None, _) => Err(format!("no port {port_id} in the forker")),
@@ -256,22 +267,33 @@ impl ForkServer {
                 self.signal(conn, signal);
             }
             ToForker::Forget { port_id } => {
-                if self.ports.remove(&port_id).is_some_and(|p| p.listening.is_some()) {
+                if self
+                    .ports
+                    .remove(&port_id)
+                    .is_some_and(|p| p.listening.is_some())
+                {
                     self.out.push(FromForker::Unlistened { port_id });
                 }
             }
             ToForker::Listen { port_id, rules } => self.listen(port_id, rules, fds.pop()),
             ToForker::Unlisten { port_id } => {
-                match self.ports.get_mut(&port_id).and_then(|p| p.listening.as_mut()) {
+                match self
+                    .ports
+                    .get_mut(&port_id)
+                    .and_then(|p| p.listening.as_mut())
+                {
                     Some(listening) => listening.closing = true,
                     None => self.out.push(FromForker::Unlistened { port_id }),
                 }
             }
             ToForker::Close { conn, reply } => {
-                if let Some((_, socket)) = self.children.values().find(|c| c.conn == conn).and_then(|c| c.accepted.as_ref()) {
-                    let socket = socket2::SockRef::from(socket);
-                    let _ = socket.send_with_flags(&reply, nix::libc::MSG_DONTWAIT);
-                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                if let Some((_, socket)) = self
+                    .children
+                    .values()
+                    .find(|c| c.conn == conn)
+                    .and_then(|c| c.accepted.as_ref())
+                {
+                    crate::port::tell_and_shut(&socket2::SockRef::from(socket), &reply);
                 }
                 self.signal(conn, Signal::SIGTERM);
             }
@@ -298,7 +320,10 @@ impl ForkServer {
                 match socket.set_nonblocking(true) {
                     Ok(()) => Some((port, socket)),
                     Err(e) => {
-                        warn!(port = port.spec.port, "cannot accept on the port's socket: {e}");
+                        warn!(
+                            port = port.spec.port,
+                            "cannot accept on the port's socket: {e}"
+                        );
                         None
                     }
                 }
@@ -308,7 +333,10 @@ impl ForkServer {
                 None
             }
             (Some(port), None) => {
-                warn!(port = port.spec.port, "no listening socket came to accept on");
+                warn!(
+                    port = port.spec.port,
+                    "no listening socket came to accept on"
+                );
                 None
             }
         };
@@ -459,7 +487,11 @@ impl ForkServer {
 
     /// Gives an accepted connection's place at its port's gate back, if the port still listens.
     fn give_back(&mut self, port_id: u64, pass: Pass) {
-        if let Some(listening) = self.ports.get_mut(&port_id).and_then(|p| p.listening.as_mut()) {
+        if let Some(listening) = self
+            .ports
+            .get_mut(&port_id)
+            .and_then(|p| p.listening.as_mut())
+        {
             listening.gate.leave(pass);
         }
     }
@@ -506,7 +538,11 @@ impl ForkServer {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
                 // The channel stays open: the child reports what it served over it.
-                let keep = [Some(fd.as_raw_fd()), stderr.map(|e| e.as_raw_fd()), Some(self.chan.as_raw_fd())];
+                let keep = [
+                    Some(fd.as_raw_fd()),
+                    stderr.map(|e| e.as_raw_fd()),
+                    Some(self.chan.as_raw_fd()),
+                ];
                 close_all_but(&keep);
                 // SAFETY: the child never returns to the parent's owners of these numbers
                 // (it ends in `_exit`), so each has one owner from here on.
@@ -605,7 +641,12 @@ impl ForkServer {
 /// server's socket first.
 #[allow(unsafe_code)]
 fn close_all_but(keep: &[Option<RawFd>]) {
-    let mut keep: Vec<u32> = keep.iter().flatten().filter_map(|fd| u32::try_from(*fd).ok()).filter(|fd| *fd > 2).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .flatten()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
     keep.sort_unstable();
     let mut from = 3u32;
     for fd in keep {

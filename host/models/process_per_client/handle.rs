@@ -514,9 +514,7 @@ impl ForkerProcess {
             watch.lost();
         }
         if !self.ending.load(Ordering::Relaxed) {
-            warn!(
-                "the process-per-client fork server went away; a new one takes over"
-            );
+            warn!("the process-per-client fork server went away; a new one takes over");
             // Reap it now rather than when it is replaced: no zombie in between.
             let process = lock(&self.process).take();
             if let Some(mut process) = process {

@@ -21,8 +21,8 @@ pub mod fork_server;
 mod handle;
 pub mod wire;
 
-pub use handle::{ForkerCommand, ForkerHandle};
 use handle::Child;
+pub use handle::{ForkerCommand, ForkerHandle};
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -90,11 +90,16 @@ impl Runner for ProcessPerClient {
             return false;
         };
         let rules = Rules::of(&port.plan.entry);
-        let listened = self.forker.listen(self.port_id, port.clone(), socket, rules);
+        let listened = self
+            .forker
+            .listen(self.port_id, port.clone(), socket, rules);
         let mut unlistened = match listened.await {
             Ok(unlistened) => unlistened,
             Err(e) => {
-                warn!(port = port.port(), "the fork server cannot accept the port's clients ({e}); the host accepts them");
+                warn!(
+                    port = port.port(),
+                    "the fork server cannot accept the port's clients ({e}); the host accepts them"
+                );
                 return false;
             }
         };
@@ -116,7 +121,6 @@ impl Runner for ProcessPerClient {
         }
         true
     }
-
 
     /// Hands the connection to a child process and tracks it until the child has been reaped.
     async fn dispatch(&self, conn: Accepted) {
@@ -175,7 +179,11 @@ impl Runner for ProcessPerClient {
                     }
                 };
                 let wait = async {
-                    let kind = if program { Child::Program } else { Child::Handed };
+                    let kind = if program {
+                        Child::Program
+                    } else {
+                        Child::Handed
+                    };
                     child.wait(&port, kind).await;
                     if program {
                         // A grandchild still holding the socket cannot keep the client.
