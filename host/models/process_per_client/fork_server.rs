@@ -11,9 +11,10 @@
 //!   hands it the listening socket once, and this loop accepts, admits the client by the port's
 //!   [`Rules`] (with [`Gate`], the code the host's own accept loop decides with), forks, and
 //!   tells the host in one batch per turn. The host is not on a connection's path at all.
+//!   An `exec` port's program gets a stderr pipe made here, whose read end goes to the host
+//!   with the report.
 //! - **The host hands each one over** (`SCM_RIGHTS` with [`ToForker::Serve`]) for what must
-//!   happen before a fork: a PROXY header read, an `exec` program's stderr pipe, a
-//!   single-session port's one client.
+//!   happen before a fork: a PROXY header read, a single-session port's one client.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -456,13 +458,31 @@ impl ForkServer {
                     continue;
                 }
             };
-            // Replies are single small writes: sent now rather than after an ACK.
-            let _ = socket.set_tcp_nodelay(true);
             let socket = OwnedFd::from(socket);
             let conn = self.next_conn;
             self.next_conn += 1;
             let port = &self.ports[&port_id];
-            match self.fork_child(conn, peer, port, socket.as_fd(), None) {
+            let program = crate::exec::of(&*port.service).is_some();
+            // Replies are single small writes: sent now rather than after an ACK. A program's
+            // stream is its own business.
+            if !program {
+                let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+            }
+            // A program's stderr goes into a pipe whose other end the host reads and logs.
+            let pipe = if program {
+                match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+                    Ok(pipe) => Some(pipe),
+                    Err(e) => {
+                        warn!(port = port.spec.port, %peer, "cannot make a pipe for the program's stderr: {e}");
+                        self.give_back(port_id, pass);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let stderr = pipe.as_ref().map(|(_, write)| write.as_fd());
+            match self.fork_child(conn, peer, port, socket.as_fd(), stderr) {
                 Ok(pid) => {
                     let child = Child {
                         conn,
@@ -470,12 +490,22 @@ impl ForkServer {
                         accepted: Some((pass, socket)),
                     };
                     self.children.insert(pid, child);
-                    self.out.push(FromForker::Accepted {
+                    let accepted = FromForker::Accepted {
                         port_id,
                         conn,
                         pid: pid.as_raw(),
                         peer,
-                    });
+                    };
+                    match pipe {
+                        // Each program is the leader of a process group of its own. Its report
+                        // goes at once, alone with the pipe's read end (after what came before).
+                        Some((read, _write)) => {
+                            self.groups.insert(pid);
+                            self.flush();
+                            let _ = wire::send(self.chan.as_fd(), &accepted, &[read.as_fd()]);
+                        }
+                        None => self.out.push(accepted),
+                    }
                 }
                 Err(e) => {
                     warn!(port = port.spec.port, %peer, "cannot fork a process for the connection: {e}");
@@ -589,13 +619,18 @@ impl ForkServer {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
-            if self.groups.remove(&pid) {
+            let program = self.groups.remove(&pid);
+            if program {
                 // Whatever the program left in its group goes with it.
                 let _ = killpg(pid, Signal::SIGKILL);
             }
             if let Some(child) = self.children.remove(&pid) {
                 let conn = child.conn;
-                if let Some((pass, _socket)) = child.accepted {
+                if let Some((pass, socket)) = child.accepted {
+                    if program {
+                        // A grandchild still holding the socket cannot keep the client.
+                        let _ = socket2::SockRef::from(&socket).shutdown(std::net::Shutdown::Both);
+                    }
                     self.give_back(child.port_id, pass);
                 }
                 self.out.push(FromForker::Exited {

@@ -18,7 +18,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::fork_server::FIRST_OWN_CONN;
 use super::wire::{self, ChildSpec, FromForker, ToForker};
@@ -29,6 +29,9 @@ use crate::port::{Admission, Port};
 
 /// How long a child may take to end after SIGTERM before it gets SIGKILL.
 const KILL_AFTER: Duration = Duration::from_millis(500);
+
+/// How long the host still reads an `exec` program's stderr after the program has ended.
+const STDERR_AFTER: Duration = Duration::from_millis(200);
 
 /// How long the host waits before starting a fork server again after one went away while it
 /// accepted a port's clients.
@@ -499,7 +502,7 @@ impl ForkerProcess {
                 Err(e) => Err(e),
             };
             match received {
-                Ok(Some((report, _))) => self.route(report),
+                Ok(Some((report, mut fds))) => self.route(report, fds.pop()),
                 Ok(None) => break,
                 Err(e) => {
                     warn!("reading from the forker: {e}");
@@ -524,11 +527,12 @@ impl ForkerProcess {
     }
 
     /// Routes one report of the fork server (or of one of its children) to its connection.
-    fn route(self: &Arc<Self>, report: FromForker) {
+    /// `stderr`: the descriptor that came with it (an `exec` program's stderr pipe).
+    fn route(self: &Arc<Self>, report: FromForker, stderr: Option<OwnedFd>) {
         let (conn, exit) = match report {
             FromForker::Batch(reports) => {
                 for report in reports {
-                    self.route(report);
+                    self.route(report, None);
                 }
                 return;
             }
@@ -556,7 +560,7 @@ impl ForkerProcess {
                 conn,
                 pid,
                 peer,
-            } => return self.accepted(port_id, conn, pid, peer),
+            } => return self.accepted(port_id, conn, pid, peer, stderr),
             FromForker::Refused {
                 port_id,
                 peer,
@@ -608,7 +612,14 @@ impl ForkerProcess {
 
     /// A client the fork server accepted and forked `pid` for: the port admits it into its
     /// table (the live page, the metrics) and a task waits for the child as for any other.
-    fn accepted(self: &Arc<Self>, port_id: u64, conn: u64, pid: i32, peer: std::net::SocketAddr) {
+    fn accepted(
+        self: &Arc<Self>,
+        port_id: u64,
+        conn: u64,
+        pid: i32,
+        peer: std::net::SocketAddr,
+        stderr: Option<OwnedFd>,
+    ) {
         let Some(port) = lock(&self.listeners).get(&port_id).map(|l| l.port.clone()) else {
             return;
         };
@@ -639,13 +650,12 @@ impl ForkerProcess {
             model = %entry.model,
             %peer
         );
-        port.tracker.clone().spawn(
-            async move {
-                child.wait(&port, Child::Accepted).await;
-                drop(admission);
-            }
-            .instrument(span),
-        );
+        let kind = if crate::exec::of(&*port.plan.service).is_some() {
+            Child::Program
+        } else {
+            Child::Accepted
+        };
+        child.watch(admission, kind, stderr, span);
     }
 
     /// Has the fork server tell a client it accepted why it is cut off, then SIGTERM its child.
@@ -680,6 +690,50 @@ pub(super) enum Child {
 }
 
 impl ConnChild {
+    /// Tracks the child, in a task of its port, until it has been reaped and the connection
+    /// has ended; an `exec` program's `stderr` is logged meanwhile.
+    pub(super) fn watch(
+        self,
+        admission: Admission,
+        kind: Child,
+        stderr: Option<OwnedFd>,
+        span: Span,
+    ) {
+        let port = admission.port().clone();
+        port.tracker.clone().spawn(
+            async move {
+                let log = async {
+                    let pipe = stderr.and_then(|fd| {
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                            .map_err(|e| warn!("cannot read the program's stderr: {e}"))
+                            .ok()
+                    });
+                    if let Some(pipe) = pipe {
+                        let (port, id) = (admission.port(), admission.id());
+                        crate::exec::stderr::log(pipe, || port.pid(id)).await;
+                    }
+                };
+                let wait = async {
+                    self.wait(&port, kind).await;
+                    if kind == Child::Program {
+                        // A grandchild still holding the socket cannot keep the client.
+                        admission.shut_down();
+                    }
+                };
+                // The stderr of a program that has ended is read a moment longer, not for as
+                // long as something it left behind holds the pipe.
+                let (mut log, mut wait) = (std::pin::pin!(log), std::pin::pin!(wait));
+                tokio::select! {
+                    () = &mut log => wait.await,
+                    () = &mut wait => {
+                        let _ = tokio::time::timeout(STDERR_AFTER, log).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     /// Waits for the child to end. When the port closes its connections first, it sends
     /// SIGTERM, then SIGKILL after [`KILL_AFTER`] (a client the fork server accepted is first
     /// told why there, as the host tells those it holds); an `exec` port's program gets

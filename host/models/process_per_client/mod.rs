@@ -26,7 +26,6 @@ pub use handle::{ForkerCommand, ForkerHandle};
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{Instrument, info, warn};
@@ -37,9 +36,6 @@ use crate::connection::Accepted;
 use crate::gate::Rules;
 use crate::port::Port;
 use wire::ChildSpec;
-
-/// How long the host still reads an `exec` program's stderr after the program has ended.
-const STDERR_AFTER: Duration = Duration::from_millis(200);
 
 /// The runner of a process-per-client port: its id at the fork server, where its service was
 /// built once and every child inherits it.
@@ -64,9 +60,7 @@ impl ProcessPerClient {
             base_dir: e.base_dir.clone(),
             limits: e.limits,
         };
-        let forker_accepts = e.edge.trusted_proxies.is_none()
-            && !plan.service.single_session()
-            && crate::exec::of(&*plan.service).is_none();
+        let forker_accepts = e.edge.trusted_proxies.is_none() && !plan.service.single_session();
         Ok(ProcessPerClient {
             forker: forker.clone(),
             port_id: forker.register(spec).await?,
@@ -164,44 +158,12 @@ impl Runner for ProcessPerClient {
                 return;
             }
         };
-        let port = admission.port().clone();
-        port.tracker.clone().spawn(
-            async move {
-                let log = async {
-                    let pipe = stderr.and_then(|fd| {
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                            .map_err(|e| warn!("cannot read the program's stderr: {e}"))
-                            .ok()
-                    });
-                    if let Some(pipe) = pipe {
-                        let (port, id) = (admission.port(), admission.id());
-                        crate::exec::stderr::log(pipe, || port.pid(id)).await;
-                    }
-                };
-                let wait = async {
-                    let kind = if program {
-                        Child::Program
-                    } else {
-                        Child::Handed
-                    };
-                    child.wait(&port, kind).await;
-                    if program {
-                        // A grandchild still holding the socket cannot keep the client.
-                        admission.shut_down();
-                    }
-                };
-                // The stderr of a program that has ended is read a moment longer, not for as
-                // long as something it left behind holds the pipe.
-                let (mut log, mut wait) = (std::pin::pin!(log), std::pin::pin!(wait));
-                tokio::select! {
-                    () = &mut log => wait.await,
-                    () = &mut wait => {
-                        let _ = tokio::time::timeout(STDERR_AFTER, log).await;
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        let kind = if program {
+            Child::Program
+        } else {
+            Child::Handed
+        };
+        child.watch(admission, kind, stderr, span);
     }
 
     async fn finish(&self) {

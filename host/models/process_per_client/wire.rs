@@ -79,7 +79,8 @@ pub enum FromForker {
     /// No child could be started for the connection.
     Failed { conn: u64, reason: String },
     /// The fork server accepted and admitted a client of a listening port and forked `pid`
-    /// to serve it; `conn` is the connection's id from now on.
+    /// to serve it; `conn` is the connection's id from now on. For an `exec` port, the read
+    /// end of the program's stderr pipe comes with it.
     Accepted {
         port_id: u64,
         conn: u64,
