@@ -45,7 +45,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net};
 
 /// Which list a rule is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum List {
     Allow,
     Deny,
@@ -68,7 +68,7 @@ impl fmt::Display for List {
 }
 
 /// Where a rule was written, so a log line can say which rule refused a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Level {
     Host,
     Port,
@@ -258,7 +258,7 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 /// The rule a client matched, for the log line that says why it was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Matched {
     pub net: IpNet,
     pub list: List,
@@ -291,7 +291,9 @@ impl fmt::Display for Decision {
 }
 
 /// The access rules of one port, host and port levels combined, ready for a check per accept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serializable, so that the fork server, which accepts a process-per-client port's clients
+/// itself, checks them with the very rules the host built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Access {
     v4: Table,
     v6: Table,
@@ -383,12 +385,12 @@ impl Networks {
 /// match is the most specific. A lookup masks the address once per distinct prefix length
 /// (at most 33 or 129, in practice a handful) and binary-searches that group, so a blocklist
 /// of thousands of single addresses costs one search.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Table {
     groups: Vec<Group>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Group {
     mask: u128,
     /// Network bits (masked), sorted.

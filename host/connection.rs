@@ -18,7 +18,6 @@ use tracing::{Span, debug, error, warn};
 
 use crate::exec::Exec;
 use crate::port::{Admission, Port, Refusal};
-use crate::shutdown::Shutdown;
 
 /// A client the accept loop has admitted, handed to the port's runner.
 #[derive(Debug)]
@@ -36,10 +35,14 @@ impl Accepted {
         self.admission.port()
     }
 
-    /// The connection as a service's async form gets it, and what stays with the host.
+    /// The connection as a service's async form gets it, and what stays with the host: one
+    /// descriptor, the service's (a drain ends it through its task, see [`serve`]), except for
+    /// an `exec` program, whose end must reach what it leaves behind holding the socket.
     pub fn into_conn(self) -> (Conn, Admission, Span) {
         let limits = self.port().plan.entry.limits;
-        keep_closer(&self.admission, &self.stream, &self.span);
+        if crate::exec::of(&*self.port().plan.service).is_some() {
+            keep_closer(&self.admission, &self.stream, &self.span);
+        }
         let conn = Conn {
             stream: self.stream,
             peer: self.peer,
@@ -106,25 +109,33 @@ pub enum End {
     Panicked,
 }
 
-/// Runs the service's async form on one connection to its end, or until `shutdown` says the
-/// port closes its connections.
-pub async fn serve(service: &dyn Service, conn: Conn, shutdown: Option<&Shutdown>) -> End {
+/// Runs the service's async form on one connection to its end, or until the port (if any)
+/// closes its connections: then the client is told why, and the service's future dropped.
+pub async fn serve(service: &dyn Service, conn: Conn, port: Option<&Port>) -> End {
     log_start();
-    let end = serve_async(service, conn, shutdown).await;
+    let end = serve_async(service, conn, port).await;
     log_end(&end);
     end
 }
 
-async fn serve_async(service: &dyn Service, conn: Conn, shutdown: Option<&Shutdown>) -> End {
-    match shutdown {
-        None => outcome(catch_unwind(service.serve(conn)).await),
-        Some(shutdown) => {
-            let close = shutdown.closed_token();
-            tokio::select! {
-                biased;
-                result = catch_unwind(service.serve(conn)) => outcome(result),
-                () = close.cancelled() => End::Closed,
-            }
+#[allow(unsafe_code)]
+async fn serve_async(service: &dyn Service, conn: Conn, port: Option<&Port>) -> End {
+    let Some(port) = port else {
+        return outcome(catch_unwind(service.serve(conn)).await);
+    };
+    let close = port.shutdown.closed_token();
+    let socket = std::os::fd::AsRawFd::as_raw_fd(&conn.stream);
+    let mut serving = std::pin::pin!(catch_unwind(service.serve(conn)));
+    tokio::select! {
+        biased;
+        result = &mut serving => outcome(result),
+        () = close.cancelled() => {
+            // SAFETY: the socket is the service future's (see `Service::serve`), and that
+            // future, `serving`, lives until this function returns: the number is still this
+            // connection's socket.
+            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+            crate::port::tell_and_shut(&socket2::SockRef::from(&socket), port.cut_off_reply());
+            End::Closed
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::rate_limit::{ConnectionRate, Rate};
 
 /// Why a client is turned away before any service code runs: the line it gets (if any), then
 /// a close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     /// Its address already has `max_connections_per_ip` connections open.
     TooManyFromAddress = 0,
@@ -59,6 +59,28 @@ impl Refusal {
     }
 }
 
+/// A port's admission rules as its entry states them: what a [`Gate`] is built from, in the
+/// host or in the fork server (which gets them over its channel, hence serializable).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rules {
+    pub access: Access,
+    pub rate: Option<Rate>,
+    pub max_connections: usize,
+    pub per_ip_limit: Option<usize>,
+}
+
+impl Rules {
+    /// The rules of a port's entry.
+    pub fn of(entry: &crate::config::PortEntry) -> Rules {
+        Rules {
+            access: entry.edge.access.clone(),
+            rate: entry.edge.rate,
+            max_connections: entry.max_connections,
+            per_ip_limit: entry.max_connections_per_ip,
+        }
+    }
+}
+
 /// What a port lets in: `max_connections`, `max_connections_per_ip`, `allow`/`deny` and
 /// `max_connection_rate_per_ip`, with the counts of what it has let in. Every admitted
 /// connection holds a [`Pass`] and gives it back through [`Gate::leave`].
@@ -86,12 +108,13 @@ pub struct Pass {
 }
 
 impl Gate {
-    pub fn new(
-        access: Access,
-        rate: Option<Rate>,
-        max_connections: usize,
-        per_ip_limit: Option<usize>,
-    ) -> Gate {
+    pub fn new(rules: Rules) -> Gate {
+        let Rules {
+            access,
+            rate,
+            max_connections,
+            per_ip_limit,
+        } = rules;
         Gate {
             access,
             rate: rate.map(|rate| ConnectionRate::new(rate, ConnectionRate::DEFAULT_CAPACITY)),
@@ -104,12 +127,7 @@ impl Gate {
 
     /// The gate of a port's entry.
     pub fn of(entry: &crate::config::PortEntry) -> Gate {
-        Gate::new(
-            entry.edge.access.clone(),
-            entry.edge.rate,
-            entry.max_connections,
-            entry.max_connections_per_ip,
-        )
+        Gate::new(Rules::of(entry))
     }
 
     /// Whether the port holds `max_connections` connections, and so takes no one else now.
@@ -195,7 +213,12 @@ mod tests {
     }
 
     fn open_gate(max: usize, per_ip: Option<usize>, rate: Option<Rate>) -> Gate {
-        Gate::new(Access::default(), rate, max, per_ip)
+        Gate::new(Rules {
+            access: Access::default(),
+            rate,
+            max_connections: max,
+            per_ip_limit: per_ip,
+        })
     }
 
     #[test]
@@ -247,7 +270,12 @@ mod tests {
         let port =
             AccessLists::parse(Some(&["10.0.0.0/8"][..]), Some(&["10.9.0.0/16"][..])).unwrap();
         let access = Access::new(&AccessLists::default(), &port);
-        let mut gate = Gate::new(access, Some(Rate::new(1.0, 1).unwrap()), 10, Some(1));
+        let mut gate = Gate::new(Rules {
+            access,
+            rate: Some(Rate::new(1.0, 1).unwrap()),
+            max_connections: 10,
+            per_ip_limit: Some(1),
+        });
         let now = Instant::now();
         assert_eq!(
             gate.admit(ip("192.168.0.1"), now).unwrap_err(),

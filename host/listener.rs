@@ -24,8 +24,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// port tidies what it remembers about clients ([`Port::tidy_forever`]), in this task, so that
 /// a restarted loop brings its own and an ended one takes it along.
 pub async fn accept_loop(port: Arc<Port>, runner: Arc<dyn Runner>) {
+    let accept = async {
+        if !runner.accept(&port).await {
+            accept_until_stopped(port.clone(), runner.clone()).await;
+        }
+    };
     tokio::select! {
-        () = accept_until_stopped(port.clone(), runner) => {}
+        () = accept => {}
         never = port.tidy_forever() => match never {},
     }
 }

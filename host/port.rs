@@ -62,15 +62,14 @@ pub struct Port {
     pub(crate) fail_next_accept: std::sync::atomic::AtomicBool,
 }
 
-/// Tells a client why it is cut off, without waiting (its socket buffer may be full), and
-/// shuts its socket down. An `exec` port's client is told nothing: the stream is the program's
-/// protocol, not the host's lines.
-fn tell_and_shut(closer: &std::net::TcpStream, why: Option<Cause>) {
-    if let Some(why) = why {
-        let socket = socket2::SockRef::from(closer);
-        let _ = socket.send_with_flags(why.reply(), nix::libc::MSG_DONTWAIT);
+/// Tells a client why it is cut off (`reply`; nothing on an `exec` port, whose stream is the
+/// program's protocol, not the host's lines), without waiting (its socket buffer may be full),
+/// and shuts its socket down.
+pub(crate) fn tell_and_shut(socket: &socket2::SockRef<'_>, reply: &[u8]) {
+    if !reply.is_empty() {
+        let _ = socket.send_with_flags(reply, nix::libc::MSG_DONTWAIT);
     }
-    let _ = closer.shutdown(std::net::Shutdown::Both);
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// What the port knows of its open connections.
@@ -173,6 +172,22 @@ impl Port {
         peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
         let pass = lock(&self.gate).admit(peer.ip(), now())?;
+        Ok(self.enter(peer, Some(slot), Some(pass)))
+    }
+
+    /// Admits a client that another process accepted and let in by the port's rules (the fork
+    /// server of a `process-per-client` port, which holds its place and its slot there).
+    pub fn admit_accepted(self: &Arc<Self>, peer: SocketAddr) -> Admission {
+        self.enter(peer, None, None)
+    }
+
+    /// Enters an admitted connection in the port's table and counts it.
+    fn enter(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        pass: Option<Pass>,
+    ) -> Admission {
         let mut table = lock(&self.table);
         let id = table.next_id;
         table.next_id += 1;
@@ -194,14 +209,14 @@ impl Port {
         self.events.push(Some(self.port()), Kind::Connected, || {
             format!("{peer} connected")
         });
-        Ok(Admission {
+        Admission {
             port: self.clone(),
             id,
             since,
             traffic,
             _slot: slot,
-            pass: Some(pass),
-        })
+            pass,
+        }
     }
 
     /// Counts a refusal, and logs it unless the log has told about enough of them lately.
@@ -258,13 +273,23 @@ impl Port {
             let mut table = lock(&self.table);
             table.closing = Some(why);
             let told = self.told(why);
+            let reply = told.map_or(&b""[..], Cause::reply);
             for open in table.open.values() {
                 if let Some(closer) = &open.closer {
-                    tell_and_shut(closer, told);
+                    tell_and_shut(&socket2::SockRef::from(closer), reply);
                 }
             }
         }
         self.shutdown.close_connections();
+    }
+
+    /// The line a client gets when the port closes its connections now (empty before that, and
+    /// on an `exec` port).
+    pub fn cut_off_reply(&self) -> &'static [u8] {
+        lock(&self.table)
+            .closing
+            .and_then(|why| self.told(why))
+            .map_or(b"", Cause::reply)
     }
 
     /// What a client cut off is told: nothing on an `exec` port.
@@ -378,7 +403,8 @@ pub struct Admission {
     id: u64,
     since: Instant,
     traffic: Arc<Traffic>,
-    _slot: OwnedSemaphorePermit,
+    /// Its slot of `max_connections`, when the host accepted it (the fork server holds its own).
+    _slot: Option<OwnedSemaphorePermit>,
     /// Its place at the port's gate, given back on drop.
     pass: Option<Pass>,
 }
@@ -408,7 +434,8 @@ impl Admission {
     pub fn set_closer(&self, closer: std::net::TcpStream) {
         let mut table = lock(&self.port.table);
         if let Some(why) = table.closing {
-            tell_and_shut(&closer, self.port.told(why));
+            let reply = self.port.told(why).map_or(&b""[..], Cause::reply);
+            tell_and_shut(&socket2::SockRef::from(&closer), reply);
         }
         if let Some(open) = table.open.get_mut(&self.id) {
             open.closer = Some(closer);

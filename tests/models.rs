@@ -5,7 +5,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Client, HostProcess, TestHost, alive, children_of, entry, eventually, threads, zombies_of,
+    Client, HostProcess, TestHost, alive, children_of, entry, eventually, held_connections,
+    open_fds, threads, zombies_of,
 };
 
 const CLIENTS: usize = 12;
@@ -57,6 +58,40 @@ fn process_per_client_has_one_child_per_client() {
     }
     assert!(eventually(
         || children_of(forker).is_empty() && zombies_of(forker) == 0
+    ));
+}
+
+/// `ForkingTCPServer`'s shape: the fork server accepts, so the host is on no connection's
+/// path and holds none of their sockets (handed over, it would hold one per client, to close it
+/// with a reason at the end of a drain).
+#[test]
+fn the_fork_server_accepts_and_the_host_holds_no_socket_of_its_clients() {
+    let host = HostProcess::start("", &[entry("palindrome-v3", "process-per-client", "")]);
+    assert!(
+        eventually(|| host.forker().is_some()),
+        "the fork server starts with the port, to accept its clients"
+    );
+    let forker = host.forker().unwrap();
+    let port = host.addr(0).port();
+    // Once a client has been served, the fork server accepts (and the host holds nothing).
+    let mut first = Client::connect(host.addr(0));
+    assert_eq!(first.ask("abba"), "1");
+    first.send(b"\n");
+    assert!(first.is_closed());
+    assert!(eventually(|| held_connections(port) == 0));
+    let (host_fds, forker_fds) = (open_fds(host.pid()), open_fds(forker));
+    let clients = connect_and_ask(&host, CLIENTS);
+    assert_eq!(held_connections(port), CLIENTS);
+    assert_eq!(
+        open_fds(host.pid()),
+        host_fds,
+        "the host holds descriptors of the clients"
+    );
+    // The fork server's own handle on each, to tell its client why a drain cuts it off.
+    assert_eq!(open_fds(forker), forker_fds + CLIENTS);
+    drop(clients);
+    assert!(eventually(
+        || open_fds(forker) == forker_fds && held_connections(port) == 0
     ));
 }
 

@@ -34,7 +34,7 @@ pub(super) fn task(conn: Accepted) -> impl Future<Output = ()> + Send + 'static 
                 Err(e) => tracing::warn!("cannot hand the socket to the program: {e}"),
             },
             None => {
-                connection::serve(&*port.plan.service, conn, Some(&port.shutdown)).await;
+                connection::serve(&*port.plan.service, conn, Some(&port)).await;
             }
         }
         drop(admission);

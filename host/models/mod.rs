@@ -40,6 +40,13 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
     /// this connection: it is logged here and the admission is dropped.
     async fn dispatch(&self, conn: Accepted);
 
+    /// Accepts the port's clients somewhere other than the host's accept loop (the fork
+    /// server of a `process-per-client` port) until the port stops, and returns `true`; or
+    /// returns `false` at once, or when that cannot go on, and the host's loop accepts.
+    async fn accept(&self, _port: &Arc<Port>) -> bool {
+        false
+    }
+
     /// Called once the port has stopped and its connections have drained.
     async fn finish(&self) {}
 }

@@ -28,6 +28,10 @@ use crate::{BlockingConn, Conn};
 pub trait Service: std::any::Any + Send + Sync {
     /// Serves one connection until the client leaves, the service ends the session, or a
     /// limit in `conn.limits` is hit. An error ends only this connection.
+    ///
+    /// The connection is this future's and must not outlive it (no task spawned with its
+    /// socket): the host ends a connection at the end of a drain by writing the reason to its
+    /// socket, then dropping this future.
     async fn serve(&self, conn: Conn) -> std::io::Result<()>;
 
     /// The blocking form of this service, if it has one.

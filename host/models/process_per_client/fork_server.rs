@@ -4,16 +4,26 @@
 //! The host is multi-threaded, and `fork()` in a multi-threaded process copies only the calling
 //! thread, leaving locks held by the others locked forever in the child. The forker never starts
 //! a thread, so forking it is safe, and cheap: no `exec`, and the service is built once per port
-//! and inherited. It receives each connection's socket from the host (`SCM_RIGHTS`), forks, and
-//! reports every child's end; it is the children's parent, so it reaps them.
+//! and inherited. It is the children's parent, so it reaps them and reports every child's end.
+//!
+//! A port's clients reach it one of two ways:
+//! - **It accepts them** ([`ToForker::Listen`]), the textbook's `ForkingTCPServer`: the host
+//!   hands it the listening socket once, and this loop accepts, admits the client by the port's
+//!   [`Rules`] (with [`Gate`], the code the host's own accept loop decides with), forks, and
+//!   tells the host in one batch per turn. The host is not on a connection's path at all.
+//!   An `exec` port's program gets a stderr pipe made here, whose read end goes to the host
+//!   with the report.
+//! - **The host hands each one over** (`SCM_RIGHTS` with [`ToForker::Serve`]) for what must
+//!   happen before a fork: a PROXY header read, a single-session port's one client.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -26,6 +36,7 @@ use super::child;
 use super::wire::{self, ChildSpec, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
+use crate::gate::{Gate, Pass, Refusal, Rules};
 
 /// How long the forker waits for children to end after SIGTERM when the host goes away.
 const TERM_GRACE: Duration = Duration::from_millis(500);
@@ -35,10 +46,49 @@ const TERM_GRACE: Duration = Duration::from_millis(500);
 /// binary's harness), the signal can go to a thread that ignores it instead.
 const REAP_TICK: u16 = 100;
 
+/// How many clients one turn of the loop accepts on one port at most: a flood on one port
+/// leaves the other ports, the host's messages and the reaping their turn.
+const ACCEPT_BATCH: usize = 64;
+
+/// How long a port pauses accepting after an error that freed descriptors may cure (EMFILE).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often the rate buckets of listening ports are tidied, when nothing else wakes the loop.
+const TIDY_EVERY: Duration = Duration::from_secs(1);
+
+/// The ids of connections the fork server accepts itself start here, above any id the host
+/// gives out, so both kinds can share one table of children.
+pub(super) const FIRST_OWN_CONN: u64 = 1 << 62;
+
+/// The most reports held for one batch; a turn that makes more sends several.
+const BATCH_MAX: usize = 512;
+
 /// A port the fork server serves: what its children inherit.
 pub(super) struct Port {
     pub(super) spec: ChildSpec,
     pub(super) service: Arc<dyn Service>,
+    /// Its listening socket and gate, when the fork server accepts its clients itself.
+    listening: Option<Listening>,
+}
+
+/// A port whose clients the fork server accepts.
+struct Listening {
+    /// Non-blocking: the loop's `poll` says when to accept.
+    socket: socket2::Socket,
+    gate: Gate,
+    /// Set by `Unlisten`: accept what is queued, then close the socket.
+    closing: bool,
+    /// After an accept error, no accepting before this.
+    paused_until: Option<Instant>,
+}
+
+/// A child the fork server is the parent of.
+struct Child {
+    conn: u64,
+    port_id: u64,
+    /// For a client the fork server accepted: its place at the port's gate, and its socket,
+    /// kept to tell the client why and shut it down when the host closes the connection.
+    accepted: Option<(Pass, OwnedFd)>,
 }
 
 /// The fork server's state: its channel to the host, the ports it can serve, its children.
@@ -48,13 +98,17 @@ struct ForkServer {
     /// SIGCHLD as a readable descriptor, so one `poll` waits for the host and for children.
     sigchld: SignalFd,
     ports: HashMap<u64, Port>,
-    children: HashMap<Pid, u64>,
+    children: HashMap<Pid, Child>,
     /// The children that are `exec` programs, each the leader of a process group of its own:
     /// signals go to the group, and what is left of it dies with the program.
     groups: HashSet<Pid>,
     /// Whether connections' starts and ends are logged (debug level), read once here: a
     /// child that asked the subscriber would run its filters, page by page, in every child.
     debug_logging: bool,
+    /// Reports for the host, sent together at the end of each turn of the loop.
+    out: Vec<FromForker>,
+    next_conn: u64,
+    next_tidy: Instant,
 }
 
 /// Runs the fork server until the host closes its end, then ends the remaining children.
@@ -85,25 +139,42 @@ pub fn main() -> anyhow::Result<()> {
         children: HashMap::new(),
         groups: HashSet::new(),
         debug_logging: tracing::enabled!(target: "porthost::connection", tracing::Level::DEBUG),
+        out: Vec::new(),
+        next_conn: FIRST_OWN_CONN,
+        next_tidy: Instant::now() + TIDY_EVERY,
     };
     let mut buf = vec![0u8; wire::MAX_MESSAGE];
     loop {
-        let (host_ready, child_ended) = {
-            let mut fds = [
+        let now = Instant::now();
+        let polled = forker.polled_ports(now);
+        let (host_ready, child_ended, ready) = {
+            let mut fds = vec![
                 PollFd::new(forker.chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(forker.sigchld.as_fd(), PollFlags::POLLIN),
             ];
-            let timeout = if forker.children.is_empty() {
-                PollTimeout::NONE
-            } else {
-                PollTimeout::from(REAP_TICK)
-            };
-            match poll(&mut fds, timeout) {
+            for port_id in &polled {
+                if let Some(listening) =
+                    forker.ports.get(port_id).and_then(|p| p.listening.as_ref())
+                {
+                    fds.push(PollFd::new(listening.socket.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            match poll(&mut fds, forker.timeout(now)) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),
             }
-            (fds[0].any() == Some(true), fds[1].any() == Some(true))
+            let ready: Vec<u64> = polled
+                .iter()
+                .zip(&fds[2..])
+                .filter(|(_, fd)| fd.any() == Some(true))
+                .map(|(port_id, _)| *port_id)
+                .collect();
+            (
+                fds[0].any() == Some(true),
+                fds[1].any() == Some(true),
+                ready,
+            )
         };
         if child_ended {
             while forker.sigchld.read_signal()?.is_some() {}
@@ -120,6 +191,11 @@ pub fn main() -> anyhow::Result<()> {
                 Err(e) => return Err(e).context("reading from the host"),
             }
         }
+        for port_id in forker.to_accept(ready) {
+            forker.accept(port_id);
+        }
+        forker.tidy(Instant::now());
+        forker.flush();
     }
     forker.end_children();
     Ok(())
@@ -137,7 +213,12 @@ impl ForkServer {
                 match built {
                     Ok(service) => {
                         warm_up(&spec);
-                        self.ports.insert(port_id, Port { spec, service });
+                        let port = Port {
+                            spec,
+                            service,
+                            listening: None,
+                        };
+                        self.ports.insert(port_id, port);
                     }
                     Err(e) => warn!(port = spec.port, "cannot build {}: {e}", spec.service),
                 }
@@ -149,9 +230,16 @@ impl ForkServer {
             } => {
                 // The socket first, then an `exec` program's stderr pipe.
                 let stderr = (fds.len() > 1).then(|| fds.pop()).flatten();
+                // The parent's copies of the descriptors are closed when this returns.
                 let started = match (self.ports.get(&port_id), fds.pop()) {
                     (Some(port), Some(fd)) => self
-                        .fork_child(conn, peer, port, fd, stderr)
+                        .fork_child(
+                            conn,
+                            peer,
+                            port,
+                            fd.as_fd(),
+                            stderr.as_ref().map(AsFd::as_fd),
+                        )
                         .map(|pid| (pid, crate::exec::of(&*port.service).is_some()))
                         .map_err(|e| e.to_string()),
                     (None, _) => Err(format!("no port {port_id} in the forker")),
@@ -159,52 +247,341 @@ impl ForkServer {
                 };
                 match started {
                     Ok((pid, program)) => {
-                        self.children.insert(pid, conn);
+                        let child = Child {
+                            conn,
+                            port_id,
+                            accepted: None,
+                        };
+                        self.children.insert(pid, child);
                         if program {
                             self.groups.insert(pid);
                         }
-                        self.tell(&FromForker::Forked {
+                        self.out.push(FromForker::Forked {
                             conn,
                             pid: pid.as_raw(),
                         });
                     }
-                    Err(reason) => self.tell(&FromForker::Failed { conn, reason }),
+                    Err(reason) => self.out.push(FromForker::Failed { conn, reason }),
                 }
             }
             ToForker::Signal { conn, signal } => {
                 let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
-                for (pid, _) in self.children.iter().filter(|(_, c)| **c == conn) {
-                    let _ = if self.groups.contains(pid) {
-                        killpg(*pid, signal)
-                    } else {
-                        kill(*pid, signal)
-                    };
-                }
+                self.signal(conn, signal);
             }
             ToForker::Forget { port_id } => {
-                self.ports.remove(&port_id);
+                if self
+                    .ports
+                    .remove(&port_id)
+                    .is_some_and(|p| p.listening.is_some())
+                {
+                    self.out.push(FromForker::Unlistened { port_id });
+                }
+            }
+            ToForker::Listen { port_id, rules } => self.listen(port_id, rules, fds.pop()),
+            ToForker::Unlisten { port_id } => {
+                match self
+                    .ports
+                    .get_mut(&port_id)
+                    .and_then(|p| p.listening.as_mut())
+                {
+                    Some(listening) => listening.closing = true,
+                    None => self.out.push(FromForker::Unlistened { port_id }),
+                }
+            }
+            ToForker::Close { conn, reply } => {
+                if let Some((_, socket)) = self
+                    .children
+                    .values()
+                    .find(|c| c.conn == conn)
+                    .and_then(|c| c.accepted.as_ref())
+                {
+                    crate::port::tell_and_shut(&socket2::SockRef::from(socket), &reply);
+                }
+                self.signal(conn, Signal::SIGTERM);
             }
         }
     }
 
-    /// Forks a child to serve `fd`; the parent's copy of `fd` is closed when this returns.
+    /// Signals a connection's child (an `exec` program's whole process group).
+    fn signal(&self, conn: u64, signal: Signal) {
+        for (pid, _) in self.children.iter().filter(|(_, c)| c.conn == conn) {
+            let _ = if self.groups.contains(pid) {
+                killpg(*pid, signal)
+            } else {
+                kill(*pid, signal)
+            };
+        }
+    }
+
+    /// Starts accepting a port's clients on `socket`; says `Unlistened` at once when it cannot,
+    /// so that the host accepts them itself.
+    fn listen(&mut self, port_id: u64, rules: Rules, socket: Option<OwnedFd>) {
+        let listening = match (self.ports.get_mut(&port_id), socket) {
+            (Some(port), Some(socket)) => {
+                let socket = socket2::Socket::from(socket);
+                match socket.set_nonblocking(true) {
+                    Ok(()) => Some((port, socket)),
+                    Err(e) => {
+                        warn!(
+                            port = port.spec.port,
+                            "cannot accept on the port's socket: {e}"
+                        );
+                        None
+                    }
+                }
+            }
+            (None, _) => {
+                warn!("no port {port_id} in the forker to accept for");
+                None
+            }
+            (Some(port), None) => {
+                warn!(
+                    port = port.spec.port,
+                    "no listening socket came to accept on"
+                );
+                None
+            }
+        };
+        match listening {
+            Some((port, socket)) => {
+                port.listening = Some(Listening {
+                    socket,
+                    gate: Gate::new(rules),
+                    closing: false,
+                    paused_until: None,
+                });
+            }
+            None => self.out.push(FromForker::Unlistened { port_id }),
+        }
+    }
+
+    /// The listening ports that can take a client now: not full, not paused.
+    fn polled_ports(&self, now: Instant) -> Vec<u64> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| {
+                p.listening.as_ref().is_some_and(|l| {
+                    !l.gate.is_full() && l.paused_until.is_none_or(|until| now >= until)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// How long `poll` may wait: for ever when nothing is due; a while when children may end
+    /// unannounced, a port's accepting is paused, or rate buckets are to be tidied.
+    fn timeout(&self, now: Instant) -> PollTimeout {
+        let mut wait: Option<Duration> = None;
+        let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        if !self.children.is_empty() {
+            at_most(Duration::from_millis(REAP_TICK.into()));
+        }
+        for listening in self.ports.values().filter_map(|p| p.listening.as_ref()) {
+            if let Some(until) = listening.paused_until {
+                at_most(until.saturating_duration_since(now));
+            }
+            if listening.gate.idle_after().is_some() {
+                at_most(self.next_tidy.saturating_duration_since(now));
+            }
+        }
+        match wait {
+            None => PollTimeout::NONE,
+            // Rounded up, so that a pause is over when `poll` returns.
+            Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u32)
+                .unwrap_or(PollTimeout::MAX),
+        }
+    }
+
+    /// The ports to accept on in this turn: those `poll` found ready, and those told to stop
+    /// (`Unlisten`) that can take a client, so that an empty queue is noticed and the socket
+    /// closed without waiting for a client.
+    fn to_accept(&self, mut ready: Vec<u64>) -> Vec<u64> {
+        let now = Instant::now();
+        for (id, port) in &self.ports {
+            if let Some(l) = &port.listening
+                && l.closing
+                && !l.gate.is_full()
+                && l.paused_until.is_none_or(|until| now >= until)
+                && !ready.contains(id)
+            {
+                ready.push(*id);
+            }
+        }
+        ready
+    }
+
+    /// Accepts up to [`ACCEPT_BATCH`] clients of a listening port: each one admitted forks a
+    /// child, each one refused gets its line. A port told to stop closes its socket once its
+    /// queue is empty.
+    fn accept(&mut self, port_id: u64) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(port) = self.ports.get_mut(&port_id) else {
+                return;
+            };
+            let Some(listening) = port.listening.as_mut() else {
+                return;
+            };
+            if listening.gate.is_full() {
+                return;
+            }
+            let (socket, peer) = match listening.socket.accept() {
+                Ok((socket, addr)) => match addr.as_socket() {
+                    Some(peer) => (socket, peer),
+                    None => continue,
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if listening.closing {
+                        port.listening = None;
+                        self.out.push(FromForker::Unlistened { port_id });
+                    }
+                    return;
+                }
+                Err(e) if is_per_connection(&e) => continue,
+                Err(e) => {
+                    warn!(
+                        port = port.spec.port,
+                        "accept failed: {e}; retrying in {ACCEPT_PAUSE:?}"
+                    );
+                    listening.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+            };
+            let pass = match listening.gate.admit(peer.ip(), Instant::now()) {
+                Ok(pass) => pass,
+                Err(refusal) => {
+                    refuse(&socket, refusal);
+                    self.out.push(FromForker::Refused {
+                        port_id,
+                        peer,
+                        refusal,
+                    });
+                    continue;
+                }
+            };
+            let socket = OwnedFd::from(socket);
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            let port = &self.ports[&port_id];
+            let program = crate::exec::of(&*port.service).is_some();
+            // Replies are single small writes: sent now rather than after an ACK. A program's
+            // stream is its own business.
+            if !program {
+                let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+            }
+            // A program's stderr goes into a pipe whose other end the host reads and logs.
+            let pipe = if program {
+                match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+                    Ok(pipe) => Some(pipe),
+                    Err(e) => {
+                        warn!(port = port.spec.port, %peer, "cannot make a pipe for the program's stderr: {e}");
+                        self.give_back(port_id, pass);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let stderr = pipe.as_ref().map(|(_, write)| write.as_fd());
+            match self.fork_child(conn, peer, port, socket.as_fd(), stderr) {
+                Ok(pid) => {
+                    let child = Child {
+                        conn,
+                        port_id,
+                        accepted: Some((pass, socket)),
+                    };
+                    self.children.insert(pid, child);
+                    let accepted = FromForker::Accepted {
+                        port_id,
+                        conn,
+                        pid: pid.as_raw(),
+                        peer,
+                    };
+                    match pipe {
+                        // Each program is the leader of a process group of its own. Its report
+                        // goes at once, alone with the pipe's read end (after what came before).
+                        Some((read, _write)) => {
+                            self.groups.insert(pid);
+                            self.flush();
+                            let _ = wire::send(self.chan.as_fd(), &accepted, &[read.as_fd()]);
+                        }
+                        None => self.out.push(accepted),
+                    }
+                }
+                Err(e) => {
+                    warn!(port = port.spec.port, %peer, "cannot fork a process for the connection: {e}");
+                    self.give_back(port_id, pass);
+                }
+            }
+        }
+    }
+
+    /// Gives an accepted connection's place at its port's gate back, if the port still listens.
+    fn give_back(&mut self, port_id: u64, pass: Pass) {
+        if let Some(listening) = self
+            .ports
+            .get_mut(&port_id)
+            .and_then(|p| p.listening.as_mut())
+        {
+            listening.gate.leave(pass);
+        }
+    }
+
+    /// Lets the listening ports' rate buckets forget the addresses that have filled up again.
+    fn tidy(&mut self, now: Instant) {
+        if now < self.next_tidy {
+            return;
+        }
+        self.next_tidy = now + TIDY_EVERY;
+        for listening in self.ports.values_mut().filter_map(|p| p.listening.as_mut()) {
+            listening.gate.forget_idle(now);
+        }
+    }
+
+    /// Sends the turn's reports to the host, [`BATCH_MAX`] to a packet. Best effort: if the
+    /// host is gone there is nobody to tell.
+    fn flush(&mut self) {
+        while !self.out.is_empty() {
+            let rest = self.out.split_off(self.out.len().min(BATCH_MAX));
+            let batch = std::mem::replace(&mut self.out, rest);
+            let message = match <[FromForker; 1]>::try_from(batch) {
+                Ok([one]) => one,
+                Err(batch) => FromForker::Batch(batch),
+            };
+            let _ = wire::send(self.chan.as_fd(), &message, &[]);
+        }
+    }
+
+    /// Forks a child to serve `fd` (and, for an `exec` port, give its program `stderr`); the
+    /// parent's descriptors stay the caller's.
     #[allow(unsafe_code)]
     fn fork_child(
         &self,
         conn: u64,
         peer: std::net::SocketAddr,
         port: &Port,
-        fd: OwnedFd,
-        stderr: Option<OwnedFd>,
+        fd: BorrowedFd<'_>,
+        stderr: Option<BorrowedFd<'_>>,
     ) -> nix::Result<Pid> {
         // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
         // gets a consistent copy of the only thread's memory and may run any code.
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
-                // The child never returns to drop it, so closing the raw number is safe. The
-                // channel stays open: the child reports what it served over it.
-                let _ = nix::unistd::close(self.sigchld.as_raw_fd());
+                // The channel stays open: the child reports what it served over it.
+                let keep = [
+                    Some(fd.as_raw_fd()),
+                    stderr.map(|e| e.as_raw_fd()),
+                    Some(self.chan.as_raw_fd()),
+                ];
+                close_all_but(&keep);
+                // SAFETY: the child never returns to the parent's owners of these numbers
+                // (it ends in `_exit`), so each has one owner from here on.
+                let (fd, stderr) = unsafe {
+                    (
+                        OwnedFd::from_raw_fd(fd.as_raw_fd()),
+                        stderr.map(|e| OwnedFd::from_raw_fd(e.as_raw_fd())),
+                    )
+                };
                 let code = child::run(
                     port,
                     fd,
@@ -242,12 +619,21 @@ impl ForkServer {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
-            if self.groups.remove(&pid) {
+            let program = self.groups.remove(&pid);
+            if program {
                 // Whatever the program left in its group goes with it.
                 let _ = killpg(pid, Signal::SIGKILL);
             }
-            if let Some(conn) = self.children.remove(&pid) {
-                self.tell(&FromForker::Exited {
+            if let Some(child) = self.children.remove(&pid) {
+                let conn = child.conn;
+                if let Some((pass, socket)) = child.accepted {
+                    if program {
+                        // A grandchild still holding the socket cannot keep the client.
+                        let _ = socket2::SockRef::from(&socket).shutdown(std::net::Shutdown::Both);
+                    }
+                    self.give_back(child.port_id, pass);
+                }
+                self.out.push(FromForker::Exited {
                     conn,
                     pid: pid.as_raw(),
                     how,
@@ -256,11 +642,6 @@ impl ForkServer {
                 });
             }
         }
-    }
-
-    /// Best effort: if the host is gone there is nobody to tell.
-    fn tell(&self, message: &FromForker) {
-        let _ = wire::send(self.chan.as_fd(), message, &[]);
     }
 
     /// SIGTERM to every child, SIGKILL to those still there after [`TERM_GRACE`], and reap all.
@@ -286,6 +667,47 @@ impl ForkServer {
             let _ = waitpid(pid, None);
         }
     }
+}
+
+/// Closes, in a child just forked, every descriptor above stderr but those in `keep`: the
+/// other ports' listening sockets and the other clients' sockets are not the child's to hold
+/// (a client would not see its connection end while a sibling held it; a port would keep
+/// queueing clients while a child held its socket), as `ForkingTCPServer`'s child closes the
+/// server's socket first.
+#[allow(unsafe_code)]
+fn close_all_but(keep: &[Option<RawFd>]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .flatten()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep {
+        if fd > from {
+            // SAFETY: closes descriptors only; nothing in the child uses those it closes.
+            unsafe { nix::libc::close_range(from, fd - 1, 0) };
+        }
+        from = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { nix::libc::close_range(from, u32::MAX, 0) };
+}
+
+/// Turns a client away with its line, without waiting: the fork server's loop serves every
+/// port. Its socket closes when the caller drops it.
+fn refuse(socket: &socket2::Socket, refusal: Refusal) {
+    if !refusal.reply().is_empty() {
+        let _ = socket.send_with_flags(refusal.reply(), nix::libc::MSG_DONTWAIT);
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+}
+
+/// Errors that concern one connection that died in the backlog, not the listening socket.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
 /// Runs, once in the fork server, the logging every child does, so that what `tracing` sets

@@ -1,6 +1,6 @@
 //! The host's side of the fork server: [`ForkerCommand`] (how it is started),
-//! [`ForkerHandle`] (starts it, registers ports, sends it connections) and what routes each
-//! child's reports and end back to the task waiting for its connection.
+//! [`ForkerHandle`] (starts it, registers ports, hands it listening sockets or connections)
+//! and what routes each child's reports and end back to the task waiting for its connection.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -13,20 +13,33 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-use porthost_services::meter::Traffic;
+use porthost_services::meter::{Totals, Traffic};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use super::fork_server::FIRST_OWN_CONN;
 use super::wire::{self, ChildSpec, FromForker, ToForker};
 use crate::events::Kind;
+use crate::gate::Rules;
 use crate::lock::lock;
 use crate::port::{Admission, Port};
 
 /// How long a child may take to end after SIGTERM before it gets SIGKILL.
 const KILL_AFTER: Duration = Duration::from_millis(500);
+
+/// How long the host still reads an `exec` program's stderr after the program has ended.
+const STDERR_AFTER: Duration = Duration::from_millis(200);
+
+/// How long the host waits before starting a fork server again after one went away while it
+/// accepted a port's clients.
+const RESTART_AFTER: Duration = Duration::from_millis(100);
+
+/// Reports of children the fork server accepted, kept while the report of the fork itself is
+/// still on its way (the child may write first): at most this many.
+const EARLY_MAX: usize = 4096;
 
 /// How the host starts its fork server: a program that runs [`fork_server::main`] with the
 /// host's end of the channel as its stdin. Normally this very binary (`porthost forker`), which
@@ -63,7 +76,29 @@ pub struct ForkerHandle {
     /// The pid of the fork server started last (0: none yet), for figures read without the
     /// lock: a fork server that has ended since leaves a pid `/proc` no longer knows.
     last_pid: AtomicU32,
+    /// The ports whose clients the fork server accepts.
+    listeners: Listeners,
+    /// Whether a task keeps a fork server running for the listening ports.
+    kept: AtomicBool,
+    /// Cancelled when the host ends the fork server for good.
+    shut: CancellationToken,
 }
+
+/// A port whose clients the fork server accepts: what routes its reports, and what is handed
+/// again to a fork server that had to be started anew.
+#[derive(Debug)]
+struct Listener {
+    port: Arc<Port>,
+    /// The host's copy of the port's listening socket.
+    socket: OwnedFd,
+    rules: Rules,
+    /// Set once the host has said `Unlisten`: a new fork server is told so too.
+    closing: bool,
+    /// Told when the fork server no longer accepts on the socket.
+    unlistened: Option<oneshot::Sender<()>>,
+}
+
+type Listeners = Arc<Mutex<HashMap<u64, Listener>>>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -84,6 +119,9 @@ struct ForkerProcess {
     /// Set when the host ends the forker, so that its going away is not reported as a crash.
     ending: AtomicBool,
     process: Mutex<Option<tokio::process::Child>>,
+    listeners: Listeners,
+    /// What children the fork server accepted reported before their fork's report came.
+    early: Mutex<HashMap<u64, Totals>>,
 }
 
 /// How a connection's child ended.
@@ -161,7 +199,86 @@ impl ForkerHandle {
             state: tokio::sync::Mutex::default(),
             next_id: AtomicU64::new(1),
             last_pid: AtomicU32::new(0),
+            listeners: Listeners::default(),
+            kept: AtomicBool::new(false),
+            shut: CancellationToken::new(),
         })
+    }
+
+    /// Hands the fork server a port's listening socket: from now on it accepts the port's
+    /// clients, admits them by `rules`, forks and reports. The receiver is told when it no
+    /// longer accepts there: after [`Self::unlisten`], or at once if it cannot.
+    pub(super) async fn listen(
+        self: &Arc<Self>,
+        port_id: u64,
+        port: Arc<Port>,
+        socket: OwnedFd,
+        rules: Rules,
+    ) -> std::io::Result<oneshot::Receiver<()>> {
+        let forker = self.running().await?;
+        // Under the state's lock, so that a fork server started anew meanwhile is either
+        // told by `running` or here, never by both.
+        let _state = self.state.lock().await;
+        let (tx, rx) = oneshot::channel();
+        let message = ToForker::Listen {
+            port_id,
+            rules: rules.clone(),
+        };
+        let sent = forker.send(&message, &[socket.as_fd()]).await;
+        if let Err(e) = sent
+            && !forker.gone.is_cancelled()
+        {
+            return Err(e);
+        }
+        let listener = Listener {
+            port,
+            socket,
+            rules,
+            closing: false,
+            unlistened: Some(tx),
+        };
+        lock(&self.listeners).insert(port_id, listener);
+        if !self.kept.swap(true, Ordering::Relaxed) {
+            tokio::spawn(self.clone().keep_running());
+        }
+        Ok(rx)
+    }
+
+    /// Tells the fork server to stop accepting a port's clients, once it has served those
+    /// already queued; the receiver [`Self::listen`] gave is told when it has.
+    pub(super) async fn unlisten(&self, port_id: u64) {
+        let _state = self.state.lock().await;
+        if let Some(listener) = lock(&self.listeners).get_mut(&port_id) {
+            listener.closing = true;
+        }
+        if let Some(running) = &_state.running {
+            let _ = running.send(&ToForker::Unlisten { port_id }, &[]).await;
+        }
+    }
+
+    /// Starts the fork server again whenever it goes away while it accepts some port's clients.
+    async fn keep_running(self: Arc<Self>) {
+        loop {
+            let running = tokio::select! {
+                running = self.running() => running,
+                () = self.shut.cancelled() => return,
+            };
+            match running {
+                Ok(forker) => tokio::select! {
+                    () = forker.gone.cancelled() => {}
+                    () = self.shut.cancelled() => return,
+                },
+                Err(e) => warn!("cannot start the process-per-client fork server: {e}"),
+            }
+            if lock(&self.listeners).is_empty() {
+                self.kept.store(false, Ordering::Relaxed);
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RESTART_AFTER) => {}
+                () = self.shut.cancelled() => return,
+            }
+        }
     }
 
     /// Registers a port; its id goes with each of its connections.
@@ -179,6 +296,7 @@ impl ForkerHandle {
     pub async fn forget(&self, port_id: u64) {
         let mut state = self.state.lock().await;
         state.ports.remove(&port_id);
+        lock(&self.listeners).remove(&port_id);
         if let Some(running) = &state.running {
             let _ = running.send(&ToForker::Forget { port_id }, &[]).await;
         }
@@ -228,7 +346,7 @@ impl ForkerHandle {
         if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
             return Ok(running.clone());
         }
-        let forker = ForkerProcess::spawn(&self.command)?;
+        let forker = ForkerProcess::spawn(&self.command, self.listeners.clone())?;
         let pid = lock(&forker.process).as_ref().and_then(|p| p.id());
         self.last_pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         for (port_id, spec) in &state.ports {
@@ -237,6 +355,21 @@ impl ForkerHandle {
                 spec: spec.clone(),
             };
             forker.send(&message, &[]).await?;
+        }
+        let listening: Vec<(u64, Rules, OwnedFd, bool)> = lock(&self.listeners)
+            .iter()
+            .filter_map(|(id, l)| {
+                let socket = l.socket.try_clone().ok()?;
+                Some((*id, l.rules.clone(), socket, l.closing))
+            })
+            .collect();
+        for (port_id, rules, socket, closing) in listening {
+            forker
+                .send(&ToForker::Listen { port_id, rules }, &[socket.as_fd()])
+                .await?;
+            if closing {
+                forker.send(&ToForker::Unlisten { port_id }, &[]).await?;
+            }
         }
         tokio::spawn(forker.clone().read_replies());
         state.running = Some(forker.clone());
@@ -258,6 +391,7 @@ impl ForkerHandle {
 
     /// Ends the fork server: it SIGTERMs (then SIGKILLs) any child left and reaps them all.
     pub async fn shutdown(&self) {
+        self.shut.cancel();
         let Some(forker) = self.state.lock().await.running.take() else {
             return;
         };
@@ -278,7 +412,7 @@ impl ForkerHandle {
 }
 
 impl ForkerProcess {
-    fn spawn(command: &ForkerCommand) -> std::io::Result<Arc<ForkerProcess>> {
+    fn spawn(command: &ForkerCommand, listeners: Listeners) -> std::io::Result<Arc<ForkerProcess>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -332,6 +466,8 @@ impl ForkerProcess {
             gone: CancellationToken::new(),
             ending: AtomicBool::new(false),
             process: Mutex::new(Some(process)),
+            listeners,
+            early: Mutex::default(),
         }))
     }
 
@@ -365,72 +501,167 @@ impl ForkerProcess {
                 },
                 Err(e) => Err(e),
             };
-            let (conn, exit) = match received {
-                Ok(Some((FromForker::Forked { conn, pid }, _))) => {
-                    if let Some(watch) = lock(&self.waiting).get(&conn) {
-                        watch.forked(pid);
-                    }
-                    continue;
-                }
-                Ok(Some((FromForker::Served { conn, totals }, _))) => {
-                    if let Some(watch) = lock(&self.waiting).get(&conn) {
-                        watch.traffic.store(&totals);
-                    }
-                    continue;
-                }
-                Ok(Some((
-                    FromForker::Exited {
-                        conn,
-                        pid,
-                        how,
-                        status,
-                        clean,
-                    },
-                    _,
-                ))) => (
-                    conn,
-                    Exit {
-                        pid: Some(pid),
-                        how: Some(how),
-                        status,
-                        clean,
-                    },
-                ),
-                Ok(Some((FromForker::Failed { conn, reason }, _))) => (
-                    conn,
-                    Exit {
-                        pid: None,
-                        how: None,
-                        status: reason,
-                        clean: false,
-                    },
-                ),
+            match received {
+                Ok(Some((report, mut fds))) => self.route(report, fds.pop()),
                 Ok(None) => break,
                 Err(e) => {
                     warn!("reading from the forker: {e}");
                     break;
                 }
-            };
-            if let Some(watch) = lock(&self.waiting).remove(&conn) {
-                watch.exited(&exit);
-                let _ = watch.exit.send(exit);
             }
         }
+        lock(&self.early).clear();
         // First, so that the next connection starts a new forker instead of writing to this one.
         self.gone.cancel();
         for (_, watch) in lock(&self.waiting).drain() {
             watch.lost();
         }
         if !self.ending.load(Ordering::Relaxed) {
-            warn!(
-                "the process-per-client fork server went away; the next connection starts a new one"
-            );
+            warn!("the process-per-client fork server went away; a new one takes over");
             // Reap it now rather than when it is replaced: no zombie in between.
             let process = lock(&self.process).take();
             if let Some(mut process) = process {
                 let _ = tokio::time::timeout(KILL_AFTER * 4, process.wait()).await;
             }
         }
+    }
+
+    /// Routes one report of the fork server (or of one of its children) to its connection.
+    /// `stderr`: the descriptor that came with it (an `exec` program's stderr pipe).
+    fn route(self: &Arc<Self>, report: FromForker, stderr: Option<OwnedFd>) {
+        let (conn, exit) = match report {
+            FromForker::Batch(reports) => {
+                for report in reports {
+                    self.route(report, None);
+                }
+                return;
+            }
+            FromForker::Forked { conn, pid } => {
+                if let Some(watch) = lock(&self.waiting).get(&conn) {
+                    watch.forked(pid);
+                }
+                return;
+            }
+            FromForker::Served { conn, totals } => {
+                match lock(&self.waiting).get(&conn) {
+                    Some(watch) => watch.traffic.store(&totals),
+                    None if conn >= FIRST_OWN_CONN => {
+                        let mut early = lock(&self.early);
+                        if early.len() < EARLY_MAX || early.contains_key(&conn) {
+                            early.insert(conn, totals);
+                        }
+                    }
+                    None => {}
+                }
+                return;
+            }
+            FromForker::Accepted {
+                port_id,
+                conn,
+                pid,
+                peer,
+            } => return self.accepted(port_id, conn, pid, peer, stderr),
+            FromForker::Refused {
+                port_id,
+                peer,
+                refusal,
+            } => {
+                let port = lock(&self.listeners).get(&port_id).map(|l| l.port.clone());
+                if let Some(port) = port {
+                    port.refused(peer, refusal, &refusal.name().replace('_', " "));
+                }
+                return;
+            }
+            FromForker::Unlistened { port_id } => {
+                let listener = lock(&self.listeners).remove(&port_id);
+                if let Some(tx) = listener.and_then(|l| l.unlistened) {
+                    let _ = tx.send(());
+                }
+                return;
+            }
+            FromForker::Exited {
+                conn,
+                pid,
+                how,
+                status,
+                clean,
+            } => (
+                conn,
+                Exit {
+                    pid: Some(pid),
+                    how: Some(how),
+                    status,
+                    clean,
+                },
+            ),
+            FromForker::Failed { conn, reason } => (
+                conn,
+                Exit {
+                    pid: None,
+                    how: None,
+                    status: reason,
+                    clean: false,
+                },
+            ),
+        };
+        if let Some(watch) = lock(&self.waiting).remove(&conn) {
+            watch.exited(&exit);
+            let _ = watch.exit.send(exit);
+        }
+    }
+
+    /// A client the fork server accepted and forked `pid` for: the port admits it into its
+    /// table (the live page, the metrics) and a task waits for the child as for any other.
+    fn accepted(
+        self: &Arc<Self>,
+        port_id: u64,
+        conn: u64,
+        pid: i32,
+        peer: std::net::SocketAddr,
+        stderr: Option<OwnedFd>,
+    ) {
+        let Some(port) = lock(&self.listeners).get(&port_id).map(|l| l.port.clone()) else {
+            return;
+        };
+        let admission = port.admit_accepted(peer);
+        if let Some(totals) = lock(&self.early).remove(&conn) {
+            admission.traffic().store(&totals);
+        }
+        let (tx, exit) = oneshot::channel();
+        let watch = Watch {
+            exit: tx,
+            traffic: admission.traffic().clone(),
+            port: port.clone(),
+            id: admission.id(),
+            forked: AtomicBool::new(false),
+        };
+        watch.forked(pid);
+        lock(&self.waiting).insert(conn, watch);
+        let child = ConnChild {
+            conn,
+            forker: self.clone(),
+            exit,
+        };
+        let entry = &port.plan.entry;
+        let span = info_span!(
+            "conn",
+            port = port.port(),
+            service = %entry.service,
+            model = %entry.model,
+            %peer
+        );
+        let kind = if crate::exec::of(&*port.plan.service).is_some() {
+            Child::Program
+        } else {
+            Child::Accepted
+        };
+        child.watch(admission, kind, stderr, span);
+    }
+
+    /// Has the fork server tell a client it accepted why it is cut off, then SIGTERM its child.
+    async fn close(&self, conn: u64, reply: &[u8]) {
+        let reply = reply.to_vec();
+        let _ = self.send(&ToForker::Close { conn, reply }, &[]).await;
     }
 
     async fn signal(&self, conn: u64, signal: Signal) {
@@ -446,13 +677,71 @@ impl ForkerProcess {
     }
 }
 
+/// What a connection's child is, for how the host ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Child {
+    /// It serves a connection the host accepted and handed over (the host holds a handle on
+    /// the socket, to tell the client why it is cut off).
+    Handed,
+    /// It is an `exec` port's program.
+    Program,
+    /// It serves a connection the fork server accepted, which holds the socket's other handle.
+    Accepted,
+}
+
 impl ConnChild {
+    /// Tracks the child, in a task of its port, until it has been reaped and the connection
+    /// has ended; an `exec` program's `stderr` is logged meanwhile.
+    pub(super) fn watch(
+        self,
+        admission: Admission,
+        kind: Child,
+        stderr: Option<OwnedFd>,
+        span: Span,
+    ) {
+        let port = admission.port().clone();
+        port.tracker.clone().spawn(
+            async move {
+                let log = async {
+                    let pipe = stderr.and_then(|fd| {
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                            .map_err(|e| warn!("cannot read the program's stderr: {e}"))
+                            .ok()
+                    });
+                    if let Some(pipe) = pipe {
+                        let (port, id) = (admission.port(), admission.id());
+                        crate::exec::stderr::log(pipe, || port.pid(id)).await;
+                    }
+                };
+                let wait = async {
+                    self.wait(&port, kind).await;
+                    if kind == Child::Program {
+                        // A grandchild still holding the socket cannot keep the client.
+                        admission.shut_down();
+                    }
+                };
+                // The stderr of a program that has ended is read a moment longer, not for as
+                // long as something it left behind holds the pipe.
+                let (mut log, mut wait) = (std::pin::pin!(log), std::pin::pin!(wait));
+                tokio::select! {
+                    () = &mut log => wait.await,
+                    () = &mut wait => {
+                        let _ = tokio::time::timeout(STDERR_AFTER, log).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     /// Waits for the child to end. When the port closes its connections first, it sends
-    /// SIGTERM, then SIGKILL after [`KILL_AFTER`]; an `exec` port's `program` gets SIGTERM (to
-    /// its process group) as soon as the port starts draining, and SIGKILL when it closes.
-    pub(super) async fn wait(mut self, port: &Port, program: bool) {
+    /// SIGTERM, then SIGKILL after [`KILL_AFTER`] (a client the fork server accepted is first
+    /// told why there, as the host tells those it holds); an `exec` port's program gets
+    /// SIGTERM (to its process group) as soon as the port starts draining, and SIGKILL when it
+    /// closes.
+    pub(super) async fn wait(mut self, port: &Port, child: Child) {
         let mut signalled = false;
-        if program {
+        if child == Child::Program {
             tokio::select! {
                 exit = &mut self.exit => return report(exit, false),
                 () = port.shutdown.stopped() => {
@@ -474,7 +763,11 @@ impl ConnChild {
             exit = &mut self.exit => exit,
             () = port.shutdown.closed() => {
                 signalled = true;
-                self.forker.signal(self.conn, Signal::SIGTERM).await;
+                if child == Child::Accepted {
+                    self.forker.close(self.conn, port.cut_off_reply()).await;
+                } else {
+                    self.forker.signal(self.conn, Signal::SIGTERM).await;
+                }
                 match tokio::time::timeout(KILL_AFTER, &mut self.exit).await {
                     Ok(exit) => exit,
                     Err(_) => {

@@ -2,8 +2,11 @@
 //! the lecture's `ForkingTCPServer`.
 //!
 //! The host never forks itself (it is multi-threaded; see [`fork_server`]). It starts one
-//! helper, the fork server (`porthost forker`), and hands it each accepted socket; the helper
-//! forks a child that serves the connection and exits. With N clients connected there are N
+//! helper, the fork server (`porthost forker`), and hands it the port's listening socket: the
+//! helper accepts, admits, forks a child that serves the connection and exits, and reports,
+//! as `ForkingTCPServer` does. Where something must happen before the fork (a PROXY header
+//! read, an `exec` program's stderr pipe, a single-session port's one client), the host
+//! accepts instead and hands each socket over. With N clients connected there are N
 //! children under the fork server. A child that crashes, panics or is killed ends only its own
 //! connection: the fork server reaps it and reports how it ended, and the host logs that.
 //!
@@ -18,22 +21,21 @@ pub mod fork_server;
 mod handle;
 pub mod wire;
 
+use handle::Child;
 pub use handle::{ForkerCommand, ForkerHandle};
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use tracing::{Instrument, warn};
+use tracing::{Instrument, info, warn};
 
 use super::Runner;
 use crate::config::PortPlan;
 use crate::connection::Accepted;
+use crate::gate::Rules;
+use crate::port::Port;
 use wire::ChildSpec;
-
-/// How long the host still reads an `exec` program's stderr after the program has ended.
-const STDERR_AFTER: Duration = Duration::from_millis(200);
 
 /// The runner of a process-per-client port: its id at the fork server, where its service was
 /// built once and every child inherits it.
@@ -41,6 +43,8 @@ const STDERR_AFTER: Duration = Duration::from_millis(200);
 pub struct ProcessPerClient {
     forker: Arc<ForkerHandle>,
     port_id: u64,
+    /// Whether the fork server accepts the port's clients itself (see the module's doc).
+    forker_accepts: bool,
 }
 
 impl ProcessPerClient {
@@ -56,15 +60,62 @@ impl ProcessPerClient {
             base_dir: e.base_dir.clone(),
             limits: e.limits,
         };
+        let forker_accepts = e.edge.trusted_proxies.is_none() && !plan.service.single_session();
         Ok(ProcessPerClient {
             forker: forker.clone(),
             port_id: forker.register(spec).await?,
+            forker_accepts,
         })
     }
 }
 
 #[async_trait]
 impl Runner for ProcessPerClient {
+    /// Hands the listening socket to the fork server, which accepts until the port stops;
+    /// then has it serve the clients already queued and close its copy, and closes the host's.
+    async fn accept(&self, port: &Arc<Port>) -> bool {
+        if !self.forker_accepts {
+            return false;
+        }
+        let Some(socket) = port
+            .listener()
+            .and_then(|l| std::os::fd::AsFd::as_fd(&*l).try_clone_to_owned().ok())
+        else {
+            return false;
+        };
+        let rules = Rules::of(&port.plan.entry);
+        let listened = self
+            .forker
+            .listen(self.port_id, port.clone(), socket, rules);
+        let mut unlistened = match listened.await {
+            Ok(unlistened) => unlistened,
+            Err(e) => {
+                warn!(
+                    port = port.port(),
+                    "the fork server cannot accept the port's clients ({e}); the host accepts them"
+                );
+                return false;
+            }
+        };
+        tokio::select! {
+            () = port.shutdown.done_accepting() => {}
+            _ = &mut unlistened => {
+                warn!(port = port.port(), "the fork server stopped accepting the port's clients; the host accepts them");
+                return false;
+            }
+        }
+        self.forker.unlisten(self.port_id).await;
+        let _ = unlistened.await;
+        if port.take_listener().is_some() {
+            info!(
+                port = port.port(),
+                "stopped accepting; its queued clients are served and its socket closed (unless \
+                 systemd holds it)"
+            );
+        }
+        true
+    }
+
     /// Hands the connection to a child process and tracks it until the child has been reaped.
     async fn dispatch(&self, conn: Accepted) {
         let Accepted {
@@ -107,39 +158,12 @@ impl Runner for ProcessPerClient {
                 return;
             }
         };
-        let port = admission.port().clone();
-        port.tracker.clone().spawn(
-            async move {
-                let log = async {
-                    let pipe = stderr.and_then(|fd| {
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                            .map_err(|e| warn!("cannot read the program's stderr: {e}"))
-                            .ok()
-                    });
-                    if let Some(pipe) = pipe {
-                        let (port, id) = (admission.port(), admission.id());
-                        crate::exec::stderr::log(pipe, || port.pid(id)).await;
-                    }
-                };
-                let wait = async {
-                    child.wait(&port, program).await;
-                    if program {
-                        // A grandchild still holding the socket cannot keep the client.
-                        admission.shut_down();
-                    }
-                };
-                // The stderr of a program that has ended is read a moment longer, not for as
-                // long as something it left behind holds the pipe.
-                let (mut log, mut wait) = (std::pin::pin!(log), std::pin::pin!(wait));
-                tokio::select! {
-                    () = &mut log => wait.await,
-                    () = &mut wait => {
-                        let _ = tokio::time::timeout(STDERR_AFTER, log).await;
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        let kind = if program {
+            Child::Program
+        } else {
+            Child::Handed
+        };
+        child.watch(admission, kind, stderr, span);
     }
 
     async fn finish(&self) {

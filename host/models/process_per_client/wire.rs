@@ -1,6 +1,6 @@
 //! Messages between the host and its forker: one postcard-encoded message per packet of a
 //! `SOCK_SEQPACKET` socket pair (so boundaries survive), with a connection's descriptor passed
-//! alongside `Serve` as `SCM_RIGHTS`. Both ends are the same binary, so a compact encoding
+//! alongside `Serve` (a listening socket alongside `Listen`) as `SCM_RIGHTS`. Both ends are the same binary, so a compact encoding
 //! without field names is safe, and it keeps the per-connection messages cheap to read.
 
 use std::io::{IoSlice, IoSliceMut};
@@ -12,6 +12,8 @@ use porthost_services::Limits;
 use porthost_services::meter::Totals;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::gate::{Refusal, Rules};
 
 /// Large enough for a port's options; a bigger message is refused rather than cut.
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -46,6 +48,16 @@ pub enum ToForker {
     Signal { conn: u64, signal: i32 },
     /// The port is gone; its children may still be running.
     Forget { port_id: u64 },
+    /// Accept the port's clients on the listening socket that comes with this message, and
+    /// admit them by these rules: the fork server accepts, decides, forks and reports, as the
+    /// textbook's forking server does, and the host only hears of it.
+    Listen { port_id: u64, rules: Rules },
+    /// Stop accepting: accept and serve the clients already queued (as a port that stops
+    /// does), close the socket, then say [`FromForker::Unlistened`].
+    Unlisten { port_id: u64 },
+    /// The grace period is over for a connection the fork server accepted: write `reply` to
+    /// its client (the reason it is cut off), shut the socket down, and SIGTERM its child.
+    Close { conn: u64, reply: Vec<u8> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +78,25 @@ pub enum FromForker {
     },
     /// No child could be started for the connection.
     Failed { conn: u64, reason: String },
+    /// The fork server accepted and admitted a client of a listening port and forked `pid`
+    /// to serve it; `conn` is the connection's id from now on. For an `exec` port, the read
+    /// end of the program's stderr pipe comes with it.
+    Accepted {
+        port_id: u64,
+        conn: u64,
+        pid: i32,
+        peer: std::net::SocketAddr,
+    },
+    /// The fork server turned a client of a listening port away (and wrote its line).
+    Refused {
+        port_id: u64,
+        peer: std::net::SocketAddr,
+        refusal: Refusal,
+    },
+    /// The port's socket is closed in the fork server: it accepts no one else there.
+    Unlistened { port_id: u64 },
+    /// Several reports at once: what one turn of the fork server's loop did.
+    Batch(Vec<FromForker>),
 }
 
 /// Sends one message, with the descriptors to pass (at most 4). On a non-blocking socket a full
