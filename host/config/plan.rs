@@ -162,10 +162,38 @@ fn port_plan(
         }
     };
 
-    // Every key is checked, so that one wrong key does not hide the next.
     let errors_before = c.errors.len();
-    let registration = registration(&raw, entry, c);
-    let model = model(&raw, entry, c);
+    let (entry_value, registration, options_span) =
+        port_entry(&raw, port, defaults, entry, &entry_span, c)?;
+    let service = build(registration, &entry_value, options_span, entry, c)?;
+    let model = entry_value.model;
+    if let Err(reason) = model.check(
+        registration.name,
+        service.needs(),
+        entry_value.workers.unwrap_or(usize::MAX),
+    ) {
+        c.push(raw.model.span(), entry, reason);
+    }
+    (c.errors.len() == errors_before).then(|| PortPlan {
+        entry: entry_value,
+        service,
+        line,
+    })
+}
+
+/// The entry's keys, each checked (every one, so that one wrong key does not hide the next),
+/// then what depends on the model: the typed entry, its service's registration, and where its
+/// options are for the errors of building the service.
+fn port_entry(
+    raw: &RawPort,
+    port: u16,
+    defaults: &Defaults,
+    entry: Option<&str>,
+    entry_span: &Range<usize>,
+    c: &mut Collector<'_>,
+) -> Option<(PortEntry, &'static Registration, Range<usize>)> {
+    let registration = registration(raw, entry, c);
+    let model = model(raw, entry, c);
     let bind = c.ip(raw.bind.as_ref(), entry);
     let limits = limits(
         raw.max_line_bytes.as_ref(),
@@ -190,19 +218,19 @@ fn port_plan(
         .map(bounds::to_usize)
         .or(defaults.max_connections_per_ip);
     let edge = edge::port(raw.edge(), &defaults.edge, entry, entry_span.clone(), c);
-    let options = options(&raw, entry, &entry_span, c);
+    let options = options(raw, entry, entry_span, c);
     let (registration, model, bind, (options, options_span)) =
         (registration?, model?, bind?, options?);
     if registration.name == EXEC_SERVICE {
-        exec_keys(&raw, entry, c);
+        exec_keys(raw, entry, c);
     }
 
     // Then what depends on the model.
-    let workers = workers(&raw, model, entry, c)?;
+    let workers = workers(raw, model, entry, c)?;
     let max_connections_span = raw
         .max_connections
         .as_ref()
-        .map_or(entry_span, Spanned::span);
+        .map_or(entry_span.clone(), Spanned::span);
     let max_connections = connections(
         model,
         max_connections,
@@ -224,19 +252,7 @@ fn port_plan(
         base_dir: defaults.base_dir.clone(),
         edge,
     };
-    let service = build(registration, &entry_value, options_span, entry, c)?;
-    if let Err(reason) = model.check(
-        registration.name,
-        service.needs(),
-        workers.unwrap_or(usize::MAX),
-    ) {
-        c.push(raw.model.span(), entry, reason);
-    }
-    (c.errors.len() == errors_before).then(|| PortPlan {
-        entry: entry_value,
-        service,
-        line,
-    })
+    Some((entry_value, registration, options_span))
 }
 
 impl RawPort {
