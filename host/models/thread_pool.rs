@@ -34,11 +34,11 @@ impl ThreadPool {
     /// Starts the port's `workers` threads. If one cannot start, those started are stopped
     /// and the port is not served: a pool smaller than configured would be a lie.
     pub fn start(port: &Arc<Port>, workers: usize) -> std::io::Result<ThreadPool> {
-        let threads = PortThreads::start(port, workers, work)?;
+        let pool = PortThreads::start(port, workers, work)?;
         port.events.push(Some(port.port()), Kind::Thread, || {
             format!("pool of {workers} worker threads started")
         });
-        Ok(ThreadPool { workers: threads })
+        Ok(ThreadPool { workers: pool })
     }
 }
 

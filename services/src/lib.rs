@@ -16,7 +16,7 @@
 //! - [`word_guess`]: the multiplayer word-guess game: a lobby, many games per port, turns and
 //!   scores, shared state behind a mutex and one bounded queue per client.
 //!
-//! - [`testing`] (the `testing` feature): a stream in arbitrary pieces and the obvious
+//! - `testing` (the `testing` feature): a stream in arbitrary pieces and the obvious
 //!   framing, for the tests and fuzz targets of readers.
 //!
 //! Adding a service is one new module here with its [`register!`], plus a `mod` line.
