@@ -63,6 +63,14 @@ impl Peek for TcpStream {
     }
 }
 
+/// The stream in pieces of the tests (here and the fuzz target's) peeks as a socket does.
+#[cfg(any(test, feature = "testing"))]
+impl Peek for porthost_services::testing::Pieces {
+    fn poll_peek(&mut self, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill(buf, false).map(Ok)
+    }
+}
+
 async fn peek<S: Peek>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
     poll_fn(|cx| stream.poll_peek(cx, &mut ReadBuf::new(buf))).await
 }
@@ -329,8 +337,7 @@ fn parse_v2(bytes: &[u8]) -> Result<Header, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::pin::Pin;
+    use porthost_services::testing::Pieces;
     use tokio::io::AsyncWriteExt;
 
     /// HAProxy 2.6's `send-proxy-v2` for a client at 127.0.0.1:49632 that connected to
@@ -359,85 +366,8 @@ mod tests {
         bytes
     }
 
-    /// A stream that delivers its chunks one arrival at a time: a peek or read sees only what
-    /// has arrived, and the next chunk arrives when everything before it has been read. After
-    /// the last chunk it ends, or stalls for ever.
-    struct Script {
-        arrived: VecDeque<u8>,
-        pending: VecDeque<Vec<u8>>,
-        stall: bool,
-    }
-
-    impl Script {
-        fn new(chunks: &[&[u8]], stall: bool) -> Script {
-            Script {
-                arrived: VecDeque::new(),
-                pending: chunks.iter().map(|c| c.to_vec()).collect(),
-                stall,
-            }
-        }
-
-        /// Lets the next chunk arrive if nothing is waiting to be read; `Pending` if it is
-        /// stalled, with no waker: nothing will come.
-        fn arrive(&mut self) -> Poll<()> {
-            if self.arrived.is_empty() {
-                match self.pending.pop_front() {
-                    Some(chunk) => self.arrived.extend(chunk),
-                    None if self.stall => return Poll::Pending,
-                    None => {}
-                }
-            }
-            Poll::Ready(())
-        }
-
-        fn fill(&mut self, buf: &mut ReadBuf<'_>, take: bool) -> usize {
-            let n = buf.remaining().min(self.arrived.len());
-            let (a, b) = self.arrived.as_slices();
-            let from_a = n.min(a.len());
-            buf.put_slice(&a[..from_a]);
-            buf.put_slice(&b[..n - from_a]);
-            if take {
-                self.arrived.drain(..n);
-            }
-            n
-        }
-    }
-
-    impl Peek for Script {
-        fn poll_peek(
-            &mut self,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<usize>> {
-            self.arrive().map(|()| Ok(self.fill(buf, false)))
-        }
-    }
-
-    impl AsyncRead for Script {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
-            this.arrive().map(|()| {
-                this.fill(buf, true);
-                Ok(())
-            })
-        }
-    }
-
-    impl Script {
-        /// Everything left after the header, as the service would read it.
-        fn rest(&mut self) -> Vec<u8> {
-            let mut rest: Vec<u8> = self.arrived.drain(..).collect();
-            rest.extend(self.pending.drain(..).flatten());
-            rest
-        }
-    }
-
     async fn scripted(chunks: &[&[u8]]) -> (Result<Header, HeaderError>, Vec<u8>) {
-        let mut s = Script::new(chunks, false);
+        let mut s = Pieces::new(chunks);
         let result = read_header(&mut s, Duration::from_secs(5)).await;
         (result, s.rest())
     }
@@ -553,7 +483,7 @@ mod tests {
             b"\r\n\r\nhello world",
             b"proxy TCP4 1.2.3.4 1.2.3.5 1 2\r\n",
         ] {
-            let mut s = Script::new(&[start], true);
+            let mut s = Pieces::new([start]).stalled();
             let err = read_header(&mut s, Duration::from_secs(5))
                 .await
                 .unwrap_err();
@@ -590,7 +520,7 @@ mod tests {
             // v2 whose length cannot hold its IPv4 addresses.
             &v2(1, 0x11, &[1, 2, 3, 4]),
         ] {
-            let mut s = Script::new(&[bytes], true);
+            let mut s = Pieces::new([bytes]).stalled();
             let err = read_header(&mut s, Duration::from_secs(5))
                 .await
                 .unwrap_err();
@@ -600,7 +530,7 @@ mod tests {
                 bytes.escape_ascii().to_string()
             );
         }
-        let mut s = Script::new(&[&too_long], true);
+        let mut s = Pieces::new([&too_long]).stalled();
         let err = read_header(&mut s, Duration::from_secs(5))
             .await
             .unwrap_err();
@@ -660,7 +590,7 @@ mod tests {
             (vec![&b"PROXY TCP4 1.2.3.4"[..]], 18),
             (vec![&HAPROXY_V2_TCP6[..30]], 30),
         ] {
-            let mut s = Script::new(&chunks, true);
+            let mut s = Pieces::new(&chunks).stalled();
             let started = tokio::time::Instant::now();
             let err = read_header(&mut s, limit).await.unwrap_err();
             assert_eq!(started.elapsed(), limit);

@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{Collector, bounds};
+use super::bounds;
+use super::diagnostics::Collector;
 use crate::access::{Access, AccessLists, Networks, RuleError};
 use crate::rate_limit::Rate;
 

@@ -15,10 +15,12 @@
 //! calls the service. `sequential`, `thread-per-client`, `process-per-client` and
 //! `thread-pool` serve it with blocking I/O on the thread or in the process that owns it, as
 //! the lecture's `socketserver` servers do; `async` serves it on the host's runtime, and
-//! `event-loop` on a runtime of the port's own.
+//! `event-loop` on a runtime of the port's own. `sequential` and `thread-pool` are one thread
+//! and `workers` threads fed by the same queue (`port_threads.rs`).
 
 pub mod async_tasks;
 pub mod event_loop;
+mod port_threads;
 pub mod process_per_client;
 pub mod sequential;
 pub mod thread_per_client;

@@ -17,6 +17,9 @@
 //! - [`word_guess`]: the multiplayer word-guess game: a lobby, many games per port, turns and
 //!   scores, shared state behind a mutex and one bounded queue per client.
 //!
+//! - `testing` (the `testing` feature): a stream in arbitrary pieces and the obvious
+//!   framing, for the tests and fuzz targets of readers.
+//!
 //! Adding a service is one new module here with its [`register!`], plus a `mod` line.
 
 // Services in this crate may name it `porthost_services`, as services outside it do, so the
@@ -30,6 +33,8 @@ pub mod meter;
 mod service;
 
 pub mod palindrome;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod word_guess;
 
 pub use conn::{

@@ -3,14 +3,11 @@
 //! each palindrome version over a real TCP connection, in both its forms (where the three
 //! versions and the two forms must all agree: one protocol).
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use porthost_services::lines::{BlockingLineReader, Frame, LineReader};
+use porthost_services::testing::{Frames, Pieces, obvious_frames};
 use porthost_services::{BlockingConn, Conn, Limits, Meter, Options};
 use proptest::prelude::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn limits(max_line_bytes: usize) -> Limits {
@@ -73,49 +70,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Hands the input out in the given pieces, one per read (less if the read buffer is smaller),
-/// like a socket receiving it in separate segments.
-struct Pieces(VecDeque<Vec<u8>>);
-
-impl AsyncRead for Pieces {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(piece) = self.0.front_mut() {
-            let n = piece.len().min(buf.remaining());
-            buf.put_slice(&piece[..n]);
-            piece.drain(..n);
-            if piece.is_empty() {
-                self.0.pop_front();
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-type Frames = Vec<Result<Vec<u8>, &'static str>>;
-
-/// What the framing must find, written the obvious way: each line without its `\n` and one
-/// `\r`, a last line without a newline included, up to the first line over `max`.
-fn expected_frames(input: &[u8], max: usize) -> Frames {
-    let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    let mut out = Vec::new();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max {
-            out.push(Err("too long"));
-            break;
-        }
-        out.push(Ok(line.to_vec()));
-    }
-    out
 }
 
 /// Every frame up to the end or the first line too long.
@@ -253,8 +207,8 @@ proptest! {
 
     #[test]
     fn the_line_reader_frames_any_pieces_like_the_obvious_split((max, input, cuts) in case()) {
-        let reader = LineReader::new(Pieces(pieces(&input, cuts).into()), limits(max), Meter::default());
-        prop_assert_eq!(runtime().block_on(frames(reader)), expected_frames(&input, max));
+        let reader = LineReader::new(Pieces::new(pieces(&input, cuts)), limits(max), Meter::default());
+        prop_assert_eq!(runtime().block_on(frames(reader)), obvious_frames(&input, max));
     }
 }
 
@@ -265,7 +219,7 @@ proptest! {
     #[test]
     fn the_blocking_line_reader_frames_like_the_async_one((max, input, cuts) in case()) {
         let blocking = blocking_frames(max, pieces(&input, cuts));
-        prop_assert_eq!(blocking, expected_frames(&input, max));
+        prop_assert_eq!(blocking, obvious_frames(&input, max));
     }
 }
 

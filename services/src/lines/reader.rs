@@ -191,6 +191,14 @@ mod tests {
         }
     }
 
+    /// Lines of up to 100 bytes, idle after `idle`.
+    fn idle_after(idle: Duration) -> Limits {
+        Limits {
+            max_line_bytes: 100,
+            idle_timeout: Some(idle),
+        }
+    }
+
     async fn frames(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, &'static str>> {
         let mut reader = LineReader::new(input, limits(max), Meter::default());
         let mut out = Vec::new();
@@ -270,14 +278,7 @@ mod tests {
             }
             tx
         });
-        let mut reader = LineReader::new(
-            rx,
-            Limits {
-                max_line_bytes: 100,
-                idle_timeout: Some(Duration::from_secs(5)),
-            },
-            Meter::default(),
-        );
+        let mut reader = LineReader::new(rx, idle_after(Duration::from_secs(5)), Meter::default());
         for _ in 0..6 {
             assert_eq!(reader.next_line().await.unwrap(), Frame::Line(b"x"));
         }
@@ -292,14 +293,7 @@ mod tests {
         let (mut tx, rx) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
         tx.write_all(b"half a li").await.unwrap();
-        let mut reader = LineReader::new(
-            rx,
-            Limits {
-                max_line_bytes: 100,
-                idle_timeout: Some(Duration::from_secs(5)),
-            },
-            Meter::default(),
-        );
+        let mut reader = LineReader::new(rx, idle_after(Duration::from_secs(5)), Meter::default());
         assert_eq!(reader.next_line().await.unwrap(), Frame::Idle);
         drop(tx);
     }
@@ -316,14 +310,7 @@ mod tests {
         use std::io::Write;
         let (ours, mut peer) = socket_pair();
         let idle = Duration::from_millis(300);
-        let mut reader = BlockingLineReader::new(
-            &ours,
-            Limits {
-                max_line_bytes: 100,
-                idle_timeout: Some(idle),
-            },
-            Meter::default(),
-        );
+        let mut reader = BlockingLineReader::new(&ours, idle_after(idle), Meter::default());
         peer.write_all(b"ab\r\ncd\n").unwrap();
         assert_eq!(reader.next_line().unwrap(), Frame::Line(b"ab"));
         assert_eq!(reader.next_line().unwrap(), Frame::Line(b"cd"));
@@ -345,14 +332,8 @@ mod tests {
     #[test]
     fn a_blocking_reader_returns_at_a_handlers_instant() {
         let (ours, _peer) = socket_pair();
-        let mut reader = BlockingLineReader::new(
-            &ours,
-            Limits {
-                max_line_bytes: 100,
-                idle_timeout: Some(Duration::from_secs(30)),
-            },
-            Meter::default(),
-        );
+        let mut reader =
+            BlockingLineReader::new(&ours, idle_after(Duration::from_secs(30)), Meter::default());
         let at = std::time::Instant::now() + Duration::from_millis(50);
         assert_eq!(reader.next_line_until(Some(at)).unwrap(), None);
         assert!(std::time::Instant::now() >= at);

@@ -219,23 +219,29 @@ fn service(table: &str) -> Arc<dyn Service> {
     build(&options(table, Path::new("."))).unwrap()
 }
 
+/// One client's session, under the default limits.
+async fn session(
+    service: Arc<dyn Service>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    service
+        .serve(Conn {
+            stream,
+            peer,
+            limits: Limits::default(),
+            meter: crate::Meter::default(),
+        })
+        .await
+}
+
 /// Serves like the `async` model: a task per connection on the test's runtime.
 fn serve(listener: TcpListener, service: Arc<dyn Service>) {
     tokio::spawn(async move {
         loop {
             let (stream, peer) = listener.accept().await.unwrap();
             let service = Arc::clone(&service);
-            tokio::spawn(async move {
-                let limits = Limits::default();
-                service
-                    .serve(Conn {
-                        stream,
-                        peer,
-                        limits,
-                        meter: crate::Meter::default(),
-                    })
-                    .await
-            });
+            tokio::spawn(session(service, stream, peer));
         }
     });
 }
@@ -266,15 +272,7 @@ fn start_threads(table: &str) -> SocketAddr {
                     stream.set_nonblocking(true).unwrap();
                     let peer = stream.peer_addr().unwrap();
                     let stream = TcpStream::from_std(stream).unwrap();
-                    let limits = Limits::default();
-                    service
-                        .serve(Conn {
-                            stream,
-                            peer,
-                            limits,
-                            meter: crate::Meter::default(),
-                        })
-                        .await
+                    session(service, stream, peer).await
                 })
             });
         }

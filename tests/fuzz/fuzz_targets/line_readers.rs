@@ -11,83 +11,22 @@
 //! Run: `cargo +nightly fuzz run line_readers --fuzz-dir tests/fuzz`.
 #![no_main]
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
 use porthost::config::bounds::MAX_LINE_BYTES;
 use porthost_services::lines::{BlockingLineReader, Frame, LineReader};
 use porthost_services::meter::Traffic;
+use porthost_services::testing::{Frames, Pieces, cut, obvious_frames};
 use porthost_services::{Limits, Meter};
-use tokio::io::{AsyncRead, ReadBuf};
-
-type Frames = Vec<Result<Vec<u8>, &'static str>>;
 
 fn limits(max_line_bytes: usize) -> Limits {
     Limits {
         max_line_bytes,
         idle_timeout: None,
-    }
-}
-
-fn pieces(data: &[u8], cuts: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    for &cut in cuts {
-        if rest.is_empty() {
-            break;
-        }
-        let (piece, tail) = rest.split_at((usize::from(cut) + 1).min(rest.len()));
-        out.push(piece.to_vec());
-        rest = tail;
-    }
-    if !rest.is_empty() {
-        out.push(rest.to_vec());
-    }
-    out
-}
-
-/// What the framing must find, written the obvious way.
-fn expected(data: &[u8], max: usize) -> Frames {
-    let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    let mut out = Vec::new();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max {
-            out.push(Err("too long"));
-            break;
-        }
-        out.push(Ok(line.to_vec()));
-    }
-    out
-}
-
-/// One piece per read, like a socket receiving them as separate segments.
-struct Pieces(VecDeque<Vec<u8>>);
-
-impl AsyncRead for Pieces {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(piece) = self.0.front_mut() {
-            let n = piece.len().min(buf.remaining());
-            buf.put_slice(&piece[..n]);
-            piece.drain(..n);
-            if piece.is_empty() {
-                self.0.pop_front();
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -102,7 +41,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn async_frames(max: usize, pieces: Vec<Vec<u8>>) -> Frames {
-    let mut reader = LineReader::new(Pieces(pieces.into()), limits(max), Meter::default());
+    let mut reader = LineReader::new(Pieces::new(pieces), limits(max), Meter::default());
     runtime().block_on(async {
         let mut out = Vec::new();
         loop {
@@ -223,8 +162,8 @@ fuzz_target!(|input: &[u8]| {
     };
     let max = usize::try_from(max).expect("the bound fits");
     let (cuts, data) = rest.split_at(usize::from(head[4]).min(rest.len()));
-    let pieces = pieces(data, cuts);
-    let want = expected(data, max);
+    let pieces = cut(data, cuts);
+    let want = obvious_frames(data, max);
     assert_eq!(async_frames(max, pieces.clone()), want, "async, max {max}");
     assert_eq!(blocking_frames(max, pieces), want, "blocking, max {max}");
 });

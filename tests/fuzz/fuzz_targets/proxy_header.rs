@@ -10,83 +10,14 @@
 //! Run: `cargo +nightly fuzz run proxy_header --fuzz-dir tests/fuzz`.
 #![no_main]
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use porthost::proxy_protocol::{Header, HeaderError, Peek, V2_SIGNATURE, read_header};
-use tokio::io::{AsyncRead, ReadBuf};
-
-/// A stream whose bytes arrive in pieces: a peek or read that finds nothing new makes the next
-/// piece arrive, and finds the end of the stream once all have. Never pending, so a header
-/// that is incomplete ends as truncated, never as a time-out.
-struct Pieces {
-    data: Vec<u8>,
-    /// Ends of the pieces, increasing, the last one `data.len()`.
-    ends: Vec<usize>,
-    arrived: usize,
-    /// Bytes taken by reads; peeks leave them.
-    taken: usize,
-}
-
-impl Pieces {
-    fn new(data: Vec<u8>, cuts: &[u8]) -> Pieces {
-        let mut ends = Vec::new();
-        let mut at = 0;
-        for &cut in cuts {
-            at += usize::from(cut) + 1;
-            if at >= data.len() {
-                break;
-            }
-            ends.push(at);
-        }
-        ends.push(data.len());
-        ends.reverse();
-        Pieces {
-            data,
-            ends,
-            arrived: 0,
-            taken: 0,
-        }
-    }
-
-    fn fill(&mut self, buf: &mut ReadBuf<'_>, take: bool) {
-        if self.taken == self.arrived {
-            if let Some(end) = self.ends.pop() {
-                self.arrived = end;
-            }
-        }
-        let n = buf.remaining().min(self.arrived - self.taken);
-        buf.put_slice(&self.data[self.taken..self.taken + n]);
-        if take {
-            self.taken += n;
-        }
-    }
-}
-
-impl Peek for Pieces {
-    fn poll_peek(&mut self, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
-        let before = buf.filled().len();
-        self.fill(buf, false);
-        Poll::Ready(Ok(buf.filled().len() - before))
-    }
-}
-
-impl AsyncRead for Pieces {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.fill(buf, true);
-        Poll::Ready(Ok(()))
-    }
-}
+use porthost::proxy_protocol::{Header, HeaderError, V2_SIGNATURE, read_header};
+use porthost_services::testing::{Pieces, cut};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -100,9 +31,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// The reader's answer for `data` in the pieces `cuts` give, and how many bytes it took.
 fn read(data: &[u8], cuts: &[u8]) -> (Result<Header, HeaderError>, usize) {
-    let mut stream = Pieces::new(data.to_vec(), cuts);
+    // Never pending: a header still incomplete at the end is truncated, not timed out.
+    let mut stream = Pieces::new(cut(data, cuts));
     let result = runtime().block_on(read_header(&mut stream, Duration::from_secs(3)));
-    (result, stream.taken)
+    (result, stream.taken())
 }
 
 /// How long the header at the start of `data` is by the spec's framing, if it is complete.
