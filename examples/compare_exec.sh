@@ -2,7 +2,7 @@
 # porthost's `exec` service under process-per-client against tcpserver (Debian's ucspi-tcp)
 # running the same small C program (host/bench/palindrome.c) per connection: the churn workload
 # (connect, one line, its answer, disconnect) of `porthost bench`, against both servers started
-# here on the first CPU, 5 runs, each server started afresh per run. Reported side by side,
+# here, unpinned (as users run them), 5 runs, each server started afresh per run. Reported side by side,
 # medians of the 5 runs: connections/s, and CPU per connection of each server's whole process
 # tree (utime + stime of every process under it, and cutime + cstime of the children they
 # reaped: the programs), from /proc/<pid>/stat before and after each run.
@@ -55,7 +55,7 @@ EOF
 results="$work/results.txt"
 for run in $(seq 1 "$runs"); do
   tport=$(free_port)
-  taskset -c 0 tcpserver -q -H -R -D -l 0 -c 300 -b 1024 127.0.0.1 "$tport" "$work/palindrome" &
+  tcpserver -q -H -R -D -l 0 -c 300 -b 1024 127.0.0.1 "$tport" "$work/palindrome" &
   tpid=$!
   pids+=("$tpid")
   pport=$(free_port)
@@ -68,11 +68,11 @@ model = "process-per-client"
 max_connections = 300
 options = { command = ["$work/palindrome"] }
 EOF
-  RUST_LOG=warn taskset -c 0 "$porthost" run --config "$work/exec.toml" > /dev/null 2> "$work/host.log" &
+  RUST_LOG=warn "$porthost" run --config "$work/exec.toml" > /dev/null 2> "$work/host.log" &
   ppid=$!
   pids+=("$ppid")
   sleep 1
-  # The fork server starts with the first client: warm both up before counting.
+  # Warm both up (the first fork, the program's first load) before counting.
   printf 'abba\n' | python3 -c 'import socket,sys
 for p in sys.argv[1:]:
     s = socket.create_connection(("127.0.0.1", int(p))); s.sendall(b"abba\n"); s.recv(10); s.close()' "$tport" "$pport"
