@@ -192,10 +192,16 @@ pub fn svg(report: &Report) -> anyhow::Result<String> {
             Scale::Log,
             |v| format!("{v:.1} KiB"),
         )?;
-        let cpu = lines(report, &looks, Metric::CpuUsPerReq, 1.0);
+        // A zero is a run that spent less than one of `/proc`'s 10 ms ticks, not a free
+        // request: drawn, it would say so.
+        let mut cpu = lines(report, &looks, Metric::CpuUsPerReq, 1.0);
+        for line in &mut cpu {
+            line.points.retain(|p| p.value > 0.0);
+        }
+        cpu.retain(|line| !line.points.is_empty());
         line_chart(
             &rows[5],
-            "CPU time per request (sessions): server, threads, children",
+            "CPU time per request (sessions; under one /proc tick left out)",
             "CPU µs per request",
             &cpu,
             Scale::Linear,
