@@ -64,10 +64,22 @@ pub struct Program {
     pub env: Vec<(String, String)>,
     /// The working directory: `cwd`, or the config file's folder.
     pub cwd: PathBuf,
-    /// The user and group it runs as, when the host, running as root, drops privileges.
-    pub credentials: Option<(Uid, Gid)>,
+    /// Who it runs as, when the host, running as root, drops privileges.
+    pub credentials: Option<Credentials>,
     /// `setrlimit` soft and hard limits, set in the program's process before it starts.
     pub limits: Vec<(Resource, u64)>,
+}
+
+/// Who a program runs as when the host, running as root, drops privileges to a user: its
+/// uid, its group and the user's supplementary groups, as `initgroups` gives them at login,
+/// so that the program holds that user's groups and none of root's. Looked up when the port
+/// is built, since the lookup (NSS, `/etc/group`) cannot run between `fork` and `execve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credentials {
+    pub uid: Uid,
+    pub gid: Gid,
+    /// `getgrouplist(user, gid)`: `gid` and every group that lists the user as a member.
+    pub groups: Vec<Gid>,
 }
 
 /// The options as written.
@@ -229,7 +241,7 @@ fn credentials(
     user: Option<&str>,
     group: Option<&str>,
     errors: &mut Vec<String>,
-) -> Option<(Uid, Gid)> {
+) -> Option<Credentials> {
     let root = Uid::effective().is_root();
     let (me, my_group) = (Uid::effective(), Gid::effective());
     let user = match user {
@@ -281,10 +293,40 @@ fn credentials(
         }
         return None;
     }
-    match (user, gid) {
-        (None, None) => None,
-        (Some(user), gid) => Some((user.uid, gid.unwrap_or(user.gid))),
-        (None, Some(gid)) => Some((me, gid)),
+    let (user, gid) = match (user, gid) {
+        (None, None) => return None,
+        (Some(user), gid) => {
+            let gid = gid.unwrap_or(user.gid);
+            (user, gid)
+        }
+        // A group alone: the host's own user (root) in that group, with root's groups.
+        (None, Some(gid)) => match User::from_uid(me) {
+            Ok(Some(user)) => (user, gid),
+            _ => {
+                errors.push(format!(
+                    "group {:?}: cannot look up the host's own user (uid {me})",
+                    group.unwrap_or_default()
+                ));
+                return None;
+            }
+        },
+    };
+    let groups = std::ffi::CString::new(user.name.as_str())
+        .map_err(|e| e.to_string())
+        .and_then(|name| nix::unistd::getgrouplist(&name, gid).map_err(|e| e.to_string()));
+    match groups {
+        Ok(groups) => Some(Credentials {
+            uid: user.uid,
+            gid,
+            groups,
+        }),
+        Err(e) => {
+            errors.push(format!(
+                "user {:?}: cannot look up its groups: {e}",
+                user.name
+            ));
+            None
+        }
     }
 }
 
