@@ -575,17 +575,39 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
 }
 
 #[test]
-fn behind_a_proxy_the_program_sees_the_real_client() {
+fn behind_a_proxy_the_program_sees_the_real_client_and_where_it_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let env = script(dir.path(), "remote.sh", "echo $TCPREMOTEIP $TCPREMOTEPORT");
+    let env = script(
+        dir.path(),
+        "addresses.sh",
+        "echo $TCPREMOTEIP $TCPREMOTEPORT $TCPLOCALIP $TCPLOCALPORT",
+    );
     let options = format!(
         "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
         command(&[env.to_str().unwrap()])
     );
-    for model in ["process-per-client", "async"] {
-        let host = TestHost::start("", &[entry("exec", model, &options)]);
-        let mut client = Client::connect(host.addr(0));
-        client.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n");
-        assert_eq!(client.line().as_deref(), Some("192.0.2.7 5555"), "{model}");
+    let entries: Vec<_> = MODELS.iter().map(|m| entry("exec", m, &options)).collect();
+    let host = TestHost::start("", &entries);
+    for (i, model) in MODELS.iter().enumerate() {
+        let mut client = Client::connect(host.addr(i));
+        client.send(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 8080\r\n");
+        assert_eq!(
+            client.line().as_deref(),
+            Some("192.0.2.7 5555 198.51.100.9 8080"),
+            "{model}"
+        );
+        // A header without addresses: the socket's own stand, as the spec says.
+        let mut client = Client::connect(host.addr(i));
+        let me = client.stream.local_addr().unwrap();
+        client.send(b"PROXY UNKNOWN\r\n");
+        assert_eq!(
+            client.line(),
+            Some(format!(
+                "127.0.0.1 {} 127.0.0.1 {}",
+                me.port(),
+                host.addr(i).port()
+            )),
+            "{model}"
+        );
     }
 }

@@ -116,21 +116,26 @@ pub fn spawn(
 }
 
 /// Becomes the program, in a process-per-client child; returns only if that failed. `stderr`
-/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`.
+/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`;
+/// `local` is the address a PROXY header said the client connected to, or `None` for the
+/// socket's own.
 pub fn exec(
     program: &Program,
     socket: OwnedFd,
     stderr: Option<OwnedFd>,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> std::io::Error {
-    let local = match std::net::TcpStream::from(match socket.try_clone() {
-        Ok(fd) => fd,
-        Err(e) => return e,
-    })
-    .local_addr()
-    {
-        Ok(local) => local,
-        Err(e) => return e,
+    let local = match local {
+        Some(local) => local,
+        None => match socket2::SockRef::from(&socket)
+            .local_addr()
+            .map(|a| a.as_socket())
+        {
+            Ok(Some(local)) => local,
+            Ok(None) => return std::io::Error::other("the socket has no IP address"),
+            Err(e) => return e,
+        },
     };
     let mut command = command(program, peer, local);
     let stderr = stderr.map_or_else(Stdio::inherit, Stdio::from);
