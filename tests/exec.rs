@@ -550,8 +550,8 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
             port_view(i)
         );
         assert_eq!(
-            port_view(i)["program"],
-            serde_json::json!(program.to_str().unwrap())
+            port_view(i)["command"],
+            serde_json::json!([program.to_str().unwrap()])
         );
     }
     for client in &mut clients {
