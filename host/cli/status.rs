@@ -150,7 +150,7 @@ fn render(s: &Snapshot) -> String {
     let programs: Vec<Vec<String>> = s
         .ports
         .iter()
-        .filter_map(|p| Some((p, shell_words(p.command.as_ref()?))))
+        .filter_map(|p| Some((p, porthost::exec::shell_words(p.command.as_ref()?))))
         .flat_map(|(p, command)| {
             let pids: Vec<String> = match p.children.as_slice() {
                 [] => vec!["-".to_owned()],
@@ -175,22 +175,6 @@ fn render(s: &Snapshot) -> String {
         }
     }
     out
-}
-
-/// A command's argv as a shell would read it back: a word with anything but plain characters
-/// in it (a space, a quote, nothing at all) in single quotes.
-fn shell_words(argv: &[String]) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_/.,:=@%+-".contains(c);
-    argv.iter()
-        .map(|word| {
-            if !word.is_empty() && word.chars().all(plain) {
-                word.clone()
-            } else {
-                format!("'{}'", word.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A GET with a bearer token: the status and the body (at most [`MAX_RESPONSE`] bytes), every
@@ -272,15 +256,6 @@ mod tests {
             rows[3].starts_with("7031") && rows[3].ends_with(r"/bin/sh -c 'echo it'\''s me'"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn a_command_reads_back_as_its_words() {
-        let words =
-            |w: &[&str]| shell_words(&w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        assert_eq!(words(&["/bin/cat"]), "/bin/cat");
-        assert_eq!(words(&["python3", "a b.py", ""]), "python3 'a b.py' ''");
-        assert_eq!(words(&["x", "$HOME"]), "x '$HOME'");
     }
 
     #[test]

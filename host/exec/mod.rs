@@ -134,10 +134,27 @@ impl Program {
         }
     }
 
-    /// The command as `porthost status` and the live page show it.
+    /// The command as the log and the events show it.
     pub fn display(&self) -> String {
-        self.args.join(" ")
+        shell_words(&self.args)
     }
+}
+
+/// A command's argv as a shell would read it back (the log, the events, `porthost status`): a
+/// word with anything but plain characters in it (a space, a quote, nothing at all) in single
+/// quotes, so that words never run together.
+pub fn shell_words(argv: &[String]) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_/.,:=@%+-".contains(c);
+    argv.iter()
+        .map(|word| {
+            if !word.is_empty() && word.chars().all(plain) {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `PATH` (the default unless `env` sets it) and `env`, checked.
@@ -418,5 +435,20 @@ inventory::submit! {
             OptionDoc { name: "max_open_files", default: "none", meaning: "RLIMIT_NOFILE of the program" },
         ],
         build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn a_command_reads_back_as_its_words() {
+        let words =
+            |w: &[&str]| shell_words(&w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(words(&["/bin/cat"]), "/bin/cat");
+        assert_eq!(words(&["python3", "a b.py", ""]), "python3 'a b.py' ''");
+        assert_eq!(words(&["sh", "-c", "echo it's"]), r"sh -c 'echo it'\''s'");
+        assert_eq!(words(&["x", "$HOME"]), "x '$HOME'");
     }
 }
