@@ -109,7 +109,7 @@ async fn handle(
             .spawn(handshake(port.clone(), runner.clone(), stream, peer, slot));
         return;
     }
-    admit(port, &**runner, stream, peer, slot).await;
+    admit(port, &**runner, stream, peer, None, slot).await;
 }
 
 /// A port stops: its socket is closed now, so that new clients are refused at once (and a
@@ -154,7 +154,10 @@ async fn handshake(
     slot: OwnedSemaphorePermit,
 ) {
     match proxy_protocol::read_header(&mut stream, proxy_protocol::DEFAULT_TIMEOUT).await {
-        Ok(header) => admit(&port, &*runner, stream, header.client(proxy), slot).await,
+        Ok(header) => {
+            let (client, destination) = (header.client(proxy), header.destination());
+            admit(&port, &*runner, stream, client, destination, slot).await;
+        }
         Err(e) => refuse(
             &port,
             stream,
@@ -165,15 +168,17 @@ async fn handshake(
     }
 }
 
-/// Admits a client (`peer`: its real address) and hands it to the runner, or refuses it.
+/// Admits a client (`peer`: its real address; `destination`: the address it connected to, if
+/// its PROXY header named one) and hands it to the runner, or refuses it.
 async fn admit(
     port: &Arc<Port>,
     runner: &dyn Runner,
     stream: TcpStream,
     peer: SocketAddr,
+    destination: Option<SocketAddr>,
     slot: OwnedSemaphorePermit,
 ) {
-    let admission = match port.admit(slot, peer) {
+    let admission = match port.admit(slot, peer, destination) {
         Ok(admission) => admission,
         Err(refusal) => {
             let why = refusal.name().replace('_', " ");

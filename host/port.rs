@@ -166,13 +166,17 @@ impl Port {
     /// Admits a client from `peer` into the slot it was accepted in, or says why not: its
     /// address must be allowed, not over its rate of new connections, and not over its number
     /// of open ones.
+    /// `destination` is the address the client connected to, when its PROXY header named one.
     pub fn admit(
         self: &Arc<Self>,
         slot: OwnedSemaphorePermit,
         peer: SocketAddr,
+        destination: Option<SocketAddr>,
     ) -> Result<Admission, Refusal> {
         let pass = lock(&self.gate).admit(peer.ip(), now())?;
-        Ok(self.enter(peer, Some(slot), Some(pass)))
+        let mut admission = self.enter(peer, Some(slot), Some(pass));
+        admission.destination = destination;
+        Ok(admission)
     }
 
     /// Admits a client that another process accepted and let in by the port's rules (the fork
@@ -216,6 +220,7 @@ impl Port {
             traffic,
             _slot: slot,
             pass,
+            destination: None,
         }
     }
 
@@ -407,6 +412,9 @@ pub struct Admission {
     _slot: Option<OwnedSemaphorePermit>,
     /// Its place at the port's gate, given back on drop.
     pass: Option<Pass>,
+    /// The address the client connected to at its proxy, when its PROXY header named one:
+    /// the server's address as the client sees it (an `exec` program's `TCPLOCALIP`).
+    destination: Option<SocketAddr>,
 }
 
 impl Admission {
@@ -427,6 +435,12 @@ impl Admission {
     /// The connection's entry in its port's table.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The address the client connected to, when its PROXY header named one (otherwise it is
+    /// the socket's own).
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.destination
     }
 
     /// Keeps a second handle on the connection's socket, so that closing the port's
@@ -520,7 +534,7 @@ mod tests {
             let port = port.clone();
             async move {
                 let slot = port.slot().await.unwrap();
-                port.admit(slot, ip)
+                port.admit(slot, ip, None)
             }
         };
         let a = admit(ip).await.unwrap();
@@ -541,7 +555,9 @@ mod tests {
     async fn without_a_limit_nothing_is_counted() {
         let port = port("").await;
         let slot = port.slot().await.unwrap();
-        let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
+        let admission = port
+            .admit(slot, "[::1]:1000".parse().unwrap(), None)
+            .unwrap();
         assert_eq!(lock(&port.gate).remembered().1, 0);
         drop(admission);
     }
@@ -552,7 +568,7 @@ mod tests {
         for last in 1..=20u16 {
             let slot = port.slot().await.unwrap();
             let peer = SocketAddr::from(([10, 0, 0, (last % 4) as u8], last));
-            if let Err(refusal) = port.admit(slot, peer) {
+            if let Err(refusal) = port.admit(slot, peer, None) {
                 port.refused(peer, refusal, "test");
             }
         }
@@ -584,7 +600,9 @@ mod tests {
     async fn a_single_session_port_retires_when_its_first_admission_drops() {
         let port = port("options = { once = true }").await;
         let slot = port.slot().await.unwrap();
-        let admission = port.admit(slot, "[::1]:1000".parse().unwrap()).unwrap();
+        let admission = port
+            .admit(slot, "[::1]:1000".parse().unwrap(), None)
+            .unwrap();
         assert!(!port.shutdown.is_done_accepting());
         drop(admission);
         assert!(port.shutdown.is_retired());

@@ -119,6 +119,16 @@ impl Header {
             Header::Local | Header::Unknown => peer,
         }
     }
+
+    /// The address the client connected to at the proxy, when the header names it; for
+    /// [`Header::Local`] and [`Header::Unknown`] the socket's own address stands, as the spec
+    /// says.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        match self {
+            Header::Proxied { destination, .. } => Some(*destination),
+            Header::Local | Header::Unknown => None,
+        }
+    }
 }
 
 /// Why a connection from a trusted proxy did not start with a usable header.
@@ -436,17 +446,20 @@ mod tests {
     #[tokio::test]
     async fn a_crlf_split_across_arrivals_is_found() {
         let (h, rest) = scripted(&[b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r", b"\nabba\n"]).await;
-        assert_eq!(h.unwrap().client(addr("127.0.0.1:9")), addr("10.0.0.1:1"));
+        let h = h.unwrap();
+        assert_eq!(h.client(addr("127.0.0.1:9")), addr("10.0.0.1:1"));
+        assert_eq!(h.destination(), Some(addr("10.0.0.2:2")));
         assert_eq!(rest, b"abba\n");
     }
 
     #[tokio::test]
-    async fn local_and_unspecified_mean_the_socket_peer() {
+    async fn local_and_unspecified_mean_the_sockets_addresses() {
         let peer = addr("127.0.0.1:40000");
         let (h, rest) = scripted(&[HAPROXY_V2_LOCAL]).await;
         let h = h.unwrap();
         assert_eq!(h, Header::Local);
         assert_eq!(h.client(peer), peer);
+        assert_eq!(h.destination(), None);
         assert_eq!(rest, b"abba\n");
         // LOCAL with addresses and a TLV: all ignored.
         let mut body = vec![127, 0, 0, 9, 127, 0, 0, 1, 0, 1, 0, 2];

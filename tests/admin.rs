@@ -432,6 +432,11 @@ fn the_state_shows_each_model_at_work() {
         .collect();
     let port = |i: usize| &ports[i];
     assert_eq!(port(0)["model"], "sequential");
+    assert_eq!(
+        port(0)["command"],
+        serde_json::Value::Null,
+        "not an exec port"
+    );
     assert_eq!(port(1)["threads"], 1);
     assert_eq!(port(2)["children"].as_array().unwrap().len(), 1);
     assert_eq!(port(2)["connections"][0]["pid"], port(2)["children"][0]);
@@ -590,4 +595,55 @@ fn games_show_in_the_event_feed() {
         events()
     );
     drop(players);
+}
+
+/// An `exec` port's state carries its command, argv as configured, and each program's pid on
+/// its connection, under a model that forks and one that spawns.
+#[test]
+fn the_state_shows_an_exec_ports_command_and_each_programs_pid() {
+    // `$$` is the shell's own pid: the program the host started, not a child of it.
+    let argv = ["/bin/sh", "-c", "echo $$; read line", "a word with spaces"];
+    let options = format!(
+        "options = {{ command = [{}] }}",
+        argv.map(|w| format!("{w:?}")).join(", ")
+    );
+    let models = ["process-per-client", "async"];
+    let entries: Vec<_> = models.iter().map(|m| entry("exec", m, &options)).collect();
+    let (host, admin) = admin_host("", &entries);
+    let mut clients: Vec<Client> = (0..models.len())
+        .map(|i| Client::connect(host.addr(i)))
+        .collect();
+    let pids: Vec<u64> = clients
+        .iter_mut()
+        .map(|c| c.line().unwrap().parse().unwrap())
+        .collect();
+    let find = |i: usize| -> serde_json::Value {
+        let state: serde_json::Value = serde_json::from_str(&get(admin, "/api/state")).unwrap();
+        state["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["port"] == host.ports[i]))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (i, model) in models.iter().enumerate() {
+        assert!(
+            eventually(|| find(i)["connections"][0]["pid"] == pids[i]),
+            "{model}: {}",
+            find(i)
+        );
+        let port = find(i);
+        assert_eq!(port["command"], serde_json::json!(argv), "{model}");
+        assert_eq!(port["children"], serde_json::json!([pids[i]]), "{model}");
+    }
+    for client in &mut clients {
+        client.send(b"bye\n");
+        assert!(client.is_closed());
+    }
+    for (i, model) in models.iter().enumerate() {
+        assert!(
+            eventually(|| find(i)["connections"] == serde_json::json!([])),
+            "{model}: the program ended, its connection is gone: {}",
+            find(i)
+        );
+    }
 }

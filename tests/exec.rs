@@ -236,33 +236,80 @@ fn check_reports_a_missing_program_an_unknown_user_and_refused_keys_with_their_l
 }
 
 #[test]
-fn a_user_other_than_the_hosts_runs_only_under_root() {
+fn a_user_other_than_the_hosts_runs_only_under_root_with_that_users_groups() {
     let id = script(
         tempfile::tempdir().unwrap().keep().as_path(),
         "id.sh",
-        "id -u; id -g",
+        "id -u; id -g; id -G",
     );
-    let options = format!(
-        "options = {{ command = [{:?}], user = \"nobody\" }}",
-        id.to_str().unwrap()
-    );
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a nobody user");
-    if nix::unistd::Uid::effective().is_root() {
-        for model in ["process-per-client", "thread-per-client"] {
-            let host = TestHost::start("", &[entry("exec", model, &options)]);
-            let mut client = Client::connect(host.addr(0));
-            assert_eq!(client.line(), Some(nobody.uid.to_string()), "{model}");
-            assert_eq!(client.line(), Some(nobody.gid.to_string()), "{model}");
-        }
-    } else {
-        let err = TestHost::try_start("", &[entry("exec", "async", &options)]).unwrap_err();
+    let options = |user: &str| {
+        format!(
+            "options = {{ command = [{:?}], user = {user:?} }}",
+            id.to_str().unwrap()
+        )
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        let err =
+            TestHost::try_start("", &[entry("exec", "async", &options("nobody"))]).unwrap_err();
         assert!(
             err.contains("not as root, so it cannot run programs as another user"),
             "{err}"
         );
+        return;
     }
+    // The host holds groups of its own, which no program run as another user may keep.
+    let host_groups = [0, 4242, 4343];
+    // `nobody` is in no group but its own; a member of some other group shows that the
+    // user's supplementary groups are given, not only root's taken away.
+    let mut users = vec!["nobody".to_owned()];
+    users.extend(a_user_with_supplementary_groups());
+    for name in &users {
+        let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+        let expected = std::process::Command::new("id")
+            .args(["-G", name])
+            .output()
+            .unwrap();
+        let expected = group_set(&text(&expected.stdout));
+        for model in ["process-per-client", "thread-per-client"] {
+            let host = crate::support::Launch {
+                groups: host_groups.to_vec(),
+                ..Default::default()
+            }
+            .start("", &[entry("exec", model, &options(name))]);
+            let mut client = Client::connect(host.addr(0));
+            assert_eq!(client.line(), Some(user.uid.to_string()), "{model} {name}");
+            assert_eq!(client.line(), Some(user.gid.to_string()), "{model} {name}");
+            let got = group_set(&client.line().unwrap());
+            assert_eq!(got, expected, "{model}, user {name}: its groups");
+            assert!(
+                !got.contains(&4242) && !got.contains(&4343),
+                "{model}, user {name}: the host's groups leaked: {got:?}"
+            );
+        }
+    }
+}
+
+/// A user the group database lists as a member of some group, besides its own: a program run
+/// as it must hold that group too. `None` on a machine without one.
+fn a_user_with_supplementary_groups() -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups
+        .lines()
+        .filter_map(|line| line.split(':').nth(3))
+        .flat_map(|members| members.split(','))
+        .find(|name| !name.is_empty() && matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
+        .map(str::to_owned)
+}
+
+/// `id -G` words, as a sorted set.
+fn group_set(line: &str) -> Vec<u32> {
+    let mut groups: Vec<u32> = line
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 #[test]
@@ -503,8 +550,8 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
             port_view(i)
         );
         assert_eq!(
-            port_view(i)["program"],
-            serde_json::json!(program.to_str().unwrap())
+            port_view(i)["command"],
+            serde_json::json!([program.to_str().unwrap()])
         );
     }
     for client in &mut clients {
@@ -528,17 +575,39 @@ fn the_state_and_metrics_show_programs_their_pids_and_exits() {
 }
 
 #[test]
-fn behind_a_proxy_the_program_sees_the_real_client() {
+fn behind_a_proxy_the_program_sees_the_real_client_and_where_it_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let env = script(dir.path(), "remote.sh", "echo $TCPREMOTEIP $TCPREMOTEPORT");
+    let env = script(
+        dir.path(),
+        "addresses.sh",
+        "echo $TCPREMOTEIP $TCPREMOTEPORT $TCPLOCALIP $TCPLOCALPORT",
+    );
     let options = format!(
         "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
         command(&[env.to_str().unwrap()])
     );
-    for model in ["process-per-client", "async"] {
-        let host = TestHost::start("", &[entry("exec", model, &options)]);
-        let mut client = Client::connect(host.addr(0));
-        client.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n");
-        assert_eq!(client.line().as_deref(), Some("192.0.2.7 5555"), "{model}");
+    let entries: Vec<_> = MODELS.iter().map(|m| entry("exec", m, &options)).collect();
+    let host = TestHost::start("", &entries);
+    for (i, model) in MODELS.iter().enumerate() {
+        let mut client = Client::connect(host.addr(i));
+        client.send(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 8080\r\n");
+        assert_eq!(
+            client.line().as_deref(),
+            Some("192.0.2.7 5555 198.51.100.9 8080"),
+            "{model}"
+        );
+        // A header without addresses: the socket's own stand, as the spec says.
+        let mut client = Client::connect(host.addr(i));
+        let me = client.stream.local_addr().unwrap();
+        client.send(b"PROXY UNKNOWN\r\n");
+        assert_eq!(
+            client.line(),
+            Some(format!(
+                "127.0.0.1 {} 127.0.0.1 {}",
+                me.port(),
+                host.addr(i).port()
+            )),
+            "{model}"
+        );
     }
 }

@@ -83,8 +83,9 @@ pub struct PortView {
     /// The pids of the child processes serving it now (an `exec` port's programs, under
     /// every model).
     pub children: Vec<u32>,
-    /// The command an `exec` port runs for each connection.
-    pub program: Option<String>,
+    /// The command an `exec` port runs for each connection: its argv as configured (never
+    /// through a shell), so a word with a space stays one word.
+    pub command: Option<Vec<String>>,
     pub lines: u64,
     pub lines_per_s: f64,
     pub replies_per_s: f64,
@@ -286,7 +287,7 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
         workers: entry.workers,
         busy: port.stats.busy.load(Ordering::Relaxed),
         children,
-        program: crate::exec::of(&*port.plan.service).map(|e| e.program.display()),
+        command: crate::exec::of(&*port.plan.service).map(|e| e.program.args.clone()),
         lines: totals.lines,
         lines_per_s,
         replies_per_s,

@@ -54,9 +54,9 @@ struct Port {
     #[serde(default)]
     busy: i64,
     children: Vec<u32>,
-    /// An `exec` port's command (absent from an older host's snapshot).
+    /// An `exec` port's command, its argv (absent from an older host's snapshot).
     #[serde(default)]
-    program: Option<String>,
+    command: Option<Vec<String>>,
     lines_per_s: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -146,22 +146,22 @@ fn render(s: &Snapshot) -> String {
         s.host.open_fds
     );
     out.push_str(&table::render(&rows));
+    // Every exec port's command, with a row per program running (a `-` when none is).
     let programs: Vec<Vec<String>> = s
         .ports
         .iter()
-        .filter_map(|p| Some((p, p.program.as_ref()?)))
+        .filter_map(|p| Some((p, porthost::exec::shell_words(p.command.as_ref()?))))
         .flat_map(|(p, command)| {
-            p.children
-                .iter()
-                .map(move |pid| vec![p.port.to_string(), pid.to_string(), command.clone()])
+            let pids: Vec<String> = match p.children.as_slice() {
+                [] => vec!["-".to_owned()],
+                pids => pids.iter().map(u32::to_string).collect(),
+            };
+            pids.into_iter()
+                .map(move |pid| vec![p.port.to_string(), pid, command.clone()])
         })
         .collect();
     if !programs.is_empty() {
-        out.push_str(
-            "
-programs running:
-",
-        );
+        out.push_str("\nexec programs running:\n");
         let mut rows = vec![["PORT", "PID", "COMMAND"].map(str::to_owned).to_vec()];
         rows.extend(programs);
         out.push_str(&table::render(&rows));
@@ -226,7 +226,11 @@ mod tests {
             "ports": [
                 { "port": 7030, "service": "exec", "model": "async", "state": "accepting",
                   "open": 2, "waiting": 0, "refused": {}, "threads": 0, "children": [41, 42],
-                  "program": "python3 palindrome_stdio.py", "lines_per_s": 0.0,
+                  "command": ["python3", "palindrome_stdio.py"], "lines_per_s": 0.0,
+                  "p50_ms": null, "p99_ms": null, "lines": 0 },
+                { "port": 7031, "service": "exec", "model": "sequential", "state": "accepting",
+                  "open": 0, "waiting": 0, "refused": {}, "threads": 0, "children": [],
+                  "command": ["/bin/sh", "-c", "echo it's me"], "lines_per_s": 0.0,
                   "p50_ms": null, "p99_ms": null, "lines": 0 },
                 { "port": 7001, "service": "palindrome-v3", "model": "async",
                   "state": "accepting", "open": 0, "waiting": 0, "refused": {}, "threads": 0,
@@ -237,15 +241,21 @@ mod tests {
         }))
         .unwrap();
         let text = render(&snapshot);
-        let programs = text.split("programs running:\n").nth(1).expect(&text);
-        let rows: Vec<Vec<&str>> = programs
-            .lines()
+        let programs = text.split("exec programs running:\n").nth(1).expect(&text);
+        let rows: Vec<&str> = programs.lines().map(str::trim_end).collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        let words: Vec<Vec<&str>> = rows
+            .iter()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(rows[0], ["PORT", "PID", "COMMAND"]);
-        assert_eq!(rows[1], ["7030", "41", "python3", "palindrome_stdio.py"]);
-        assert_eq!(rows[2], ["7030", "42", "python3", "palindrome_stdio.py"]);
-        assert_eq!(rows.len(), 3, "{text}");
+        assert_eq!(words[0], ["PORT", "PID", "COMMAND"]);
+        assert_eq!(words[1], ["7030", "41", "python3", "palindrome_stdio.py"]);
+        assert_eq!(words[2], ["7030", "42", "python3", "palindrome_stdio.py"]);
+        // None running: the command all the same; a word with spaces or quotes stays one.
+        assert!(
+            rows[3].starts_with("7031") && rows[3].ends_with(r"/bin/sh -c 'echo it'\''s me'"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -16,14 +16,15 @@ use std::process::{Command, Stdio};
 
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
+use nix::unistd::{setgid, setgroups, setuid};
 
-use super::Program;
+use super::{Credentials, Program};
 
 /// The program's command for a client at `peer`, connected to `local`: a clean environment of
-/// `PATH`, `env` and the UCSPI-TCP variables, its working directory, its user and group (the
-/// standard library drops supplementary groups with them), a process group of its own (so a
-/// drain signals everything it started), and, in the new process just before `execve`, its
-/// resource limits, SIGKILL should its parent die, and every descriptor above 2 closed.
+/// `PATH`, `env` and the UCSPI-TCP variables, its working directory, a process group of its
+/// own (so a drain signals everything it started), and, in the new process just before
+/// `execve`, its resource limits, its user with exactly that user's groups, SIGKILL should
+/// its parent die, and every descriptor above 2 closed.
 pub fn command(program: &Program, peer: SocketAddr, local: SocketAddr) -> Command {
     let mut command = Command::new(&program.path);
     command
@@ -38,25 +39,35 @@ pub fn command(program: &Program, peer: SocketAddr, local: SocketAddr) -> Comman
         .env("TCPLOCALPORT", local.port().to_string())
         .current_dir(&program.cwd)
         .process_group(0);
-    if let Some((uid, gid)) = program.credentials {
-        command.uid(uid.as_raw()).gid(gid.as_raw());
-    }
     let limits = program.limits.clone();
+    let credentials = program.credentials.clone();
     // SAFETY: the closure runs in the child between `fork` and `execve`, where only
-    // async-signal-safe calls are allowed: it makes three kinds of plain system calls
-    // (`setrlimit`, `prctl`, `close_range`) and neither allocates nor takes a lock.
+    // async-signal-safe calls are allowed: it makes plain system calls (`setrlimit`,
+    // `setgroups`, `setgid`, `setuid`, `prctl`, `close_range`) on what was prepared before
+    // the fork, and neither allocates nor takes a lock.
     unsafe {
-        command.pre_exec(move || before_exec(&limits));
+        command.pre_exec(move || before_exec(&limits, credentials.as_ref()));
     }
     command
 }
 
-/// What the program's process does to itself before `execve`: after the standard library has
-/// set its descriptors, user and working directory, so the parent-death signal (which a change
-/// of user clears) stays set.
-fn before_exec(limits: &[(Resource, u64)]) -> std::io::Result<()> {
+/// What the program's process does to itself before `execve`, after the standard library has
+/// set its descriptors and working directory: its limits while it is still root (which may
+/// raise a hard limit), then its user's groups, group and user, in that order (each needs
+/// root), then the parent-death signal, which a change of user clears. The standard library's
+/// own `uid`/`gid` would drop every supplementary group, the user's as well as root's; only
+/// `setgroups` gives the program the user's.
+fn before_exec(
+    limits: &[(Resource, u64)],
+    credentials: Option<&Credentials>,
+) -> std::io::Result<()> {
     for &(resource, value) in limits {
         setrlimit(resource, value, value)?;
+    }
+    if let Some(credentials) = credentials {
+        setgroups(&credentials.groups)?;
+        setgid(credentials.gid)?;
+        setuid(credentials.uid)?;
     }
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     // Every descriptor the host or the fork server did not mark close-on-exec (a socket
@@ -105,21 +116,26 @@ pub fn spawn(
 }
 
 /// Becomes the program, in a process-per-client child; returns only if that failed. `stderr`
-/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`.
+/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`;
+/// `local` is the address a PROXY header said the client connected to, or `None` for the
+/// socket's own.
 pub fn exec(
     program: &Program,
     socket: OwnedFd,
     stderr: Option<OwnedFd>,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> std::io::Error {
-    let local = match std::net::TcpStream::from(match socket.try_clone() {
-        Ok(fd) => fd,
-        Err(e) => return e,
-    })
-    .local_addr()
-    {
-        Ok(local) => local,
-        Err(e) => return e,
+    let local = match local {
+        Some(local) => local,
+        None => match socket2::SockRef::from(&socket)
+            .local_addr()
+            .map(|a| a.as_socket())
+        {
+            Ok(Some(local)) => local,
+            Ok(None) => return std::io::Error::other("the socket has no IP address"),
+            Err(e) => return e,
+        },
     };
     let mut command = command(program, peer, local);
     let stderr = stderr.map_or_else(Stdio::inherit, Stdio::from);

@@ -64,10 +64,22 @@ pub struct Program {
     pub env: Vec<(String, String)>,
     /// The working directory: `cwd`, or the config file's folder.
     pub cwd: PathBuf,
-    /// The user and group it runs as, when the host, running as root, drops privileges.
-    pub credentials: Option<(Uid, Gid)>,
+    /// Who it runs as, when the host, running as root, drops privileges.
+    pub credentials: Option<Credentials>,
     /// `setrlimit` soft and hard limits, set in the program's process before it starts.
     pub limits: Vec<(Resource, u64)>,
+}
+
+/// Who a program runs as when the host, running as root, drops privileges to a user: its
+/// uid, its group and the user's supplementary groups, as `initgroups` gives them at login,
+/// so that the program holds that user's groups and none of root's. Looked up when the port
+/// is built, since the lookup (NSS, `/etc/group`) cannot run between `fork` and `execve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credentials {
+    pub uid: Uid,
+    pub gid: Gid,
+    /// `getgrouplist(user, gid)`: `gid` and every group that lists the user as a member.
+    pub groups: Vec<Gid>,
 }
 
 /// The options as written.
@@ -122,10 +134,27 @@ impl Program {
         }
     }
 
-    /// The command as `porthost status` and the live page show it.
+    /// The command as the log and the events show it.
     pub fn display(&self) -> String {
-        self.args.join(" ")
+        shell_words(&self.args)
     }
+}
+
+/// A command's argv as a shell would read it back (the log, the events, `porthost status`): a
+/// word with anything but plain characters in it (a space, a quote, nothing at all) in single
+/// quotes, so that words never run together.
+pub fn shell_words(argv: &[String]) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_/.,:=@%+-".contains(c);
+    argv.iter()
+        .map(|word| {
+            if !word.is_empty() && word.chars().all(plain) {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `PATH` (the default unless `env` sets it) and `env`, checked.
@@ -229,7 +258,7 @@ fn credentials(
     user: Option<&str>,
     group: Option<&str>,
     errors: &mut Vec<String>,
-) -> Option<(Uid, Gid)> {
+) -> Option<Credentials> {
     let root = Uid::effective().is_root();
     let (me, my_group) = (Uid::effective(), Gid::effective());
     let user = match user {
@@ -281,10 +310,40 @@ fn credentials(
         }
         return None;
     }
-    match (user, gid) {
-        (None, None) => None,
-        (Some(user), gid) => Some((user.uid, gid.unwrap_or(user.gid))),
-        (None, Some(gid)) => Some((me, gid)),
+    let (user, gid) = match (user, gid) {
+        (None, None) => return None,
+        (Some(user), gid) => {
+            let gid = gid.unwrap_or(user.gid);
+            (user, gid)
+        }
+        // A group alone: the host's own user (root) in that group, with root's groups.
+        (None, Some(gid)) => match User::from_uid(me) {
+            Ok(Some(user)) => (user, gid),
+            _ => {
+                errors.push(format!(
+                    "group {:?}: cannot look up the host's own user (uid {me})",
+                    group.unwrap_or_default()
+                ));
+                return None;
+            }
+        },
+    };
+    let groups = std::ffi::CString::new(user.name.as_str())
+        .map_err(|e| e.to_string())
+        .and_then(|name| nix::unistd::getgrouplist(&name, gid).map_err(|e| e.to_string()));
+    match groups {
+        Ok(groups) => Some(Credentials {
+            uid: user.uid,
+            gid,
+            groups,
+        }),
+        Err(e) => {
+            errors.push(format!(
+                "user {:?}: cannot look up its groups: {e}",
+                user.name
+            ));
+            None
+        }
     }
 }
 
@@ -376,5 +435,20 @@ inventory::submit! {
             OptionDoc { name: "max_open_files", default: "none", meaning: "RLIMIT_NOFILE of the program" },
         ],
         build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn a_command_reads_back_as_its_words() {
+        let words =
+            |w: &[&str]| shell_words(&w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(words(&["/bin/cat"]), "/bin/cat");
+        assert_eq!(words(&["python3", "a b.py", ""]), "python3 'a b.py' ''");
+        assert_eq!(words(&["sh", "-c", "echo it's"]), r"sh -c 'echo it'\''s'");
+        assert_eq!(words(&["x", "$HOME"]), "x '$HOME'");
     }
 }

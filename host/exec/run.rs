@@ -65,7 +65,11 @@ pub async fn run(
     peer: SocketAddr,
     admission: Option<&Admission>,
 ) -> std::io::Result<()> {
-    let local = stream.local_addr()?;
+    // Behind a proxy, the program's "local" is where its client connected: the proxy's.
+    let local = match admission.and_then(Admission::destination) {
+        Some(destination) => destination,
+        None => stream.local_addr()?,
+    };
     let mut child = match command::spawn(program, OwnedFd::from(stream), peer, local) {
         Ok(child) => child,
         Err(e) => {

@@ -294,6 +294,9 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// More arguments for `porthost run`.
     pub args: Vec<String>,
+    /// Supplementary groups for the host (it must run as root): it starts under
+    /// `setpriv --groups`, which `exec`s it, so its pid stays the one the test started.
+    pub groups: Vec<u32>,
 }
 
 impl Launch {
@@ -307,6 +310,17 @@ impl Launch {
             host_table, &listeners, entries,
         ));
         let mut command = match self.nofile {
+            None if !self.groups.is_empty() => {
+                let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+                let mut setpriv = Command::new("setpriv");
+                setpriv
+                    .arg("--groups")
+                    .arg(groups.join(","))
+                    .arg("--")
+                    .arg(PORTHOST)
+                    .env("RUST_LOG", "info");
+                setpriv
+            }
             None => porthost(),
             Some(n) => {
                 // `ulimit -n` sets both limits; `porthost run` lifts its soft limit to the hard

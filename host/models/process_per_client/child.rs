@@ -14,7 +14,7 @@ use porthost_services::{BlockingConn, Meter};
 use tracing::{Span, info_span, warn};
 
 use super::fork_server::Port;
-use super::wire::{self, FromForker};
+use super::wire::{self, Client, FromForker};
 use crate::config::Model;
 use crate::connection::{self, End};
 
@@ -23,7 +23,7 @@ pub(super) fn run(
     port: &Port,
     fd: OwnedFd,
     stderr: Option<OwnedFd>,
-    peer: std::net::SocketAddr,
+    client: Client,
     conn: u64,
     chan: std::os::fd::BorrowedFd<'_>,
     debug_logging: bool,
@@ -31,11 +31,11 @@ pub(super) fn run(
     let _ = CHILD.set(ChildContext {
         port: port.spec.port,
         service: port.spec.service.clone(),
-        peer,
+        peer: client.peer,
     });
     match crate::exec::of(&*port.service) {
-        Some(exec) => exec_child(exec, fd, stderr, peer),
-        None => serve_child(port, fd, peer, conn, chan, debug_logging),
+        Some(exec) => exec_child(exec, fd, stderr, client),
+        None => serve_child(port, fd, client.peer, conn, chan, debug_logging),
     }
 }
 
@@ -135,12 +135,12 @@ fn exec_child(
     exec: &crate::exec::Exec,
     fd: OwnedFd,
     stderr: Option<OwnedFd>,
-    peer: std::net::SocketAddr,
+    client: Client,
 ) -> i32 {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    let error = crate::exec::command::exec(&exec.program, fd, stderr, peer);
+    let error = crate::exec::command::exec(&exec.program, fd, stderr, client.peer, client.local);
     in_child_span(|| warn!("cannot start {}: {error}", exec.program.path.display()));
     CANNOT_EXEC
 }

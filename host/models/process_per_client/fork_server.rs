@@ -33,7 +33,7 @@ use porthost_services::{Options, Service};
 use tracing::{info_span, warn};
 
 use super::child;
-use super::wire::{self, ChildSpec, FromForker, ToForker};
+use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
 use crate::gate::{Gate, Pass, Refusal, Rules};
@@ -226,7 +226,7 @@ impl ForkServer {
             ToForker::Serve {
                 conn,
                 port_id,
-                peer,
+                client,
             } => {
                 // The socket first, then an `exec` program's stderr pipe.
                 let stderr = (fds.len() > 1).then(|| fds.pop()).flatten();
@@ -235,7 +235,7 @@ impl ForkServer {
                     (Some(port), Some(fd)) => self
                         .fork_child(
                             conn,
-                            peer,
+                            client,
                             port,
                             fd.as_fd(),
                             stderr.as_ref().map(AsFd::as_fd),
@@ -482,7 +482,8 @@ impl ForkServer {
                 None
             };
             let stderr = pipe.as_ref().map(|(_, write)| write.as_fd());
-            match self.fork_child(conn, peer, port, socket.as_fd(), stderr) {
+            let client = Client { peer, local: None };
+            match self.fork_child(conn, client, port, socket.as_fd(), stderr) {
                 Ok(pid) => {
                     let child = Child {
                         conn,
@@ -557,7 +558,7 @@ impl ForkServer {
     fn fork_child(
         &self,
         conn: u64,
-        peer: std::net::SocketAddr,
+        client: Client,
         port: &Port,
         fd: BorrowedFd<'_>,
         stderr: Option<BorrowedFd<'_>>,
@@ -586,7 +587,7 @@ impl ForkServer {
                     port,
                     fd,
                     stderr,
-                    peer,
+                    client,
                     conn,
                     self.chan.as_fd(),
                     self.debug_logging,

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::fork_server::FIRST_OWN_CONN;
-use super::wire::{self, ChildSpec, FromForker, ToForker};
+use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
 use crate::events::Kind;
 use crate::gate::Rules;
 use crate::lock::lock;
@@ -326,7 +326,10 @@ impl ForkerHandle {
                 &ToForker::Serve {
                     conn,
                     port_id,
-                    peer,
+                    client: Client {
+                        peer,
+                        local: admission.destination(),
+                    },
                 },
                 &std::iter::once(fd.as_fd())
                     .chain(stderr.as_ref().map(AsFd::as_fd))

@@ -31,18 +31,28 @@ pub struct ChildSpec {
     pub limits: Limits,
 }
 
+/// Whom a child's connection is with, as its child (and an `exec` program's UCSPI-TCP
+/// variables) see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The client: the one a PROXY header named, if the port takes them, not necessarily the
+    /// socket's peer.
+    pub peer: std::net::SocketAddr,
+    /// The address the client connected to, when a PROXY header named it; otherwise the
+    /// socket's own address stands, which the child reads itself.
+    pub local: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToForker {
     /// Build this port's service, to serve its connections from now on.
     Port { port_id: u64, spec: ChildSpec },
     /// Fork a child for the connection whose descriptor comes with this message (and, for an
     /// `exec` port, the write end of the pipe its program's stderr goes to, second).
-    /// `peer` is the client (the one a PROXY header named, if the port takes them), not
-    /// necessarily the socket's peer.
     Serve {
         conn: u64,
         port_id: u64,
-        peer: std::net::SocketAddr,
+        client: Client,
     },
     /// Send a signal to a connection's child (SIGTERM, then SIGKILL, when draining).
     Signal { conn: u64, signal: i32 },
@@ -202,7 +212,10 @@ mod tests {
             &ToForker::Serve {
                 conn: 9,
                 port_id: 1,
-                peer: "10.1.2.3:4".parse().unwrap(),
+                client: Client {
+                    peer: "10.1.2.3:4".parse().unwrap(),
+                    local: Some("192.0.2.1:80".parse().unwrap()),
+                },
             },
             &[file.as_fd()],
         )
@@ -220,8 +233,8 @@ mod tests {
             ToForker::Serve {
                 conn: 9,
                 port_id: 1,
-                ..
-            }
+                client: Client { local: Some(local), .. },
+            } if local == "192.0.2.1:80".parse().unwrap()
         ));
         assert_eq!(fds.len(), 1);
         assert!(recv::<ToForker>(b.as_fd(), &mut buf).unwrap().is_none());
