@@ -86,6 +86,18 @@ impl Accepted {
     }
 }
 
+/// A connection's span: port, service, model and peer on every line it logs.
+pub fn span(port: &Port, peer: SocketAddr) -> Span {
+    let entry = &port.plan.entry;
+    tracing::info_span!(
+        "conn",
+        port = port.port(),
+        service = %entry.service,
+        model = %entry.model,
+        %peer
+    )
+}
+
 /// Gives the port a second handle on the connection's socket, for closing it at the end of a
 /// drain wherever it is served.
 pub fn keep_closer(admission: &Admission, socket: &impl std::os::fd::AsFd, span: &Span) {

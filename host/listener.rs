@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::connection::{self, Accepted};
 use crate::models::Runner;
@@ -185,16 +185,9 @@ async fn admit(
             return refuse(port, stream, peer, refusal, &why);
         }
     };
-    let entry = &port.plan.entry;
     // Replies are single small writes: send them now rather than waiting for an ACK.
     let _ = stream.set_nodelay(true);
-    let span = info_span!(
-        "conn",
-        port = port.port(),
-        service = %entry.service,
-        model = %entry.model,
-        %peer
-    );
+    let span = connection::span(port, peer);
     runner
         .dispatch(Accepted {
             stream,

@@ -803,22 +803,22 @@ impl TypedClient {
     }
 }
 
+/// What Bob sees when Ann joins his two-player game of "abba" and it starts on his turn.
+const BOB_STARTS_AGAINST_ANN: &[&str] = &[
+    "\"Ann\" joined (2/2)",
+    "Game starts: \"Bob\", \"Ann\"",
+    "Alphabet: Latin, 4 letters",
+    "Word: ****",
+    "Turn: \"Bob\"",
+    "/turn",
+];
+
 #[test]
 fn a_line_typed_out_of_turn_is_discarded_and_never_played() {
     let host = game_host("async", "words = [\"abba\"]");
     let [mut bob] = lobby(&host, 2, ["Bob"]);
     let mut ann = TypedClient::start(host.addr(0), "Ann", false);
-    expect(
-        &mut bob,
-        &[
-            "\"Ann\" joined (2/2)",
-            "Game starts: \"Bob\", \"Ann\"",
-            "Alphabet: Latin, 4 letters",
-            "Word: ****",
-            "Turn: \"Bob\"",
-            "/turn",
-        ],
-    );
+    expect(&mut bob, BOB_STARTS_AGAINST_ANN);
     ann.wait_for("Turn: \"Bob\"\n");
     ann.type_line("x");
     ann.wait_for("Not your turn yet: \"x\" was not sent.\n");
@@ -909,17 +909,7 @@ fn at_a_terminal_what_is_typed_out_of_turn_is_dropped_when_the_turn_comes() {
         .unwrap();
     let mut keys = std::fs::File::from(pty.master);
     let mut drawn = Drawn::read(keys.try_clone().unwrap());
-    expect(
-        &mut bob,
-        &[
-            "\"Ann\" joined (2/2)",
-            "Game starts: \"Bob\", \"Ann\"",
-            "Alphabet: Latin, 4 letters",
-            "Word: ****",
-            "Turn: \"Bob\"",
-            "/turn",
-        ],
-    );
+    expect(&mut bob, BOB_STARTS_AGAINST_ANN);
     drawn.wait_for("Turn: \"Bob\"");
     keys.write_all(b"xy").unwrap();
     drawn.wait_for("xy");

@@ -18,7 +18,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 
 use super::fork_server::FIRST_OWN_CONN;
 use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
@@ -247,11 +247,11 @@ impl ForkerHandle {
     /// Tells the fork server to stop accepting a port's clients, once it has served those
     /// already queued; the receiver [`Self::listen`] gave is told when it has.
     pub(super) async fn unlisten(&self, port_id: u64) {
-        let _state = self.state.lock().await;
+        let state = self.state.lock().await;
         if let Some(listener) = lock(&self.listeners).get_mut(&port_id) {
             listener.closing = true;
         }
-        if let Some(running) = &_state.running {
+        if let Some(running) = &state.running {
             let _ = running.send(&ToForker::Unlisten { port_id }, &[]).await;
         }
     }
@@ -645,14 +645,7 @@ impl ForkerProcess {
             forker: self.clone(),
             exit,
         };
-        let entry = &port.plan.entry;
-        let span = info_span!(
-            "conn",
-            port = port.port(),
-            service = %entry.service,
-            model = %entry.model,
-            %peer
-        );
+        let span = crate::connection::span(&port, peer);
         let kind = if crate::exec::of(&*port.plan.service).is_some() {
             Child::Program
         } else {
