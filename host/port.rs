@@ -349,8 +349,18 @@ impl Port {
         }
     }
 
-    /// The child processes serving the port's connections now.
+    /// The child processes serving the port's connections now, and a prefork port's workers
+    /// (idle ones too).
     pub fn child_pids(&self) -> Vec<u32> {
+        let mut pids = self.serving_pids();
+        pids.extend(self.stats.workers().into_iter().map(|(pid, _)| pid));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// The processes serving the port's connections now.
+    pub fn serving_pids(&self) -> Vec<u32> {
         lock(&self.table)
             .open
             .values()

@@ -38,8 +38,10 @@ pub struct PortStats {
     /// Workers of the port's pool serving a connection now (`thread-pool`); the others wait
     /// for one.
     pub busy: AtomicI64,
-    /// Child processes serving this port's connections now.
+    /// Child processes serving this port's connections now (a prefork port's workers).
     pub children: AtomicI64,
+    /// A prefork port's workers, by pid, with the connections each has taken.
+    workers: Mutex<BTreeMap<u32, u64>>,
     pub forks: AtomicU64,
     /// How children ended: `("code", "0")`, `("signal", "SIGKILL")`.
     exits: Mutex<BTreeMap<(&'static str, String), u64>>,
@@ -67,6 +69,39 @@ impl PortStats {
     /// The traffic of the connections that have ended.
     pub fn closed_traffic(&self) -> Totals {
         *lock(&self.closed)
+    }
+
+    /// A prefork worker was forked.
+    pub fn worker_started(&self, pid: u32) {
+        lock(&self.workers).insert(pid, 0);
+        self.children.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A prefork worker took a connection.
+    pub fn worker_serves(&self, pid: u32) {
+        if let Some(served) = lock(&self.workers).get_mut(&pid) {
+            *served += 1;
+        }
+    }
+
+    /// A prefork worker was reaped.
+    pub fn worker_ended(&self, pid: u32) {
+        if lock(&self.workers).remove(&pid).is_some() {
+            self.children.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every worker is gone at once (the port is forgotten, or the fork server went away).
+    pub fn workers_gone(&self) {
+        let mut workers = lock(&self.workers);
+        self.children
+            .fetch_sub(workers.len() as i64, Ordering::Relaxed);
+        workers.clear();
+    }
+
+    /// A prefork port's workers now: pid and the connections each has taken, by pid.
+    pub fn workers(&self) -> Vec<(u32, u64)> {
+        lock(&self.workers).iter().map(|(p, n)| (*p, *n)).collect()
     }
 
     /// A copy of every counter, for adding up and rendering.

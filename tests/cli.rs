@@ -127,7 +127,11 @@ fn sigterm_drains_every_model_and_leaves_no_process() {
         })
         .collect();
     let descendants = descendants_of(host.pid());
-    assert_eq!(descendants.len(), 2, "the forker and one child");
+    assert_eq!(
+        descendants.len(),
+        2 + porthost::config::Model::default_workers(),
+        "the forker, one child, and the prefork port's workers"
+    );
 
     let start = Instant::now();
     host.signal(Signal::SIGTERM);

@@ -211,12 +211,15 @@ fn a_trusted_proxys_header_names_the_client_for_limits_rules_logs_and_the_servic
         &[
             entry("palindrome-v3", "thread-per-client", &extra),
             entry("palindrome-v1", "process-per-client", &extra),
+            // The host reads the header and hands the client to an idle worker.
+            entry("palindrome-v2", "prefork", &extra),
             entry("test-peer", "async", PROXIED),
             entry("test-peer", "process-per-client", PROXIED),
+            entry("test-peer", "prefork", PROXIED),
         ],
     );
     // The service's `peer` is the client the header names.
-    for i in 2..4 {
+    for i in 3..6 {
         let addr = host.addr(i);
         let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
         assert_eq!(
@@ -233,7 +236,7 @@ fn a_trusted_proxys_header_names_the_client_for_limits_rules_logs_and_the_servic
             "10.7.7.7:42\n"
         );
     }
-    for i in 0..2 {
+    for i in 0..3 {
         let addr = host.addr(i);
         // Each client from an address of its own: the limit is one connection per address.
         let client = |n: u8, port: u16| SocketAddr::from(([10, 1, 2, n], port));

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Client, HostProcess, MODELS, TestHost, alive, config_file, descendants_of, entry, eventually,
-    open_fds, run, text, zombies_of,
+    Client, EXEC_MODELS, HostProcess, TestHost, alive, config_file, descendants_of, entry,
+    eventually, open_fds, run, text, zombies_of,
 };
 
 /// `options = { command = [...] }` for an entry, each word quoted as TOML.
@@ -38,9 +38,9 @@ fn python_example() -> String {
 #[test]
 fn cat_echoes_under_every_model() {
     let cat = command(&["/bin/cat"]);
-    let entries: Vec<_> = MODELS.iter().map(|m| entry("exec", m, &cat)).collect();
+    let entries: Vec<_> = EXEC_MODELS.iter().map(|m| entry("exec", m, &cat)).collect();
     let host = TestHost::start("", &entries);
-    for (i, model) in MODELS.iter().enumerate() {
+    for (i, model) in EXEC_MODELS.iter().enumerate() {
         let mut client = Client::connect(host.addr(i));
         assert_eq!(client.ask("hello"), "hello", "{model}");
         assert_eq!(client.ask("А роза"), "А роза", "{model}");
@@ -52,7 +52,10 @@ fn cat_echoes_under_every_model() {
 #[test]
 fn the_python_example_answers_like_palindrome_v3_under_every_model() {
     let python = command(&["python3", &python_example()]);
-    let mut entries: Vec<_> = MODELS.iter().map(|m| entry("exec", m, &python)).collect();
+    let mut entries: Vec<_> = EXEC_MODELS
+        .iter()
+        .map(|m| entry("exec", m, &python))
+        .collect();
     entries.push(entry("palindrome-v3", "async", ""));
     let host = TestHost::start("", &entries);
     let lines = [
@@ -66,12 +69,12 @@ fn the_python_example_answers_like_palindrome_v3_under_every_model() {
         "ЇаЇ",
         "abba\r",
     ];
-    let mut reference = Client::connect(host.addr(MODELS.len()));
+    let mut reference = Client::connect(host.addr(EXEC_MODELS.len()));
     let want: Vec<String> = lines.iter().map(|l| reference.ask(l)).collect();
     let long = "a".repeat(70_000);
     reference.send(format!("{long}\n").as_bytes());
     let too_long = reference.line();
-    for (i, model) in MODELS.iter().enumerate() {
+    for (i, model) in EXEC_MODELS.iter().enumerate() {
         let mut client = Client::connect(host.addr(i));
         let got: Vec<String> = lines.iter().map(|l| client.ask(l)).collect();
         assert_eq!(got, want, "{model}");
@@ -586,9 +589,12 @@ fn behind_a_proxy_the_program_sees_the_real_client_and_where_it_connected() {
         "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
         command(&[env.to_str().unwrap()])
     );
-    let entries: Vec<_> = MODELS.iter().map(|m| entry("exec", m, &options)).collect();
+    let entries: Vec<_> = EXEC_MODELS
+        .iter()
+        .map(|m| entry("exec", m, &options))
+        .collect();
     let host = TestHost::start("", &entries);
-    for (i, model) in MODELS.iter().enumerate() {
+    for (i, model) in EXEC_MODELS.iter().enumerate() {
         let mut client = Client::connect(host.addr(i));
         client.send(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 8080\r\n");
         assert_eq!(

@@ -15,15 +15,24 @@ const TOO_MANY: &str = "ERR too many connections from your address";
 /// nothing to `sequential`, which serves exactly one).
 const CONCURRENT: [&str; 3] = ["thread-per-client", "process-per-client", "async"];
 
+/// The models a per-address limit applies to: the concurrent ones, and prefork, whose workers
+/// accept and the fork server admits.
+const PER_ADDRESS: [&str; 4] = [
+    "thread-per-client",
+    "process-per-client",
+    "async",
+    "prefork",
+];
+
 #[test]
 fn the_connection_over_the_per_address_limit_is_refused_alone() {
-    let entries: Vec<_> = CONCURRENT
+    let entries: Vec<_> = PER_ADDRESS
         .iter()
         .map(|m| entry("palindrome-v3", m, ""))
         .collect();
     // Set in [host], so every port inherits it.
     let host = TestHost::start("max_connections_per_ip = 2", &entries);
-    for (i, model) in CONCURRENT.iter().enumerate() {
+    for (i, model) in PER_ADDRESS.iter().enumerate() {
         let mut first = Client::connect(host.addr(i));
         let mut second = Client::connect(host.addr(i));
         assert_eq!(first.ask("abba"), "1", "{model}");

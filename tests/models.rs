@@ -128,6 +128,86 @@ fn a_thread_pool_keeps_its_workers_and_leaves_the_next_client_in_the_backlog() {
 }
 
 #[test]
+fn prefork_keeps_its_workers_and_forks_none_per_client() {
+    let host = HostProcess::start("", &[entry("palindrome-v3", "prefork", "workers = 3")]);
+    assert!(
+        eventually(|| host.forker().is_some_and(|f| children_of(f).len() == 3)),
+        "the fork server forks the port's three workers when the port starts"
+    );
+    let forker = host.forker().unwrap();
+    let workers = children_of(forker);
+    let mut clients = connect_and_ask(&host, 3);
+    assert_eq!(
+        children_of(forker),
+        workers,
+        "a client got a process of its own"
+    );
+    // Every worker is busy: the fourth client waits in the backlog until one leaves.
+    let mut fourth = Client::connect(host.addr(0));
+    fourth.send(b"abba\n");
+    assert_eq!(fourth.line_within(Duration::from_millis(300)), None);
+    clients[0].send(b"\n");
+    assert!(clients[0].is_closed());
+    assert_eq!(fourth.line().as_deref(), Some("1"));
+    drop((clients, fourth));
+    for _ in 0..CLIENTS {
+        assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
+    }
+    assert_eq!(children_of(forker), workers);
+    assert!(children_of(host.pid()) == [forker], "the host forked");
+    assert_eq!(zombies_of(forker), 0);
+}
+
+#[test]
+fn a_prefork_worker_is_recycled_after_its_connections_and_replaced_when_killed() {
+    let mut host = HostProcess::start(
+        "",
+        &[entry(
+            "palindrome-v3",
+            "prefork",
+            "workers = 1\nmax_connections_per_worker = 2",
+        )],
+    );
+    assert!(eventually(|| host
+        .forker()
+        .is_some_and(|f| children_of(f).len() == 1)));
+    let forker = host.forker().unwrap();
+    let first = children_of(forker)[0];
+    for _ in 0..2 {
+        assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
+    }
+    assert!(
+        eventually(|| !alive(first) && children_of(forker).len() == 1),
+        "the worker was not replaced after its two connections"
+    );
+    let second = children_of(forker)[0];
+    assert_ne!(second, first);
+    assert!(
+        eventually(|| host.log().contains("after 2 connections")),
+        "{}",
+        host.log()
+    );
+
+    let mut victim = Client::connect(host.addr(0));
+    assert_eq!(victim.ask("abba"), "1");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second as i32), Signal::SIGKILL).unwrap();
+    assert!(victim.is_closed());
+    assert!(
+        eventually(|| !alive(second) && zombies_of(forker) == 0 && children_of(forker).len() == 1),
+        "the killed worker was not reaped and replaced"
+    );
+    assert_eq!(Client::connect(host.addr(0)).ask("abba"), "1");
+    assert!(
+        eventually(|| host.log().contains("killed by SIGKILL")),
+        "{}",
+        host.log()
+    );
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert!(!alive(forker));
+}
+
+#[test]
 fn an_event_loop_serves_every_client_on_its_one_thread() {
     let host = HostProcess::start("", &[entry("palindrome-v1", "event-loop", "")]);
     let pid = host.pid();

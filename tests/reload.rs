@@ -1,7 +1,7 @@
 //! SIGHUP re-reads the config: an invalid file changes nothing; otherwise ports are added,
 //! removed, or drained and restarted, and unchanged ports keep their connections.
 
-use crate::support::{Client, TestHost, entry, eventually, port_entry};
+use crate::support::{Client, TestHost, children_of, entry, eventually, port_entry, zombies_of};
 
 const GRACE: &str = "[host]\nshutdown_grace_secs = 2\n";
 
@@ -138,13 +138,19 @@ fn a_port_whose_address_changes_is_rebound() {
 
 #[test]
 fn a_new_size_of_pool_starts_a_new_pool_and_drains_the_old() {
-    let pool = |workers| entry("palindrome-v3", "thread-pool", workers);
+    for model in ["thread-pool", "prefork"] {
+        a_new_size_of(model);
+    }
+}
+
+fn a_new_size_of(model: &str) {
+    let pool = |workers| entry("palindrome-v3", model, workers);
     let host = TestHost::start("shutdown_grace_secs = 2", &[pool("workers = 2")]);
     let port = host.ports[0];
     // Both workers of the old pool busy.
     let mut old: Vec<Client> = (0..2).map(|_| Client::connect(host.addr(0))).collect();
     for client in &mut old {
-        assert_eq!(client.ask("abba"), "1");
+        assert_eq!(client.ask("abba"), "1", "{model}");
     }
     host.reload(
         &format!("{GRACE}{}", port_entry(port, &pool("workers = 3"))),
@@ -152,24 +158,37 @@ fn a_new_size_of_pool_starts_a_new_pool_and_drains_the_old() {
     );
     assert!(
         eventually(|| host.log().contains("reload: changed (workers 2 -> 3)")),
-        "{}",
+        "{model}: {}",
         host.log()
     );
     // Three new clients at once: the new pool's three workers, while the old pool's two still
     // serve their clients.
     let mut new: Vec<Client> = (0..3).map(|_| Client::connect(host.addr(0))).collect();
     for client in &mut new {
-        assert_eq!(client.ask("abba"), "1");
+        assert_eq!(client.ask("abba"), "1", "{model}");
     }
     for client in &mut old {
-        assert_eq!(client.ask("abc"), "", "an old client lost its session");
+        assert_eq!(
+            client.ask("abc"),
+            "",
+            "{model}: an old client lost its session"
+        );
         client.send(b"\n");
-        assert!(client.is_closed());
+        assert!(client.is_closed(), "{model}");
     }
     assert!(
         eventually(|| host.log().contains("old connections drained")),
-        "{}",
+        "{model}: {}",
         host.log()
     );
-    assert_eq!(new[2].ask("abba"), "1");
+    assert_eq!(new[2].ask("abba"), "1", "{model}");
+    if model == "prefork" {
+        // The old pool's workers end with it; the new pool's three stay.
+        let forker = host.forker().expect("a prefork port");
+        assert!(
+            eventually(|| children_of(forker).len() == 3 && zombies_of(forker) == 0),
+            "{:?}",
+            children_of(forker)
+        );
+    }
 }

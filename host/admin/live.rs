@@ -76,8 +76,10 @@ pub struct PortView {
     pub refused: BTreeMap<&'static str, u64>,
     /// OS threads serving the port now.
     pub threads: i64,
-    /// The size of its pool, under a model that has one (`thread-pool`).
+    /// The size of its pool, under a model that has one (`thread-pool`, `prefork`).
     pub workers: Option<usize>,
+    /// A prefork port's worker processes now, each with the clients it has taken.
+    pub pool: Vec<WorkerView>,
     /// Workers of the pool serving a client now; the rest are idle.
     pub busy: i64,
     /// The pids of the child processes serving it now (an `exec` port's programs, under
@@ -94,7 +96,7 @@ pub struct PortView {
     pub p99_ms: Option<f64>,
     /// Lines per second, one a second, oldest first.
     pub history: Vec<f64>,
-    /// Proportional set size of its child processes (process-per-client only).
+    /// Proportional set size of its child processes (process-per-client and prefork only).
     pub memory_kib: Option<u64>,
     pub connections: Vec<ConnView>,
     /// Connections open beyond those listed.
@@ -112,6 +114,15 @@ pub struct ConnView {
     /// `busy` when it sent lines in the last second, else how long it has been quiet.
     pub state: String,
     pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub pid: u32,
+    /// Clients it has taken since it was forked (the one it serves now included).
+    pub served: u64,
+    /// Whether it serves a client now.
+    pub busy: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,7 +256,22 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
     memory.quiet = seen;
 
     let children = port.child_pids();
-    let memory_kib = (entry.model == crate::config::Model::ProcessPerClient).then(|| {
+    let serving: std::collections::HashSet<u32> = port.serving_pids().into_iter().collect();
+    let pool = port
+        .stats
+        .workers()
+        .into_iter()
+        .map(|(pid, served)| WorkerView {
+            pid,
+            served,
+            busy: serving.contains(&pid),
+        })
+        .collect();
+    let forks = matches!(
+        entry.model,
+        crate::config::Model::ProcessPerClient | crate::config::Model::Prefork
+    );
+    let memory_kib = forks.then(|| {
         children
             .iter()
             .filter_map(|pid| crate::procfs::memory(*pid).map(|m| m.pss_kib))
@@ -285,6 +311,7 @@ fn view(port: &Arc<Port>, memory: &mut Memory) -> PortView {
             .collect(),
         threads: port.stats.threads.load(Ordering::Relaxed),
         workers: entry.workers,
+        pool,
         busy: port.stats.busy.load(Ordering::Relaxed),
         children,
         command: crate::exec::of(&*port.plan.service).map(|e| e.program.args.clone()),

@@ -34,6 +34,7 @@ pub enum Kind {
     Async,
     Pool,
     Loop,
+    Prefork,
 }
 
 impl Kind {
@@ -46,6 +47,7 @@ impl Kind {
             Kind::Async => "twin-async",
             Kind::Pool => "twin-thread-pool",
             Kind::Loop => "twin-event-loop",
+            Kind::Prefork => "twin-prefork",
         }
     }
 
@@ -58,6 +60,7 @@ impl Kind {
             Model::Async => Kind::Async,
             Model::ThreadPool => Kind::Pool,
             Model::EventLoop => Kind::Loop,
+            Model::Prefork => Kind::Prefork,
         }
     }
 
@@ -69,6 +72,7 @@ impl Kind {
             Kind::Async => "baseline-async",
             Kind::Pool => "baseline-pool",
             Kind::Loop => "baseline-loop",
+            Kind::Prefork => "baseline-prefork",
         }
     }
 

@@ -59,6 +59,22 @@ pub const WORKER_THREADS: Bound = Bound {
     unit: "threads",
 };
 
+/// A prefork port's `workers`: each is a process of its own, forked at start and kept.
+pub const WORKER_PROCESSES: Bound = Bound {
+    key: "workers",
+    min: 1,
+    max: 256,
+    unit: "processes",
+};
+
+/// `max_connections_per_worker`: a prefork worker is replaced after serving this many.
+pub const CONNECTIONS_PER_WORKER: Bound = Bound {
+    key: "max_connections_per_worker",
+    min: 1,
+    max: 1_000_000_000,
+    unit: "connections",
+};
+
 impl Bound {
     /// The number, or a message that says what is allowed.
     pub fn check(&self, value: &toml::Value) -> Result<u64, String> {

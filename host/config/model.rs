@@ -17,16 +17,18 @@ pub enum Model {
     Async,
     ThreadPool,
     EventLoop,
+    Prefork,
 }
 
 impl Model {
-    pub const ALL: [Model; 6] = [
+    pub const ALL: [Model; 7] = [
         Model::Sequential,
         Model::ThreadPerClient,
         Model::ProcessPerClient,
         Model::Async,
         Model::ThreadPool,
         Model::EventLoop,
+        Model::Prefork,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Model {
             Model::Async => "async",
             Model::ThreadPool => "thread-pool",
             Model::EventLoop => "event-loop",
+            Model::Prefork => "prefork",
         }
     }
 
@@ -49,19 +52,31 @@ impl Model {
             Model::Async => "runs a task per client on the shared runtime",
             Model::ThreadPool => "serves with a fixed pool of threads, a client each",
             Model::EventLoop => "runs every client as a task on its one thread",
+            Model::Prefork => "serves with processes forked at start, a client each",
+        }
+    }
+
+    /// The bound of the port's `workers`, under a model that serves with a fixed set of them
+    /// (threads of a `thread-pool`, processes of a `prefork` port); `None` under the others.
+    pub fn workers_bound(self) -> Option<&'static super::bounds::Bound> {
+        match self {
+            Model::ThreadPool => Some(&super::bounds::WORKER_THREADS),
+            Model::Prefork => Some(&super::bounds::WORKER_PROCESSES),
+            _ => None,
         }
     }
 
     /// Whether the model serves with a fixed set of workers, sized by the port's `workers`.
     pub fn has_workers(self) -> bool {
-        matches!(self, Model::ThreadPool)
+        self.workers_bound().is_some()
     }
 
     /// `workers` when the config does not say: two per CPU, so that a worker waiting on its
-    /// client leaves another to run, within [`super::bounds::WORKER_THREADS`].
+    /// client leaves another to run, within [`super::bounds::WORKER_PROCESSES`] (the
+    /// smaller of the two bounds).
     pub fn default_workers() -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let bound = &super::bounds::WORKER_THREADS;
+        let bound = &super::bounds::WORKER_PROCESSES;
         (2 * cpus).clamp(
             super::bounds::to_usize(bound.min),
             super::bounds::to_usize(bound.max),
@@ -75,7 +90,7 @@ impl Model {
     pub fn default_max_connections(self, workers: usize) -> usize {
         match self {
             Model::Sequential => 1,
-            Model::ThreadPool => workers,
+            Model::ThreadPool | Model::Prefork => workers,
             Model::ThreadPerClient => 1024,
             Model::ProcessPerClient => 256,
             Model::Async | Model::EventLoop => 10_000,
@@ -93,10 +108,10 @@ impl Model {
                  one); set workers to at least {}, or use event-loop or async",
                 needs.clients_at_once, needs.clients_at_once
             )),
-            Model::ProcessPerClient if needs.shared_state => Err(format!(
-                "{service} cannot run under process-per-client: its clients share in-memory \
-                 state, and separate processes do not share memory (the reason the lecture's \
-                 game uses ThreadingTCPServer); use thread-per-client or async"
+            Model::ProcessPerClient | Model::Prefork if needs.shared_state => Err(format!(
+                "{service} cannot run under {self}: its clients share in-memory state, and \
+                 separate processes do not share memory (the reason the lecture's game uses \
+                 ThreadingTCPServer); use thread-per-client, thread-pool, async or event-loop"
             )),
             Model::Sequential if needs.clients_at_once > 1 => Err(format!(
                 "{service} cannot run under sequential as configured: it needs {} clients \
@@ -152,7 +167,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown model \"asynk\"; did you mean \"async\"? expected one of: sequential, \
-             thread-per-client, process-per-client, async, thread-pool, event-loop"
+             thread-per-client, process-per-client, async, thread-pool, event-loop, prefork"
         );
         let err = "threads".parse::<Model>().unwrap_err();
         assert!(!err.contains("did you mean"), "{err}");
@@ -166,6 +181,11 @@ mod tests {
             alone_with: None,
         };
         assert!(Model::ProcessPerClient.check("game", shared, 4).is_err());
+        let err = Model::Prefork.check("game", shared, 4).unwrap_err();
+        assert!(
+            err.contains("under prefork") && err.contains("do not share memory"),
+            "{err}"
+        );
         assert!(Model::Sequential.check("game", shared, 4).is_err());
         assert!(Model::Async.check("game", shared, 4).is_ok());
         assert!(Model::ThreadPerClient.check("game", shared, 4).is_ok());

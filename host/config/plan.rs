@@ -36,6 +36,7 @@ struct RawPort {
     bind: Option<Spanned<toml::Value>>,
     max_connections: Option<Spanned<toml::Value>>,
     workers: Option<Spanned<toml::Value>>,
+    max_connections_per_worker: Option<Spanned<toml::Value>>,
     max_connections_per_ip: Option<Spanned<toml::Value>>,
     max_line_bytes: Option<Spanned<toml::Value>>,
     idle_timeout_secs: Option<Spanned<toml::Value>>,
@@ -75,9 +76,11 @@ pub struct PortEntry {
     pub model: Model,
     pub limits: Limits,
     pub max_connections: usize,
-    /// The size of the port's pool, under a model that has one (`thread-pool`); the
-    /// connections it serves at once, so it is `max_connections` too.
+    /// The size of the port's pool, under a model that has one (`thread-pool`, `prefork`);
+    /// the connections it serves at once, so it is `max_connections` too.
     pub workers: Option<usize>,
+    /// After how many connections a prefork worker is replaced by a fresh one (`None`: never).
+    pub max_connections_per_worker: Option<u64>,
     pub max_connections_per_ip: Option<usize>,
     pub options: toml::Table,
     /// Where relative paths in `options` are resolved: the config file's directory.
@@ -223,10 +226,21 @@ fn port_entry(
         (registration?, model?, bind?, options?);
     if registration.name == EXEC_SERVICE {
         exec_keys(raw, entry, c);
+        if model == Model::Prefork {
+            c.push(
+                raw.model.span(),
+                entry,
+                "exec runs its program once per connection, and a prefork worker serves \
+                 connection after connection in one process: use model = \"process-per-client\" \
+                 (a fork and an exec per connection, tcpserver's shape)"
+                    .to_owned(),
+            );
+        }
     }
 
     // Then what depends on the model.
     let workers = workers(raw, model, entry, c)?;
+    let max_connections_per_worker = per_worker(raw, model, entry, c)?;
     let max_connections_span = raw
         .max_connections
         .as_ref()
@@ -247,6 +261,7 @@ fn port_entry(
         limits,
         max_connections,
         workers,
+        max_connections_per_worker,
         max_connections_per_ip,
         options,
         base_dir: defaults.base_dir.clone(),
@@ -333,18 +348,52 @@ fn workers(
     entry: Option<&str>,
     c: &mut Collector<'_>,
 ) -> Option<Option<usize>> {
-    let number = c.number(raw.workers.as_ref(), &bounds::WORKER_THREADS, entry);
-    match (&raw.workers, model.has_workers()) {
-        (Some(_), true) => Some(Some(bounds::to_usize(number?))),
-        (None, true) => Some(Some(Model::default_workers())),
-        (None, false) => Some(None),
-        (Some(value), false) => {
+    match (&raw.workers, model.workers_bound()) {
+        (Some(value), Some(bound)) => Some(Some(bounds::to_usize(c.number(
+            Some(value),
+            bound,
+            entry,
+        )?))),
+        (None, Some(_)) => Some(Some(Model::default_workers())),
+        (None, None) => Some(None),
+        (Some(value), None) => {
             c.push(
                 value.span(),
                 entry,
                 format!(
-                    "workers sizes the fixed pool of a thread-pool port; {model} has none (it \
-                     {}); remove the key, or use model = \"thread-pool\"",
+                    "workers sizes the fixed pool of a thread-pool or prefork port; {model} has \
+                     none (it {}); remove the key, or use model = \"thread-pool\" or \"prefork\"",
+                    model.how()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `max_connections_per_worker`: only a prefork port recycles its workers (a thread of a
+/// `thread-pool` leaks nothing a fresh one would not; a process may, which is why Apache and
+/// gunicorn recycle theirs).
+fn per_worker(
+    raw: &RawPort,
+    model: Model,
+    entry: Option<&str>,
+    c: &mut Collector<'_>,
+) -> Option<Option<u64>> {
+    match (&raw.max_connections_per_worker, model) {
+        (None, _) => Some(None),
+        (Some(value), Model::Prefork) => Some(Some(c.number(
+            Some(value),
+            &bounds::CONNECTIONS_PER_WORKER,
+            entry,
+        )?)),
+        (Some(value), model) => {
+            c.push(
+                value.span(),
+                entry,
+                format!(
+                    "max_connections_per_worker recycles the processes of a prefork port; {model} \
+                     has none (it {}); remove the key, or use model = \"prefork\"",
                     model.how()
                 ),
             );
@@ -372,14 +421,19 @@ fn connections(
             );
             None
         }
-        (Model::ThreadPool, Some(n)) => {
+        (Model::ThreadPool | Model::Prefork, Some(n)) => {
             c.push(
                 span,
                 entry,
                 format!(
-                    "max_connections = {n}, but a thread-pool serves exactly `workers` \
-                     connections at once, one per thread (the rest wait in the backlog); \
-                     remove the key and set workers = {n} instead"
+                    "max_connections = {n}, but a {model} port serves exactly `workers` \
+                     connections at once, one per {} (the rest wait in the backlog); \
+                     remove the key and set workers = {n} instead",
+                    if model == Model::Prefork {
+                        "process"
+                    } else {
+                        "thread"
+                    }
                 ),
             );
             None
@@ -522,7 +576,7 @@ mod tests {
         );
         assert!(
             errs[0].contains(
-                ":4:19: [ports.7]: max_connections = 5, but a thread-pool serves \
+                ":4:19: [ports.7]: max_connections = 5, but a thread-pool port serves \
                  exactly `workers` connections"
             ) && errs[0].contains("set workers = 5 instead"),
             "{errs:#?}"
@@ -551,11 +605,76 @@ mod tests {
             assert!(
                 errs[0].starts_with(&format!(
                     "conf/services.toml:4:11: [ports.7]: workers sizes the fixed pool of a \
-                     thread-pool port; {model} has none ("
+                     thread-pool or prefork port; {model} has none ("
                 )),
                 "{errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_prefork_port_is_sized_in_processes_and_may_recycle_them() {
+        let config = parse(
+            "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"prefork\"\nworkers = 3\n\
+             max_connections_per_worker = 100\n",
+        )
+        .unwrap();
+        let seven = &config.ports[0].entry;
+        assert_eq!(
+            (
+                seven.workers,
+                seven.max_connections,
+                seven.max_connections_per_worker
+            ),
+            (Some(3), 3, Some(100))
+        );
+        let errs = errors(
+            "[ports.7]\nservice = \"palindrome-v1\"\nmodel = \"prefork\"\nworkers = 257\n\
+             [ports.8]\nservice = \"palindrome-v1\"\nmodel = \"prefork\"\nmax_connections = 4\n\
+             [ports.9]\nservice = \"palindrome-v1\"\nmodel = \"async\"\nmax_connections_per_worker = 4\n\
+             [ports.10]\nservice = \"palindrome-v1\"\nmodel = \"prefork\"\nmax_connections_per_worker = 0\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].ends_with(
+                ":4:11: [ports.7]: workers must be a whole number of processes from 1 to 256, \
+                 not 257"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].contains(
+                ":8:19: [ports.8]: max_connections = 4, but a prefork port serves \
+                 exactly `workers` connections at once, one per process"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].contains(
+                ":12:30: [ports.9]: max_connections_per_worker recycles the \
+                 processes of a prefork port; async has none"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].contains(
+                ":16:30: [ports.10]: max_connections_per_worker must be a whole \
+                 number of connections from 1 to 1000000000, not 0"
+            ),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn exec_is_refused_under_prefork() {
+        let errs = errors(
+            "[ports.7]\nservice = \"exec\"\nmodel = \"prefork\"\noptions = { command = [\"/bin/cat\"] }\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(":3:9: [ports.7]: exec runs its program once per connection")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

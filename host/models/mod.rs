@@ -9,6 +9,7 @@
 //! | `async`              | a tokio task on the shared runtime                 | [`async_tasks`]         |
 //! | `thread-pool`        | one of `workers` threads started with the port     | [`thread_pool`]         |
 //! | `event-loop`         | a task on the port's one single-threaded runtime   | [`event_loop`]          |
+//! | `prefork`            | one of `workers` processes forked at start         | [`prefork`]             |
 //!
 //! The supervisor builds one runner per port ([`runner`]); the listener only calls
 //! [`Runner::dispatch`], and the runner hands the connection to [`crate::connection`], which
@@ -21,6 +22,7 @@
 pub mod async_tasks;
 pub mod event_loop;
 mod port_threads;
+pub mod prefork;
 pub mod process_per_client;
 pub mod sequential;
 pub mod thread_per_client;
@@ -61,8 +63,9 @@ pub async fn runner(
     Ok(match port.plan.entry.model {
         Model::Sequential => Arc::new(sequential::Sequential::start(port)?),
         Model::ThreadPerClient => Arc::new(thread_per_client::ThreadPerClient),
-        Model::ProcessPerClient => {
-            Arc::new(process_per_client::ProcessPerClient::register(&port.plan, forker).await?)
+        // The fork server keeps a prefork port's workers.
+        Model::ProcessPerClient | Model::Prefork => {
+            Arc::new(process_per_client::ProcessPerClient::register(port, forker).await?)
         }
         Model::Async => Arc::new(async_tasks::AsyncTasks),
         Model::ThreadPool => {

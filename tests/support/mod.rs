@@ -59,7 +59,19 @@ pub fn config_file(text: &str) -> ConfigFile {
     ConfigFile { _dir: dir, path }
 }
 
-pub const MODELS: [&str; 6] = [
+pub const MODELS: [&str; 7] = [
+    "sequential",
+    "thread-per-client",
+    "process-per-client",
+    "async",
+    "thread-pool",
+    "event-loop",
+    "prefork",
+];
+
+/// The models an `exec` port runs under: every one but `prefork`, whose workers serve
+/// connection after connection in one process, where a program runs once per connection.
+pub const EXEC_MODELS: [&str; 6] = [
     "sequential",
     "thread-per-client",
     "process-per-client",

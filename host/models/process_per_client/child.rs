@@ -2,10 +2,12 @@
 //! an `exec` port's program) and touches as few pages as it can on the way, since after the
 //! fork every page it writes is first copied and every code page it runs is faulted in again:
 //! no tracing span unless debug logging is on or something must be logged, and nothing freed.
+//! A prefork worker ([`crate::models::prefork`]) serves each of its connections with the same
+//! [`serve_connection`].
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -17,6 +19,7 @@ use super::fork_server::Port;
 use super::wire::{self, Client, FromForker};
 use crate::config::Model;
 use crate::connection::{self, End};
+use crate::lock::lock;
 
 /// A forked child's whole life; returns its exit code.
 pub(super) fn run(
@@ -28,40 +31,48 @@ pub(super) fn run(
     chan: std::os::fd::BorrowedFd<'_>,
     debug_logging: bool,
 ) -> i32 {
-    let _ = CHILD.set(ChildContext {
-        port: port.spec.port,
-        service: port.spec.service.clone(),
-        peer: client.peer,
-    });
+    set_context(port, client.peer, Model::ProcessPerClient);
     match crate::exec::of(&*port.service) {
         Some(exec) => exec_child(exec, fd, stderr, client),
         None => serve_child(port, fd, client.peer, conn, chan, debug_logging),
     }
 }
 
-/// What a child's span says about its connection, set once in each child after the fork (the
-/// fork server itself has none).
-static CHILD: OnceLock<ChildContext> = OnceLock::new();
+/// What a child's span says about its connection, set in each child after the fork and in a
+/// prefork worker for each connection (the fork server itself has none).
+static CHILD: Mutex<Option<ChildContext>> = Mutex::new(None);
 
 struct ChildContext {
     port: u16,
     service: String,
+    model: Model,
     peer: std::net::SocketAddr,
+}
+
+/// Says whom the process serves now, for its span.
+pub(crate) fn set_context(port: &Port, peer: std::net::SocketAddr, model: Model) {
+    *lock(&CHILD) = Some(ChildContext {
+        port: port.spec.port,
+        service: port.spec.service.clone(),
+        model,
+        peer,
+    });
 }
 
 /// The span of this child's connection: what every line it logs says about it. A child builds
 /// it only when it logs: with debug logging off, a connection that ends well logs nothing, and
 /// building a span (a slot in the subscriber's registry, its fields formatted into a string)
 /// would cost every child the pages that touches.
-pub(super) fn span() -> Span {
-    let Some(child) = CHILD.get() else {
+pub(crate) fn span() -> Span {
+    let child = lock(&CHILD);
+    let Some(child) = child.as_ref() else {
         return Span::none();
     };
     info_span!(
         "conn",
         port = child.port,
         service = %child.service,
-        model = %Model::ProcessPerClient,
+        model = %child.model,
         peer = %child.peer,
         pid = std::process::id()
     )
@@ -79,7 +90,7 @@ fn in_child_span(log: impl FnOnce()) {
 }
 
 /// The exit code of a child whose service panicked, the same a Rust program's panic gives.
-const PANICKED: i32 = 101;
+pub(crate) const PANICKED: i32 = 101;
 
 /// How often a child reports what it has served, at most.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -87,17 +98,15 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// A child's reports of what it served, sent to the host over the fork server's channel (a
 /// `SOCK_SEQPACKET` socket: each report is one packet, whoever else writes to it).
 #[derive(Clone)]
-struct Reporter {
+pub(crate) struct Reporter {
     conn: u64,
     chan: Arc<OwnedFd>,
 }
 
 impl Reporter {
-    fn new(conn: u64, chan: OwnedFd) -> Reporter {
-        Reporter {
-            conn,
-            chan: Arc::new(chan),
-        }
+    /// Reports about connection `conn` over `chan` (shared by a prefork worker's connections).
+    pub(crate) fn new(conn: u64, chan: Arc<OwnedFd>) -> Reporter {
+        Reporter { conn, chan }
     }
 
     fn send(&self, totals: &Totals) {
@@ -161,20 +170,48 @@ fn serve_child(
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
     // A child must not outlive the fork server: that would be a connection nobody can drain.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // With debug logging on, every connection's start and end is logged, in its span.
-    let span = debug_logging.then(span);
-    let entered = span.as_ref().map(Span::enter);
-    let stream = std::net::TcpStream::from(fd);
     let reporter = match chan.try_clone_to_owned() {
-        Ok(chan) => Reporter::new(conn, chan),
+        Ok(chan) => Reporter::new(conn, Arc::new(chan)),
         Err(e) => {
             in_child_span(|| warn!("cannot report what the child serves: {e}"));
             return 1;
         }
     };
+    let end = serve_connection(port, fd, peer, &reporter, debug_logging, Exiting::Yes);
+    let code = match end {
+        End::Panicked => PANICKED,
+        _ => 0,
+    };
+    std::mem::forget(end);
+    std::mem::forget(reporter);
+    code
+}
+
+/// Whether the process `_exit`s after the connection: then nothing is freed, since `_exit`
+/// gives all of it back at once, without the allocator's work (each free writes to the heap's
+/// pages, which a forked child would first have to copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exiting {
+    Yes,
+    No,
+}
+
+/// Serves one connection with blocking I/O in this process and reports what it served over
+/// the reporter's channel; logs its start and end with debug logging on, and a panic always.
+pub(crate) fn serve_connection(
+    port: &Port,
+    fd: OwnedFd,
+    peer: std::net::SocketAddr,
+    reporter: &Reporter,
+    debug_logging: bool,
+    exiting: Exiting,
+) -> End {
+    // With debug logging on, every connection's start and end is logged, in its span.
+    let span = debug_logging.then(span);
+    let entered = span.as_ref().map(Span::enter);
     let meter = reporter.meter();
     let blocking = BlockingConn {
-        stream,
+        stream: std::net::TcpStream::from(fd),
         peer,
         limits: port.spec.limits,
         meter: meter.clone(),
@@ -188,15 +225,10 @@ fn serve_child(
     if span.is_some() || matches!(end, End::Panicked) {
         in_child_span(|| connection::log_end(&end));
     }
-    let code = match end {
-        End::Panicked => PANICKED,
-        _ => 0,
-    };
-    // Nothing is freed: `_exit` gives all of it back at once, without the allocator's work
-    // (each free writes to the heap's pages, which this child would first have to copy).
-    std::mem::forget(end);
-    std::mem::forget((reporter, meter));
-    std::mem::forget(entered);
-    std::mem::forget(span);
-    code
+    if exiting == Exiting::Yes {
+        std::mem::forget(meter);
+        std::mem::forget(entered);
+        std::mem::forget(span);
+    }
+    end
 }

@@ -15,6 +15,11 @@
 //!   with the report.
 //! - **The host hands each one over** (`SCM_RIGHTS` with [`ToForker::Serve`]) for what must
 //!   happen before a fork: a PROXY header read, a single-session port's one client.
+//!
+//! A `prefork` port's clients are served by workers this process forks once and keeps
+//! ([`pool`]): they accept, this loop admits.
+
+mod pool;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -37,6 +42,7 @@ use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
 use crate::gate::{Gate, Pass, Refusal, Rules};
+use pool::{Pool, PoolConn};
 
 /// How long the forker waits for children to end after SIGTERM when the host goes away.
 const TERM_GRACE: Duration = Duration::from_millis(500);
@@ -63,15 +69,18 @@ pub(super) const FIRST_OWN_CONN: u64 = 1 << 62;
 /// The most reports held for one batch; a turn that makes more sends several.
 const BATCH_MAX: usize = 512;
 
-/// A port the fork server serves: what its children inherit.
-pub(super) struct Port {
-    pub(super) spec: ChildSpec,
-    pub(super) service: Arc<dyn Service>,
-    /// Its listening socket and gate, when the fork server accepts its clients itself.
+/// A port the fork server serves: what its children (or workers) inherit.
+pub(crate) struct Port {
+    pub(crate) spec: ChildSpec,
+    pub(crate) service: Arc<dyn Service>,
+    /// Its listening socket and gate, when the fork server (or the port's workers) accepts
+    /// its clients.
     listening: Option<Listening>,
+    /// A prefork port's workers.
+    pool: Option<Pool>,
 }
 
-/// A port whose clients the fork server accepts.
+/// A port whose clients the fork server (or a prefork port's workers) accepts.
 struct Listening {
     /// Non-blocking: the loop's `poll` says when to accept.
     socket: socket2::Socket,
@@ -109,6 +118,10 @@ struct ForkServer {
     out: Vec<FromForker>,
     next_conn: u64,
     next_tidy: Instant,
+    /// The connections prefork workers serve.
+    pool_conns: HashMap<u64, PoolConn>,
+    /// Workers of forgotten prefork ports, still to be reaped.
+    leaving: HashSet<Pid>,
 }
 
 /// Runs the fork server until the host closes its end, then ends the remaining children.
@@ -142,12 +155,20 @@ pub fn main() -> anyhow::Result<()> {
         out: Vec::new(),
         next_conn: FIRST_OWN_CONN,
         next_tidy: Instant::now() + TIDY_EVERY,
+        pool_conns: HashMap::new(),
+        leaving: HashSet::new(),
     };
     let mut buf = vec![0u8; wire::MAX_MESSAGE];
     loop {
         let now = Instant::now();
         let polled = forker.polled_ports(now);
-        let (host_ready, child_ended, ready) = {
+        let workers: Vec<(u64, Pid)> = forker
+            .ports
+            .iter()
+            .filter_map(|(id, p)| Some((*id, p.pool.as_ref()?)))
+            .flat_map(|(id, pool)| pool.pids().map(move |pid| (id, pid)))
+            .collect();
+        let (host_ready, child_ended, ready, said) = {
             let mut fds = vec![
                 PollFd::new(forker.chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(forker.sigchld.as_fd(), PollFlags::POLLIN),
@@ -157,6 +178,15 @@ pub fn main() -> anyhow::Result<()> {
                     forker.ports.get(port_id).and_then(|p| p.listening.as_ref())
                 {
                     fds.push(PollFd::new(listening.socket.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            for (port_id, pid) in &workers {
+                if let Some((_, control)) = forker.ports[port_id]
+                    .pool
+                    .as_ref()
+                    .and_then(|pool| pool.controls().find(|(p, _)| p == pid))
+                {
+                    fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
                 }
             }
             match poll(&mut fds, forker.timeout(now)) {
@@ -170,12 +200,22 @@ pub fn main() -> anyhow::Result<()> {
                 .filter(|(_, fd)| fd.any() == Some(true))
                 .map(|(port_id, _)| *port_id)
                 .collect();
+            let said: Vec<(u64, Pid)> = workers
+                .iter()
+                .zip(&fds[2 + polled.len()..])
+                .filter(|(_, fd)| fd.any() == Some(true))
+                .map(|(worker, _)| *worker)
+                .collect();
             (
                 fds[0].any() == Some(true),
                 fds[1].any() == Some(true),
                 ready,
+                said,
             )
         };
+        for (port_id, pid) in said {
+            forker.worker_said(port_id, pid);
+        }
         if child_ended {
             while forker.sigchld.read_signal()?.is_some() {}
         }
@@ -194,6 +234,7 @@ pub fn main() -> anyhow::Result<()> {
         for port_id in forker.to_accept(ready) {
             forker.accept(port_id);
         }
+        forker.fill_pools(Instant::now());
         forker.tidy(Instant::now());
         forker.flush();
     }
@@ -214,11 +255,13 @@ impl ForkServer {
                     Ok(service) => {
                         warm_up(&spec);
                         let port = Port {
+                            pool: spec.pool.map(Pool::new),
                             spec,
                             service,
                             listening: None,
                         };
                         self.ports.insert(port_id, port);
+                        self.fill_pool(port_id, Instant::now());
                     }
                     Err(e) => warn!(port = spec.port, "cannot build {}: {e}", spec.service),
                 }
@@ -228,6 +271,16 @@ impl ForkServer {
                 port_id,
                 client,
             } => {
+                if self.ports.get(&port_id).is_some_and(|p| p.pool.is_some()) {
+                    match fds.pop() {
+                        Some(fd) => self.hand_to_worker(port_id, conn, client, fd),
+                        None => self.out.push(FromForker::Failed {
+                            conn,
+                            reason: "no connection came with the request".to_owned(),
+                        }),
+                    }
+                    return;
+                }
                 // The socket first, then an `exec` program's stderr pipe.
                 let stderr = (fds.len() > 1).then(|| fds.pop()).flatten();
                 // The parent's copies of the descriptors are closed when this returns.
@@ -269,12 +322,13 @@ impl ForkServer {
                 self.signal(conn, signal);
             }
             ToForker::Forget { port_id } => {
-                if self
-                    .ports
-                    .remove(&port_id)
-                    .is_some_and(|p| p.listening.is_some())
-                {
-                    self.out.push(FromForker::Unlistened { port_id });
+                if let Some(port) = self.ports.remove(&port_id) {
+                    if port.listening.is_some() {
+                        self.out.push(FromForker::Unlistened { port_id });
+                    }
+                    if let Some(pool) = port.pool {
+                        self.forget_pool(pool);
+                    }
                 }
             }
             ToForker::Listen { port_id, rules } => self.listen(port_id, rules, fds.pop()),
@@ -287,8 +341,12 @@ impl ForkServer {
                     Some(listening) => listening.closing = true,
                     None => self.out.push(FromForker::Unlistened { port_id }),
                 }
+                self.unlisten_workers(port_id);
             }
             ToForker::Close { conn, reply } => {
+                if self.close_pool_conn(conn, &reply) {
+                    return;
+                }
                 if let Some((_, socket)) = self
                     .children
                     .values()
@@ -304,6 +362,9 @@ impl ForkServer {
 
     /// Signals a connection's child (an `exec` program's whole process group).
     fn signal(&self, conn: u64, signal: Signal) {
+        if self.signal_pool_conn(conn, signal) {
+            return;
+        }
         for (pid, _) in self.children.iter().filter(|(_, c)| c.conn == conn) {
             let _ = if self.groups.contains(pid) {
                 killpg(*pid, signal)
@@ -350,15 +411,18 @@ impl ForkServer {
                     closing: false,
                     paused_until: None,
                 });
+                self.listen_workers(port_id);
             }
             None => self.out.push(FromForker::Unlistened { port_id }),
         }
     }
 
-    /// The listening ports that can take a client now: not full, not paused.
+    /// The listening ports that can take a client now: not full, not paused, and not
+    /// prefork ports (whose workers accept).
     fn polled_ports(&self, now: Instant) -> Vec<u64> {
         self.ports
             .iter()
+            .filter(|(_, p)| p.pool.is_none())
             .filter(|(_, p)| {
                 p.listening.as_ref().is_some_and(|l| {
                     !l.gate.is_full() && l.paused_until.is_none_or(|until| now >= until)
@@ -373,8 +437,15 @@ impl ForkServer {
     fn timeout(&self, now: Instant) -> PollTimeout {
         let mut wait: Option<Duration> = None;
         let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
-        if !self.children.is_empty() {
+        if !self.children.is_empty() || !self.leaving.is_empty() {
             at_most(Duration::from_millis(REAP_TICK.into()));
+        }
+        for until in self
+            .ports
+            .values()
+            .filter_map(|p| p.pool.as_ref()?.paused_until())
+        {
+            at_most(until.saturating_duration_since(now));
         }
         for listening in self.ports.values().filter_map(|p| p.listening.as_ref()) {
             if let Some(until) = listening.paused_until {
@@ -397,7 +468,7 @@ impl ForkServer {
     /// closed without waiting for a client.
     fn to_accept(&self, mut ready: Vec<u64>) -> Vec<u64> {
         let now = Instant::now();
-        for (id, port) in &self.ports {
+        for (id, port) in self.ports.iter().filter(|(_, p)| p.pool.is_none()) {
             if let Some(l) = &port.listening
                 && l.closing
                 && !l.gate.is_full()
@@ -620,6 +691,9 @@ impl ForkServer {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
+            if self.worker_reaped(pid, &how, &status, clean) {
+                continue;
+            }
             let program = self.groups.remove(&pid);
             if program {
                 // Whatever the program left in its group goes with it.
@@ -647,6 +721,11 @@ impl ForkServer {
 
     /// SIGTERM to every child, SIGKILL to those still there after [`TERM_GRACE`], and reap all.
     fn end_children(&mut self) {
+        let workers = self.all_workers();
+        for pid in &workers {
+            let _ = kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, None);
+        }
         for pid in self.children.keys() {
             let _ = kill(*pid, Signal::SIGTERM);
         }

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::fork_server::FIRST_OWN_CONN;
-use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
+use super::wire::{self, ChildSpec, Client, FromForker, ToForker, WorkerChange};
+use crate::config::Model;
 use crate::events::Kind;
 use crate::gate::Rules;
 use crate::lock::lock;
@@ -78,6 +79,8 @@ pub struct ForkerHandle {
     last_pid: AtomicU32,
     /// The ports whose clients the fork server accepts.
     listeners: Listeners,
+    /// The prefork ports, whose workers the fork server reports.
+    pools: Pools,
     /// Whether a task keeps a fork server running for the listening ports.
     kept: AtomicBool,
     /// Cancelled when the host ends the fork server for good.
@@ -100,6 +103,8 @@ struct Listener {
 
 type Listeners = Arc<Mutex<HashMap<u64, Listener>>>;
 
+type Pools = Arc<Mutex<HashMap<u64, Arc<Port>>>>;
+
 #[derive(Debug, Default)]
 struct State {
     running: Option<Arc<ForkerProcess>>,
@@ -120,6 +125,7 @@ struct ForkerProcess {
     ending: AtomicBool,
     process: Mutex<Option<tokio::process::Child>>,
     listeners: Listeners,
+    pools: Pools,
     /// What children the fork server accepted reported before their fork's report came.
     early: Mutex<HashMap<u64, Totals>>,
 }
@@ -143,13 +149,34 @@ struct Watch {
     port: Arc<Port>,
     /// The connection's entry in the port's table.
     id: u64,
-    /// Whether a child was forked (and so counts among the port's children until it ends).
+    /// Whether a child was forked (and so counts among the port's children until it ends), or
+    /// a prefork worker took the connection (and so counts as busy).
     forked: AtomicBool,
+    /// Whether a prefork worker serves it, not a child of its own.
+    worker: bool,
 }
 
 impl Watch {
+    fn new(exit: oneshot::Sender<Exit>, port: &Arc<Port>, admission: &Admission) -> Watch {
+        Watch {
+            exit,
+            traffic: admission.traffic().clone(),
+            port: port.clone(),
+            id: admission.id(),
+            forked: AtomicBool::new(false),
+            worker: port.plan.entry.model == Model::Prefork,
+        }
+    }
+
     fn forked(&self, pid: i32) {
         let stats = &self.port.stats;
+        if self.worker {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            stats.worker_serves(pid as u32);
+            self.forked.store(true, Ordering::Relaxed);
+            self.port.set_pid(self.id, pid as u32);
+            return;
+        }
         stats.forks.fetch_add(1, Ordering::Relaxed);
         stats.children.fetch_add(1, Ordering::Relaxed);
         self.forked.store(true, Ordering::Relaxed);
@@ -166,7 +193,7 @@ impl Watch {
             let how = if how == "signal" { "signal" } else { "code" };
             self.port.stats.exited(how, value.clone());
         }
-        if let Some(pid) = exit.pid {
+        if let Some(pid) = exit.pid.filter(|_| !self.worker) {
             self.port
                 .events
                 .push(Some(self.port.port()), Kind::Child, || {
@@ -179,7 +206,12 @@ impl Watch {
     /// The child is gone (or never was), however it ended.
     fn lost(&self) {
         if self.forked.swap(false, Ordering::Relaxed) {
-            self.port.stats.children.fetch_sub(1, Ordering::Relaxed);
+            let count = if self.worker {
+                &self.port.stats.busy
+            } else {
+                &self.port.stats.children
+            };
+            count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -200,6 +232,7 @@ impl ForkerHandle {
             next_id: AtomicU64::new(1),
             last_pid: AtomicU32::new(0),
             listeners: Listeners::default(),
+            pools: Pools::default(),
             kept: AtomicBool::new(false),
             shut: CancellationToken::new(),
         })
@@ -281,9 +314,13 @@ impl ForkerHandle {
         }
     }
 
-    /// Registers a port; its id goes with each of its connections.
-    pub async fn register(&self, spec: ChildSpec) -> std::io::Result<u64> {
+    /// Registers a port; its id goes with each of its connections. A prefork port's workers
+    /// are forked now, and reported to `port`.
+    pub async fn register(&self, spec: ChildSpec, port: &Arc<Port>) -> std::io::Result<u64> {
         let port_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if spec.pool.is_some() {
+            lock(&self.pools).insert(port_id, port.clone());
+        }
         let mut state = self.state.lock().await;
         state.ports.insert(port_id, spec.clone());
         if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
@@ -297,6 +334,10 @@ impl ForkerHandle {
         let mut state = self.state.lock().await;
         state.ports.remove(&port_id);
         lock(&self.listeners).remove(&port_id);
+        // Its workers end unreported, told by the fork server's closing their control sockets.
+        if let Some(port) = lock(&self.pools).remove(&port_id) {
+            port.stats.workers_gone();
+        }
         if let Some(running) = &state.running {
             let _ = running.send(&ToForker::Forget { port_id }, &[]).await;
         }
@@ -313,13 +354,7 @@ impl ForkerHandle {
         let forker = self.running().await?;
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, exit) = oneshot::channel();
-        let watch = Watch {
-            exit: tx,
-            traffic: admission.traffic().clone(),
-            port: admission.port().clone(),
-            id: admission.id(),
-            forked: AtomicBool::new(false),
-        };
+        let watch = Watch::new(tx, admission.port(), admission);
         lock(&forker.waiting).insert(conn, watch);
         let sent = forker
             .send(
@@ -349,7 +384,8 @@ impl ForkerHandle {
         if let Some(running) = state.running.as_ref().filter(|f| !f.gone.is_cancelled()) {
             return Ok(running.clone());
         }
-        let forker = ForkerProcess::spawn(&self.command, self.listeners.clone())?;
+        let forker =
+            ForkerProcess::spawn(&self.command, self.listeners.clone(), self.pools.clone())?;
         let pid = lock(&forker.process).as_ref().and_then(|p| p.id());
         self.last_pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         for (port_id, spec) in &state.ports {
@@ -415,7 +451,11 @@ impl ForkerHandle {
 }
 
 impl ForkerProcess {
-    fn spawn(command: &ForkerCommand, listeners: Listeners) -> std::io::Result<Arc<ForkerProcess>> {
+    fn spawn(
+        command: &ForkerCommand,
+        listeners: Listeners,
+        pools: Pools,
+    ) -> std::io::Result<Arc<ForkerProcess>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -470,6 +510,7 @@ impl ForkerProcess {
             ending: AtomicBool::new(false),
             process: Mutex::new(Some(process)),
             listeners,
+            pools,
             early: Mutex::default(),
         }))
     }
@@ -518,6 +559,10 @@ impl ForkerProcess {
         self.gone.cancel();
         for (_, watch) in lock(&self.waiting).drain() {
             watch.lost();
+        }
+        // Its workers died with it; the next fork server forks the pools again.
+        for port in lock(&self.pools).values() {
+            port.stats.workers_gone();
         }
         if !self.ending.load(Ordering::Relaxed) {
             warn!("the process-per-client fork server went away; a new one takes over");
@@ -597,6 +642,25 @@ impl ForkerProcess {
                     clean,
                 },
             ),
+            FromForker::Worker {
+                port_id,
+                pid,
+                change,
+            } => return self.worker(port_id, pid, change),
+            FromForker::Finished {
+                conn,
+                pid,
+                status,
+                clean,
+            } => (
+                conn,
+                Exit {
+                    pid: Some(pid),
+                    how: None,
+                    status,
+                    clean,
+                },
+            ),
             FromForker::Failed { conn, reason } => (
                 conn,
                 Exit {
@@ -631,13 +695,7 @@ impl ForkerProcess {
             admission.traffic().store(&totals);
         }
         let (tx, exit) = oneshot::channel();
-        let watch = Watch {
-            exit: tx,
-            traffic: admission.traffic().clone(),
-            port: port.clone(),
-            id: admission.id(),
-            forked: AtomicBool::new(false),
-        };
+        let watch = Watch::new(tx, &port, &admission);
         watch.forked(pid);
         lock(&self.waiting).insert(conn, watch);
         let child = ConnChild {
@@ -652,6 +710,48 @@ impl ForkerProcess {
             Child::Accepted
         };
         child.watch(admission, kind, stderr, span);
+    }
+
+    /// A prefork worker started or ended: the port counts it, and the live page shows it.
+    fn worker(&self, port_id: u64, pid: i32, change: WorkerChange) {
+        let Some(port) = lock(&self.pools).get(&port_id).cloned() else {
+            return;
+        };
+        let stats = &port.stats;
+        match change {
+            WorkerChange::Started => {
+                stats.forks.fetch_add(1, Ordering::Relaxed);
+                stats.worker_started(pid as u32);
+                port.events.push(Some(port.port()), Kind::Child, || {
+                    format!("worker {pid} started")
+                });
+            }
+            WorkerChange::Ended {
+                how: (how, value),
+                status,
+                clean,
+                served,
+            } => {
+                stats.worker_ended(pid as u32);
+                stats.exited(if how == "signal" { "signal" } else { "code" }, value);
+                port.events.push(Some(port.port()), Kind::Child, || {
+                    format!("worker {pid} {status} after {served} clients; a new one replaces it")
+                });
+                if clean {
+                    info!(
+                        port = port.port(),
+                        pid,
+                        "prefork worker {status} after {served} connections (max_connections_per_worker); a new one replaces it"
+                    );
+                } else {
+                    warn!(
+                        port = port.port(),
+                        pid,
+                        "prefork worker {status} after {served} connections; a new one replaces it"
+                    );
+                }
+            }
+        }
     }
 
     /// Has the fork server tell a client it accepted why it is cut off, then SIGTERM its child.

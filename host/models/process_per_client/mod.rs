@@ -16,7 +16,7 @@
 //! - [`fork_server`]: the helper program itself; [`child`]: a child's life, from the fork to
 //!   `_exit`. [`wire`]: what the host and the helper say to each other.
 
-mod child;
+pub(crate) mod child;
 pub mod fork_server;
 mod handle;
 pub mod wire;
@@ -31,14 +31,15 @@ use async_trait::async_trait;
 use tracing::{Instrument, info, warn};
 
 use super::Runner;
-use crate::config::PortPlan;
+use crate::config::Model;
 use crate::connection::Accepted;
 use crate::gate::Rules;
 use crate::port::Port;
-use wire::ChildSpec;
+use wire::{ChildSpec, PoolSpec};
 
 /// The runner of a process-per-client port: its id at the fork server, where its service was
-/// built once and every child inherits it.
+/// built once and every child inherits it. A `prefork` port's runner too: the same fork
+/// server, which keeps the port's workers instead of forking per connection.
 #[derive(Debug)]
 pub struct ProcessPerClient {
     forker: Arc<ForkerHandle>,
@@ -49,9 +50,10 @@ pub struct ProcessPerClient {
 
 impl ProcessPerClient {
     pub async fn register(
-        plan: &PortPlan,
+        port: &Arc<Port>,
         forker: &Arc<ForkerHandle>,
     ) -> std::io::Result<ProcessPerClient> {
+        let plan = &port.plan;
         let e = &plan.entry;
         let spec = ChildSpec {
             port: e.port(),
@@ -59,11 +61,15 @@ impl ProcessPerClient {
             options: e.options.clone(),
             base_dir: e.base_dir.clone(),
             limits: e.limits,
+            pool: (e.model == Model::Prefork).then(|| PoolSpec {
+                workers: e.workers.unwrap_or_else(Model::default_workers),
+                recycle_after: e.max_connections_per_worker,
+            }),
         };
         let forker_accepts = e.edge.trusted_proxies.is_none() && !plan.service.single_session();
         Ok(ProcessPerClient {
             forker: forker.clone(),
-            port_id: forker.register(spec).await?,
+            port_id: forker.register(spec, port).await?,
             forker_accepts,
         })
     }

@@ -29,6 +29,15 @@ pub struct ChildSpec {
     pub options: toml::Table,
     pub base_dir: PathBuf,
     pub limits: Limits,
+    /// For a `prefork` port: the workers the fork server forks for it at once and keeps.
+    pub pool: Option<PoolSpec>,
+}
+
+/// A prefork port's pool: how many workers, and after how many connections one is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub workers: usize,
+    pub recycle_after: Option<u64>,
 }
 
 /// Whom a child's connection is with, as its child (and an `exec` program's UCSPI-TCP
@@ -105,8 +114,36 @@ pub enum FromForker {
     },
     /// The port's socket is closed in the fork server: it accepts no one else there.
     Unlistened { port_id: u64 },
+    /// A prefork worker has finished serving a connection (`pid`: the worker), or died while
+    /// serving it (`clean: false`, `status` says how).
+    Finished {
+        conn: u64,
+        pid: i32,
+        status: String,
+        clean: bool,
+    },
+    /// A prefork port's worker started or ended.
+    Worker {
+        port_id: u64,
+        pid: i32,
+        change: WorkerChange,
+    },
     /// Several reports at once: what one turn of the fork server's loop did.
     Batch(Vec<FromForker>),
+}
+
+/// What happened to a prefork worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerChange {
+    Started,
+    /// Reaped after serving `served` connections, `how` as in [`FromForker::Exited`]; the
+    /// fork server forks another in its place while the port is there.
+    Ended {
+        how: (String, String),
+        status: String,
+        clean: bool,
+        served: u64,
+    },
 }
 
 /// Sends one message, with the descriptors to pass (at most 4). On a non-blocking socket a full
@@ -204,6 +241,10 @@ mod tests {
                 max_line_bytes: 100,
                 idle_timeout: Some(std::time::Duration::from_secs(7)),
             },
+            pool: Some(PoolSpec {
+                workers: 3,
+                recycle_after: None,
+            }),
         };
         send(a.as_fd(), &ToForker::Port { port_id: 1, spec }, &[]).unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
@@ -224,7 +265,7 @@ mod tests {
         let mut buf = vec![0; MAX_MESSAGE];
         let (first, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();
         assert!(
-            matches!(first, ToForker::Port { port_id: 1, spec } if spec.options["strict"].as_bool() == Some(true) && spec.limits.idle_timeout == Some(std::time::Duration::from_secs(7)))
+            matches!(first, ToForker::Port { port_id: 1, spec } if spec.options["strict"].as_bool() == Some(true) && spec.limits.idle_timeout == Some(std::time::Duration::from_secs(7)) && spec.pool.is_some_and(|p| p.workers == 3))
         );
         assert!(fds.is_empty());
         let (second, fds) = recv::<ToForker>(b.as_fd(), &mut buf).unwrap().unwrap();

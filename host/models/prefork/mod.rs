@@ -1,0 +1,61 @@
+//! `prefork`: `workers` single-threaded processes forked once, when the port starts, each
+//! accepting on the port's shared listening socket and serving one connection at a time with
+//! blocking I/O, then the next: Stevens' preforked server (UNP 30.6), Apache's prefork MPM,
+//! gunicorn's sync workers. No fork per connection, so short connections cost what a thread
+//! pool's do; but the workers share no memory, and client `workers + 1` waits in the backlog.
+//!
+//! The workers are children of the fork server (see [`super::process_per_client`]), which
+//! forks them from the port's registration (the service built once, inherited by each), keeps
+//! the pool full, and is where every client is admitted:
+//!
+//! 1. A worker waits in `epoll` on the listening socket (`EPOLLEXCLUSIVE`: one worker woken per
+//!    client, not the whole pool) and on its control socket to the fork server, and accepts.
+//! 2. It passes the client's socket to the fork server and asks whether it may serve it. The
+//!    fork server decides with the port's [`Gate`](crate::gate::Gate) (allow/deny,
+//!    per-address limits, the rate: the code every model admits with, in the one process
+//!    that sees every worker's clients), keeps the socket's second handle (to tell the client
+//!    why, should a drain cut it off), and reports the connection to the host.
+//! 3. The worker serves it with [`child::serve_connection`](super::process_per_client),
+//!    reports what it served to the host as a child does, tells the fork server it is done,
+//!    and accepts the next. After `max_connections_per_worker` it exits, and the fork server
+//!    forks a fresh one; so it does for a worker that crashed, and logs it.
+//!
+//! Where the host must see a client first (a PROXY header, a `once = true` port), the host
+//! accepts it and the fork server passes it to an idle worker (UNP 30.9's descriptor passing).
+//! A drain tells every worker to stop accepting: each serves what the backlog still holds, says
+//! so and waits for its last connection; the fork server then closes its socket.
+//!
+//! - here: what the fork server and a worker say to each other;
+//! - [`worker`]: a worker's life;
+//! - `process_per_client/fork_server/pool.rs`: the fork server's side of the pool.
+
+pub(crate) mod worker;
+
+use serde::{Deserialize, Serialize};
+
+use super::process_per_client::wire::Client;
+
+/// What the fork server tells a worker, over its control socket (a `SOCK_SEQPACKET` pair).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Accept on the listening socket that comes with this message.
+    Listen,
+    /// Stop accepting: serve what is queued, then say [`FromWorker::Unlistened`].
+    Unlisten,
+    /// Serve the connection that comes with this message (the host accepted it).
+    Serve { conn: u64, client: Client },
+    /// The answer to [`FromWorker::Admit`]: serve the client as `conn`, or (`None`) drop it: it
+    /// was refused, and told why.
+    Verdict { conn: Option<u64> },
+}
+
+/// What a worker tells the fork server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// May the client whose socket comes with this message be served?
+    Admit { peer: std::net::SocketAddr },
+    /// The connection is over; `panicked` when its service panicked (the worker then exits).
+    Done { conn: u64, panicked: bool },
+    /// No longer accepting; the worker serves only what it is handed from now on.
+    Unlistened,
+}

@@ -1,0 +1,286 @@
+//! A prefork worker's life, from its fork to its `_exit`: accept (or be handed) a client, have
+//! the fork server admit it, serve it with blocking I/O, and go on, until the fork server says
+//! otherwise, the port's `max_connections_per_worker` is reached, or a service panics.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use tracing::warn;
+
+use super::{FromWorker, ToWorker};
+use crate::config::Model;
+use crate::connection::End;
+use crate::models::process_per_client::child::{self, Exiting, Reporter};
+use crate::models::process_per_client::fork_server::Port;
+use crate::models::process_per_client::wire;
+
+/// How long a worker waits after an accept error that freed descriptors may cure (EMFILE).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The `epoll` keys of a worker's two descriptors.
+const CONTROL: u64 = 0;
+const LISTENER: u64 = 1;
+
+/// Whether the worker goes on after a step.
+enum Flow {
+    Next,
+    Exit(i32),
+}
+
+/// One worker: the port it serves, its control socket, the listening socket while it accepts.
+struct Worker<'a> {
+    port: &'a Port,
+    control: OwnedFd,
+    listener: Option<socket2::Socket>,
+    epoll: Epoll,
+    /// The host's channel, for the reports of what each connection served.
+    chan: Arc<OwnedFd>,
+    debug_logging: bool,
+    recycle_after: Option<u64>,
+    served: u64,
+    /// What the fork server said while the worker waited for a verdict, to do next.
+    later: VecDeque<(ToWorker, Option<OwnedFd>)>,
+    buf: Vec<u8>,
+}
+
+/// Runs a worker of `port` until it should end; returns its exit code. `listener`: the port's
+/// socket, when the fork server accepts on it already.
+pub(crate) fn run(
+    port: &Port,
+    control: OwnedFd,
+    listener: Option<OwnedFd>,
+    chan: BorrowedFd<'_>,
+    debug_logging: bool,
+) -> i32 {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    // A worker must not outlive the fork server: its clients could not be drained.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let started = (|| -> std::io::Result<Worker<'_>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&control, EpollEvent::new(EpollFlags::EPOLLIN, CONTROL))?;
+        Ok(Worker {
+            port,
+            control,
+            listener: None,
+            epoll,
+            chan: Arc::new(chan.try_clone_to_owned()?),
+            debug_logging,
+            recycle_after: port.spec.pool.and_then(|p| p.recycle_after),
+            served: 0,
+            later: VecDeque::new(),
+            buf: vec![0; 4096],
+        })
+    })();
+    let mut worker = match started {
+        Ok(worker) => worker,
+        Err(e) => {
+            warn!(port = port.spec.port, "a prefork worker cannot start: {e}");
+            return 1;
+        }
+    };
+    if let Some(listener) = listener
+        && let Err(e) = worker.listen(listener)
+    {
+        warn!(port = port.spec.port, "a prefork worker cannot accept: {e}");
+        return 1;
+    }
+    worker.run()
+}
+
+impl Worker<'_> {
+    fn run(&mut self) -> i32 {
+        let mut events = [EpollEvent::empty(); 2];
+        loop {
+            while let Some((message, fd)) = self.later.pop_front() {
+                if let Flow::Exit(code) = self.told(message, fd) {
+                    return code;
+                }
+            }
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(port = self.port.spec.port, "a prefork worker's epoll: {e}");
+                    return 1;
+                }
+            };
+            for event in &events[..n] {
+                let flow = match event.data() {
+                    CONTROL => match self.receive() {
+                        Some((message, fd)) => self.told(message, fd),
+                        // The fork server is gone, or has forgotten the port.
+                        None => Flow::Exit(0),
+                    },
+                    _ => self.accept(),
+                };
+                if let Flow::Exit(code) = flow {
+                    return code;
+                }
+            }
+        }
+    }
+
+    /// The fork server's next message; `None` when it has closed the control socket.
+    fn receive(&mut self) -> Option<(ToWorker, Option<OwnedFd>)> {
+        loop {
+            match wire::recv::<ToWorker>(self.control.as_fd(), &mut self.buf) {
+                Ok(Some((message, mut fds))) => return Some((message, fds.pop())),
+                Ok(None) => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!(
+                        port = self.port.spec.port,
+                        "a prefork worker's control socket: {e}"
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn send(&self, message: &FromWorker, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        wire::send(self.control.as_fd(), message, fds)
+    }
+
+    fn told(&mut self, message: ToWorker, fd: Option<OwnedFd>) -> Flow {
+        match (message, fd) {
+            (ToWorker::Listen, Some(fd)) => {
+                if let Err(e) = self.listen(fd) {
+                    warn!(
+                        port = self.port.spec.port,
+                        "a prefork worker cannot accept: {e}"
+                    );
+                    return Flow::Exit(1);
+                }
+                Flow::Next
+            }
+            (ToWorker::Unlisten, _) => self.unlisten(),
+            (ToWorker::Serve { conn, client }, Some(fd)) => self.serve(conn, fd, client.peer),
+            // A verdict comes only to a worker that asked and waits for it (see `admit`).
+            (ToWorker::Verdict { .. } | ToWorker::Listen | ToWorker::Serve { .. }, _) => Flow::Next,
+        }
+    }
+
+    fn listen(&mut self, fd: OwnedFd) -> std::io::Result<()> {
+        // One worker woken per client, not the whole pool (the thundering herd).
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        self.epoll.add(&fd, EpollEvent::new(flags, LISTENER))?;
+        self.listener = Some(socket2::Socket::from(fd));
+        Ok(())
+    }
+
+    /// Accepts and serves what the backlog still holds, stops accepting, and says so.
+    fn unlisten(&mut self) -> Flow {
+        while self.listener.is_some() {
+            match self.accept_one() {
+                Some(Flow::Exit(code)) => return Flow::Exit(code),
+                Some(Flow::Next) => {}
+                None => break,
+            }
+        }
+        if let Some(listener) = self.listener.take() {
+            let _ = self.epoll.delete(&listener);
+        }
+        match self.send(&FromWorker::Unlistened, &[]) {
+            Ok(()) => Flow::Next,
+            Err(_) => Flow::Exit(0),
+        }
+    }
+
+    /// Takes the client `epoll` woke this worker for, if another worker has not.
+    fn accept(&mut self) -> Flow {
+        self.accept_one().unwrap_or(Flow::Next)
+    }
+
+    /// Accepts one client and serves it if the fork server admits it; `None` when the backlog
+    /// is empty (or the socket failed, and the worker paused).
+    fn accept_one(&mut self) -> Option<Flow> {
+        let listener = self.listener.as_ref()?;
+        let (socket, peer) = match listener.accept() {
+            Ok((socket, addr)) => match addr.as_socket() {
+                Some(peer) => (socket, peer),
+                None => return Some(Flow::Next),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            Err(e) if is_per_connection(&e) => return Some(Flow::Next),
+            Err(e) => {
+                warn!(
+                    port = self.port.spec.port,
+                    "a prefork worker's accept failed: {e}; retrying in {ACCEPT_PAUSE:?}"
+                );
+                std::thread::sleep(ACCEPT_PAUSE);
+                return None;
+            }
+        };
+        // Replies are single small writes: sent now rather than after an ACK.
+        let _ = socket.set_tcp_nodelay(true);
+        let fd = OwnedFd::from(socket);
+        Some(match self.admit(&fd, peer) {
+            Ok(Some(conn)) => self.serve(conn, fd, peer),
+            Ok(None) => Flow::Next,
+            Err(e) => {
+                warn!(
+                    port = self.port.spec.port,
+                    "a prefork worker lost the fork server: {e}"
+                );
+                Flow::Exit(0)
+            }
+        })
+    }
+
+    /// Asks the fork server whether the client may be served, and waits for the answer: the
+    /// connection's id, or `None` (refused, and told why by the fork server).
+    fn admit(&mut self, fd: &OwnedFd, peer: std::net::SocketAddr) -> std::io::Result<Option<u64>> {
+        self.send(&FromWorker::Admit { peer }, &[fd.as_fd()])?;
+        loop {
+            match self.receive() {
+                Some((ToWorker::Verdict { conn }, _)) => return Ok(conn),
+                Some(other) => self.later.push_back(other),
+                None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
+        }
+    }
+
+    /// Serves one connection, tells the fork server it is over, and says whether to go on.
+    fn serve(&mut self, conn: u64, fd: OwnedFd, peer: std::net::SocketAddr) -> Flow {
+        child::set_context(self.port, peer, Model::Prefork);
+        let reporter = Reporter::new(conn, self.chan.clone());
+        let end = child::serve_connection(
+            self.port,
+            fd,
+            peer,
+            &reporter,
+            self.debug_logging,
+            Exiting::No,
+        );
+        let panicked = matches!(end, End::Panicked);
+        self.served += 1;
+        if self
+            .send(&FromWorker::Done { conn, panicked }, &[])
+            .is_err()
+        {
+            return Flow::Exit(0);
+        }
+        if panicked {
+            // What the panic left half-done stays in this process: a fresh one takes over.
+            return Flow::Exit(child::PANICKED);
+        }
+        match self.recycle_after {
+            Some(n) if self.served >= n => Flow::Exit(0),
+            _ => Flow::Next,
+        }
+    }
+}
+
+/// Errors that concern one connection that died in the backlog, not the listening socket.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
