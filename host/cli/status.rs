@@ -47,13 +47,16 @@ struct Port {
     waiting: Option<u64>,
     refused: std::collections::BTreeMap<String, u64>,
     threads: i64,
-    /// A thread-pool port's size and the workers serving a client (absent from an older
-    /// host's snapshot).
+    /// A thread-pool or prefork port's size and the workers serving a client (absent from an
+    /// older host's snapshot).
     #[serde(default)]
     workers: Option<usize>,
     #[serde(default)]
     busy: i64,
     children: Vec<u32>,
+    /// A prefork port's worker processes (absent from an older host's snapshot).
+    #[serde(default)]
+    pool: Vec<Worker>,
     /// An `exec` port's command, its argv (absent from an older host's snapshot).
     #[serde(default)]
     command: Option<Vec<String>>,
@@ -61,6 +64,13 @@ struct Port {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     lines: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Worker {
+    pid: u32,
+    served: u64,
+    busy: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,10 +134,17 @@ fn render(s: &Snapshot) -> String {
                     if p.open == 1 { "" } else { "s" },
                     s.host.runtime_workers
                 ),
+                // A prefork port's workers are processes: counted under PROCS.
+                ("prefork", _) => p.threads.to_string(),
                 (_, Some(workers)) => format!("{} ({} busy of {workers})", p.threads, p.busy),
                 _ => p.threads.to_string(),
             },
-            p.children.len().to_string(),
+            match (p.model.as_str(), p.workers) {
+                ("prefork", Some(workers)) => {
+                    format!("{} ({} busy of {workers})", p.children.len(), p.busy)
+                }
+                _ => p.children.len().to_string(),
+            },
             p.lines.to_string(),
             format!("{:.0}", p.lines_per_s),
             ms(p.p50_ms),
@@ -164,6 +181,35 @@ fn render(s: &Snapshot) -> String {
         out.push_str("\nexec programs running:\n");
         let mut rows = vec![["PORT", "PID", "COMMAND"].map(str::to_owned).to_vec()];
         rows.extend(programs);
+        out.push_str(&table::render(&rows));
+    }
+    // Every prefork worker, with the clients it has taken.
+    let workers: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.pool.iter().map(|w| {
+                vec![
+                    p.port.to_string(),
+                    w.pid.to_string(),
+                    w.served.to_string(),
+                    if w.busy { "busy" } else { "idle" }.to_owned(),
+                ]
+            })
+        })
+        .collect();
+    if !workers.is_empty() {
+        out.push_str(
+            "
+prefork workers:
+",
+        );
+        let mut rows = vec![
+            ["PORT", "PID", "CLIENTS", "NOW"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        rows.extend(workers);
         out.push_str(&table::render(&rows));
     }
     let recent: Vec<&Event> = s.events.iter().rev().take(8).collect();
@@ -300,5 +346,31 @@ mod tests {
         .unwrap();
         let text = render(&snapshot);
         assert!(text.contains("  4 (3 busy of 4)  "), "{text}");
+    }
+
+    #[test]
+    fn a_prefork_row_counts_its_workers_as_processes_and_lists_them() {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pid": 7, "uptime": 3.0,
+            "host": { "rss_kib": 1, "children_pss_kib": 0, "threads": 9, "runtime_workers": 2,
+                      "open_fds": 20 },
+            "ports": [{ "port": 7107, "service": "palindrome-v3", "model": "prefork",
+                        "state": "accepting", "open": 1, "waiting": 0, "refused": {},
+                        "threads": 0, "workers": 2, "busy": 1, "children": [41, 42],
+                        "pool": [{ "pid": 41, "served": 7, "busy": true },
+                                 { "pid": 42, "served": 3, "busy": false }],
+                        "lines_per_s": 0.0, "p50_ms": null, "p99_ms": null, "lines": 0 }],
+            "events": [],
+        }))
+        .unwrap();
+        let text = render(&snapshot);
+        assert!(text.contains("  2 (1 busy of 2)  "), "{text}");
+        assert!(text.contains("prefork workers:"), "{text}");
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert!(rows.contains(&vec!["7107", "41", "7", "busy"]), "{text}");
+        assert!(rows.contains(&vec!["7107", "42", "3", "idle"]), "{text}");
     }
 }
