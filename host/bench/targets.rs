@@ -40,7 +40,7 @@ struct Pairing {
     p99: Option<(usize, f64)>,
 }
 
-const PAIRINGS: [Pairing; 4] = [
+const PAIRINGS: [Pairing; 7] = [
     Pairing {
         model: Model::ThreadPerClient,
         baseline: baseline::Kind::Threads,
@@ -73,7 +73,35 @@ const PAIRINGS: [Pairing; 4] = [
         throughput: Some(0.95),
         p99: Some((100, 1.3)),
     },
+    Pairing {
+        model: Model::ThreadPool,
+        baseline: baseline::Kind::Pool,
+        clients: &COMPARED_AT,
+        cpu: 1.1,
+        throughput: Some(0.95),
+        p99: None,
+    },
+    Pairing {
+        model: Model::EventLoop,
+        baseline: baseline::Kind::Loop,
+        clients: &COMPARED_AT,
+        cpu: 1.1,
+        throughput: Some(0.95),
+        p99: None,
+    },
+    Pairing {
+        model: Model::Prefork,
+        baseline: baseline::Kind::Prefork,
+        clients: &COMPARED_AT,
+        cpu: 1.1,
+        throughput: Some(0.95),
+        p99: None,
+    },
 ];
+
+/// Prefork churn against process-per-client's: connections per second at least this many
+/// times (no fork per connection).
+const MIN_PREFORK_CHURN_VS_PROCESS: f64 = 3.0;
 
 /// Process-per-client churn against the minimal forking twin: CPU per connection at most
 /// this many times the twin's, and connections per second at least...
@@ -149,7 +177,7 @@ pub fn plan(_args: &BenchArgs, sizes: &Sizes) -> Vec<Job> {
         ),
         job(
             Subject::Baseline(baseline::Kind::Threads),
-            [compared, vec![thread_idle]].concat(),
+            [compared.clone(), vec![thread_idle]].concat(),
         ),
         job(
             Subject::Model(Model::ProcessPerClient),
@@ -160,6 +188,31 @@ pub fn plan(_args: &BenchArgs, sizes: &Sizes) -> Vec<Job> {
             vec![sessions(PROCESS_COMPARED_AT, COMPARED_REQUESTS), churn],
         ),
     ];
+    // The rest of the textbook: each pool and loop next to its twin; prefork's churn next to
+    // process-per-client's, measured above; the event loop's idle clients on its one thread.
+    jobs.extend([
+        job(Subject::Model(Model::ThreadPool), compared.clone()),
+        job(Subject::Baseline(baseline::Kind::Pool), compared.clone()),
+        job(
+            Subject::Model(Model::EventLoop),
+            [
+                compared.clone(),
+                vec![Load::Footprint {
+                    clients: ASYNC_CLIENTS,
+                }],
+            ]
+            .concat(),
+        ),
+        job(Subject::Baseline(baseline::Kind::Loop), compared.clone()),
+        job(
+            Subject::Model(Model::Prefork),
+            [compared.clone(), vec![churn]].concat(),
+        ),
+        job(
+            Subject::Baseline(baseline::Kind::Prefork),
+            [compared.clone(), vec![churn]].concat(),
+        ),
+    ]);
     match TcpserverProgram::build() {
         Ok(program) => jobs.push(job(Subject::Tcpserver(program), vec![churn])),
         Err(e) => eprintln!("{TCPSERVER} left out of the targets: {e:#}"),
@@ -387,6 +440,52 @@ pub fn evaluate(report: &Report) -> Vec<Verdict> {
         ));
     }
 
+    let target = format!(
+        "prefork churn ≥ {MIN_PREFORK_CHURN_VS_PROCESS}× process-per-client's connections/s \
+         (no fork per connection)"
+    );
+    match (churn(Model::Prefork.name()), ours) {
+        (Some(prefork), Some(forking)) => {
+            let ratio = paired_ratio(prefork, forking, Metric::ConnPerS);
+            let mut measured = format!(
+                "{ratio:.2}× ({:.0} vs {:.0} conn/s; CPU {:.1} vs {:.1} µs/connection)",
+                prefork.median(Metric::ConnPerS).unwrap_or(f64::NAN),
+                forking.median(Metric::ConnPerS).unwrap_or(f64::NAN),
+                prefork.median(Metric::CpuUsPerConn).unwrap_or(f64::NAN),
+                forking.median(Metric::CpuUsPerConn).unwrap_or(f64::NAN)
+            );
+            let complete = unfinished_and_errors(&[prefork, forking], &mut measured);
+            verdicts.push(Verdict::judged(
+                target,
+                measured,
+                ratio >= MIN_PREFORK_CHURN_VS_PROCESS && complete,
+            ));
+        }
+        _ => verdicts.push(not_measured(target)),
+    }
+    let target = format!(
+        "prefork churn vs {}: CPU per connection, connections/s",
+        baseline::Kind::Prefork.subject()
+    );
+    if let (Some(ours), Some(theirs)) = (
+        churn(Model::Prefork.name()),
+        churn(baseline::Kind::Prefork.subject()),
+    ) {
+        verdicts.push(Verdict {
+            target,
+            measured: format!(
+                "CPU {:.2}× ({:.1} vs {:.1} µs/connection), {:.2}× ({:.0} vs {:.0} conn/s)",
+                paired_ratio(ours, theirs, Metric::CpuUsPerConn),
+                ours.median(Metric::CpuUsPerConn).unwrap_or(f64::NAN),
+                theirs.median(Metric::CpuUsPerConn).unwrap_or(f64::NAN),
+                paired_ratio(ours, theirs, Metric::ConnPerS),
+                ours.median(Metric::ConnPerS).unwrap_or(f64::NAN),
+                theirs.median(Metric::ConnPerS).unwrap_or(f64::NAN)
+            ),
+            mark: Mark::Info,
+        });
+    }
+
     for (model, clients) in [
         (Model::Async, ASYNC_CLIENTS),
         (Model::ThreadPerClient, THREAD_CLIENTS),
@@ -408,26 +507,24 @@ pub fn evaluate(report: &Report) -> Vec<Verdict> {
         }
     }
 
-    let target = format!(
-        "async: PSS growth ≤ {MAX_PSS_PER_IDLE_CONN_KIB} KiB per idle connection ({ASYNC_CLIENTS} clients)"
-    );
-    match entry(
-        report,
-        Model::Async.name(),
-        Workload::Footprint,
-        ASYNC_CLIENTS,
-    ) {
-        Some(e) => {
-            let growth = e.median(Metric::PssPerConnKib).unwrap_or(f64::NAN);
-            let mut measured = format!("{growth:.2} KiB");
-            let complete = unfinished_and_errors(&[e], &mut measured);
-            verdicts.push(Verdict::judged(
-                target,
-                measured,
-                growth <= MAX_PSS_PER_IDLE_CONN_KIB && complete,
-            ));
+    for model in [Model::Async, Model::EventLoop] {
+        let target = format!(
+            "{model}: PSS growth ≤ {MAX_PSS_PER_IDLE_CONN_KIB} KiB per idle connection \
+             ({ASYNC_CLIENTS} clients)"
+        );
+        match entry(report, model.name(), Workload::Footprint, ASYNC_CLIENTS) {
+            Some(e) => {
+                let growth = e.median(Metric::PssPerConnKib).unwrap_or(f64::NAN);
+                let mut measured = format!("{growth:.2} KiB");
+                let complete = unfinished_and_errors(&[e], &mut measured);
+                verdicts.push(Verdict::judged(
+                    target,
+                    measured,
+                    growth <= MAX_PSS_PER_IDLE_CONN_KIB && complete,
+                ));
+            }
+            None => verdicts.push(not_measured(target)),
         }
-        None => verdicts.push(not_measured(target)),
     }
 
     let target = format!(
