@@ -36,15 +36,29 @@ fn ports_are_added_removed_changed_or_left_alone() {
             entry("palindrome-v3", "async", ""),
             entry("palindrome-v2", "thread-per-client", ""),
             entry("palindrome-v1", "process-per-client", ""),
+            // Each worker replaced after one client, by one forked while the port accepts.
+            entry(
+                "palindrome-v3",
+                "prefork",
+                "workers = 2\nmax_connections_per_worker = 1",
+            ),
         ],
     );
     let (kept, changed, removed) = (host.ports[0], host.ports[1], host.ports[2]);
+    let removed_prefork = host.ports[3];
     let added_socket = porthost::sockets::bind(([127, 0, 0, 1], 0).into()).unwrap();
     let added = added_socket.local_addr().unwrap().port();
     let mut on_kept = Client::connect(host.addr(0));
     let mut on_changed = Client::connect(host.addr(1));
     let mut on_removed = Client::connect(host.addr(2));
-    for client in [&mut on_kept, &mut on_changed, &mut on_removed] {
+    assert_eq!(Client::connect(host.addr(3)).ask("abba"), "1");
+    let mut on_prefork = Client::connect(host.addr(3));
+    for client in [
+        &mut on_kept,
+        &mut on_changed,
+        &mut on_removed,
+        &mut on_prefork,
+    ] {
         assert_eq!(client.ask("Abba"), "1");
     }
 
@@ -92,6 +106,7 @@ fn ports_are_added_removed_changed_or_left_alone() {
         "1",
         "a removed port drains its clients"
     );
+    assert_eq!(on_prefork.ask("Abba"), "1", "a removed prefork port too");
     // New connections see the new config.
     let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
@@ -100,12 +115,22 @@ fn ports_are_added_removed_changed_or_left_alone() {
         "the new entry is strict"
     );
     assert_eq!(Client::connect(addr(added)).ask("abba"), "1");
-    assert!(eventually(
-        || std::net::TcpStream::connect(addr(removed)).is_err()
-    ));
+    // A removed port's socket is closed while its old clients are still served: in the host,
+    // and in every prefork worker.
+    for port in [removed, removed_prefork] {
+        assert!(
+            eventually(|| std::net::TcpStream::connect(addr(port)).is_err()),
+            "port {port} still takes clients"
+        );
+    }
+    assert_eq!(
+        on_prefork.ask("Abba"),
+        "1",
+        "the socket closed only once the busy worker's client was cut off"
+    );
     // After the grace period the drained ports' old clients are told why and closed; the kept
     // one is not.
-    for client in [&mut on_removed, &mut on_changed] {
+    for client in [&mut on_removed, &mut on_changed, &mut on_prefork] {
         assert_eq!(
             client.line().as_deref(),
             Some("ERR server is restarting, closing")
@@ -187,8 +212,9 @@ fn a_new_size_of(model: &str) {
         let forker = host.forker().expect("a prefork port");
         assert!(
             eventually(|| children_of(forker).len() == 3 && zombies_of(forker) == 0),
-            "{:?}",
-            children_of(forker)
+            "children {:?}, zombies {}",
+            children_of(forker),
+            zombies_of(forker)
         );
     }
 }

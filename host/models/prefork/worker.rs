@@ -151,7 +151,8 @@ impl Worker<'_> {
 
     fn told(&mut self, message: ToWorker, fd: Option<OwnedFd>) -> Flow {
         match (message, fd) {
-            (ToWorker::Listen, Some(fd)) => {
+            // Given back after each connection, while the port accepts.
+            (ToWorker::Listen, Some(fd)) if self.listener.is_none() => {
                 if let Err(e) = self.listen(fd) {
                     warn!(
                         port = self.port.spec.port,
@@ -176,53 +177,56 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Accepts and serves what the backlog still holds, stops accepting, and says so.
-    fn unlisten(&mut self) -> Flow {
-        while self.listener.is_some() {
-            match self.accept_one() {
-                Some(Flow::Exit(code)) => return Flow::Exit(code),
-                Some(Flow::Next) => {}
-                None => break,
-            }
-        }
+    /// Closes this worker's handle on the listening socket.
+    fn give_up_listener(&mut self) {
         if let Some(listener) = self.listener.take() {
             let _ = self.epoll.delete(&listener);
         }
+    }
+
+    /// Stops accepting, and says so. What the backlog still holds the host accepts and hands
+    /// to the workers, as it does when it drains a port of any model.
+    fn unlisten(&mut self) -> Flow {
+        self.give_up_listener();
         match self.send(&FromWorker::Unlistened, &[]) {
             Ok(()) => Flow::Next,
             Err(_) => Flow::Exit(0),
         }
     }
 
-    /// Takes the client `epoll` woke this worker for, if another worker has not.
+    /// Accepts the client `epoll` woke this worker for (if another worker has not taken it),
+    /// and serves it if the fork server admits it.
+    ///
+    /// A worker holds the listening socket only while it is idle: it closes its handle when
+    /// it takes a client, and the fork server gives it another when the client has gone. A
+    /// worker busy in a blocking read cannot hear that the port drains; holding no handle,
+    /// it keeps no drained port's socket open (and queueing clients nobody would accept).
     fn accept(&mut self) -> Flow {
-        self.accept_one().unwrap_or(Flow::Next)
-    }
-
-    /// Accepts one client and serves it if the fork server admits it; `None` when the backlog
-    /// is empty (or the socket failed, and the worker paused).
-    fn accept_one(&mut self) -> Option<Flow> {
-        let listener = self.listener.as_ref()?;
+        let Some(listener) = self.listener.as_ref() else {
+            return Flow::Next;
+        };
         let (socket, peer) = match listener.accept() {
             Ok((socket, addr)) => match addr.as_socket() {
                 Some(peer) => (socket, peer),
-                None => return Some(Flow::Next),
+                None => return Flow::Next,
             },
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-            Err(e) if is_per_connection(&e) => return Some(Flow::Next),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || is_per_connection(&e) => {
+                return Flow::Next;
+            }
             Err(e) => {
                 warn!(
                     port = self.port.spec.port,
                     "a prefork worker's accept failed: {e}; retrying in {ACCEPT_PAUSE:?}"
                 );
                 std::thread::sleep(ACCEPT_PAUSE);
-                return None;
+                return Flow::Next;
             }
         };
+        self.give_up_listener();
         // Replies are single small writes: sent now rather than after an ACK.
         let _ = socket.set_tcp_nodelay(true);
         let fd = OwnedFd::from(socket);
-        Some(match self.admit(&fd, peer) {
+        match self.admit(&fd, peer) {
             Ok(Some(conn)) => self.serve(conn, fd, peer),
             Ok(None) => Flow::Next,
             Err(e) => {
@@ -232,7 +236,7 @@ impl Worker<'_> {
                 );
                 Flow::Exit(0)
             }
-        })
+        }
     }
 
     /// Asks the fork server whether the client may be served, and waits for the answer: the

@@ -220,7 +220,7 @@ pub fn main() -> anyhow::Result<()> {
             while forker.sigchld.read_signal()?.is_some() {}
         }
         // An orphan reparented here (the fork server is a subreaper) ends with a SIGCHLD too.
-        if child_ended || !forker.children.is_empty() {
+        if child_ended || forker.has_children() {
             forker.reap();
         }
         if host_ready {
@@ -243,6 +243,17 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 impl ForkServer {
+    /// Whether any process may end here: a child, a prefork worker, a forgotten pool's worker.
+    fn has_children(&self) -> bool {
+        !self.children.is_empty()
+            || !self.leaving.is_empty()
+            || self.ports.values().any(|p| {
+                p.pool
+                    .as_ref()
+                    .is_some_and(|pool| pool.pids().next().is_some())
+            })
+    }
+
     fn handle(&mut self, message: ToForker, mut fds: Vec<OwnedFd>) {
         match message {
             ToForker::Port { port_id, spec } => {
@@ -437,7 +448,7 @@ impl ForkServer {
     fn timeout(&self, now: Instant) -> PollTimeout {
         let mut wait: Option<Duration> = None;
         let mut at_most = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
-        if !self.children.is_empty() || !self.leaving.is_empty() {
+        if self.has_children() {
             at_most(Duration::from_millis(REAP_TICK.into()));
         }
         for until in self

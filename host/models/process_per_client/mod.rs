@@ -46,6 +46,8 @@ pub struct ProcessPerClient {
     port_id: u64,
     /// Whether the fork server accepts the port's clients itself (see the module's doc).
     forker_accepts: bool,
+    /// Whether it is a prefork port, whose workers accept.
+    pool: bool,
 }
 
 impl ProcessPerClient {
@@ -67,7 +69,9 @@ impl ProcessPerClient {
             }),
         };
         let forker_accepts = e.edge.trusted_proxies.is_none() && !plan.service.single_session();
+        let pool = spec.pool.is_some();
         Ok(ProcessPerClient {
+            pool,
             forker: forker.clone(),
             port_id: forker.register(spec, port).await?,
             forker_accepts,
@@ -112,6 +116,11 @@ impl Runner for ProcessPerClient {
         }
         self.forker.unlisten(self.port_id).await;
         let _ = unlistened.await;
+        // A prefork port's workers take no client once told to stop: the host's loop accepts
+        // what is queued and hands it to them, as for a port of any model that drains.
+        if self.pool {
+            return false;
+        }
         if port.take_listener().is_some() {
             info!(
                 port = port.port(),

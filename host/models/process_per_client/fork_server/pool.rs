@@ -3,7 +3,7 @@
 //! the host accepted, and reports every connection and every worker to the host.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -185,8 +185,11 @@ impl ForkServer {
                     listener.map(|l| l.as_raw_fd()),
                 ];
                 close_all_but(&keep);
-                // The parent's other descriptors are closed; these two are the worker's now.
-                let listener = listener.and_then(|l| l.try_clone_to_owned().ok());
+                // SAFETY: the worker never returns to the parent's owner of the listening
+                // socket's number (it ends in `_exit`), so from here on it has one owner: the
+                // worker, which closes it when told to stop accepting. A copy instead would keep
+                // the socket open (and queueing clients) in every worker after a drain.
+                let listener = listener.map(|l| unsafe { OwnedFd::from_raw_fd(l.as_raw_fd()) });
                 let code = worker::run(
                     port,
                     theirs,
@@ -223,7 +226,16 @@ impl ForkServer {
                 // Ended: the reaping tells.
                 Ok(None) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A worker that ended with messages unread resets its socket; what it sent
+                // before (its last `Done`) is still to be read, and then the end.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("a prefork worker ({pid}) said something unreadable: {e}; ending it");
                     let _ = kill(pid, Signal::SIGKILL);
@@ -263,8 +275,21 @@ impl ForkServer {
         }
     }
 
-    /// Decides on a client a worker accepted, with the port's gate, and answers the worker.
+    /// Decides on a client a worker accepted and answers the worker, which has closed its
+    /// handle on the listening socket meanwhile (so a drain need not wait for it).
     fn admit_for_worker(
+        &mut self,
+        port_id: u64,
+        pid: Pid,
+        peer: std::net::SocketAddr,
+        fd: OwnedFd,
+    ) {
+        self.decide_for_worker(port_id, pid, peer, fd);
+        self.worker_unlistened(port_id, pid);
+    }
+
+    /// Admits a worker's client with the port's gate, or turns it away with its line.
+    fn decide_for_worker(
         &mut self,
         port_id: u64,
         pid: Pid,
@@ -373,6 +398,7 @@ impl ForkServer {
             if let Some(worker) = self.pool_mut(port_id).and_then(|p| p.workers.get_mut(&pid)) {
                 worker.served += 1;
             }
+            self.relisten(port_id, pid);
             self.dispatch(port_id);
         }
     }
@@ -410,6 +436,29 @@ impl ForkServer {
             .map(|(id, _)| *id)
     }
 
+    /// Gives a worker that is done with its client the listening socket again, while the port
+    /// accepts.
+    fn relisten(&mut self, port_id: u64, pid: Pid) {
+        let Some(port) = self.ports.get(&port_id) else {
+            return;
+        };
+        let (Some(pool), Some(listening)) = (&port.pool, &port.listening) else {
+            return;
+        };
+        if listening.closing || pool.workers.get(&pid).is_none_or(|w| w.accepting) {
+            return;
+        }
+        self.tell_worker(
+            port_id,
+            pid,
+            &ToWorker::Listen,
+            Some(listening.socket.as_fd()),
+        );
+        if let Some(worker) = self.pool_mut(port_id).and_then(|p| p.workers.get_mut(&pid)) {
+            worker.accepting = true;
+        }
+    }
+
     /// The port accepts now: every worker gets the listening socket.
     pub(super) fn listen_workers(&mut self, port_id: u64) {
         let Some(port) = self.ports.get(&port_id) else {
@@ -432,8 +481,9 @@ impl ForkServer {
         }
     }
 
-    /// The port stops accepting: every worker that accepts serves what is queued and says so;
-    /// then the port's socket is closed here and the host told.
+    /// The port stops accepting: every worker that holds the listening socket closes it and
+    /// says so; then the port's socket is closed here and the host told (which accepts what
+    /// the backlog still holds and hands it to the workers).
     pub(super) fn unlisten_workers(&mut self, port_id: u64) {
         let Some(pool) = self.pool_mut(port_id) else {
             return;
