@@ -54,6 +54,7 @@ const PROCESSES: RGBColor = RGBColor(0, 140, 100);
 const ASYNC: RGBColor = RGBColor(120, 40, 160);
 const POOL: RGBColor = RGBColor(190, 0, 90);
 const LOOP: RGBColor = RGBColor(0, 110, 120);
+const PREFORK: RGBColor = RGBColor(150, 110, 0);
 const PYTHON: RGBColor = RGBColor(140, 80, 40);
 const TCPSERVER: RGBColor = RGBColor(70, 70, 70);
 const OTHERS: [RGBColor; 3] = [
@@ -82,6 +83,7 @@ fn looks(subjects: &[String]) -> BTreeMap<String, Look> {
                 "async" | "baseline-async" => ASYNC,
                 "thread-pool" | "baseline-pool" => POOL,
                 "event-loop" | "baseline-loop" => LOOP,
+                "prefork" | "baseline-prefork" => PREFORK,
                 crate::server::PYTHON => PYTHON,
                 crate::server::TCPSERVER => TCPSERVER,
                 _ => *others.next().expect("cycles"),
@@ -757,6 +759,8 @@ mod tests {
             "baseline-pool",
             "event-loop",
             "baseline-loop",
+            "prefork",
+            "baseline-prefork",
             "python-forking",
             "tcpserver-exec",
             "mine",
@@ -772,6 +776,7 @@ mod tests {
         assert_eq!(color("async"), color("baseline-async"));
         assert_eq!(color("thread-pool"), color("baseline-pool"));
         assert_eq!(color("event-loop"), color("baseline-loop"));
+        assert_eq!(color("prefork"), color("baseline-prefork"));
         assert_eq!(looks["baseline-fork"].dash, Dash::Dashed);
         assert_eq!(looks["thread-per-client+admin"].dash, Dash::Dotted);
         for (name, look) in &looks {
