@@ -704,3 +704,80 @@ async fn run_load(server: &Server, load: Load, budget: Duration) -> Sample {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn planned(args: &[&str]) -> anyhow::Result<Vec<Job>> {
+        let args =
+            Command::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?.bench;
+        plan(&args, &Sizes::of(&args)?)
+    }
+
+    #[test]
+    fn sleep_and_busy_run_the_models_alone_with_the_work_per_line_asked_for() {
+        let jobs = planned(&[
+            "--models",
+            "sequential,event-loop",
+            "--workloads",
+            "sleep,busy,churn",
+            "--burst",
+            "20",
+            "--sleep-ms",
+            "50",
+        ])
+        .unwrap();
+        let names: Vec<String> = jobs.iter().map(|j| j.subject.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "sequential",
+                "baseline-sequential",
+                "event-loop",
+                "baseline-loop"
+            ]
+        );
+        let sleep = Load::Sleep {
+            clients: 20,
+            ms: 50,
+        };
+        let busy = Load::Busy {
+            clients: 20,
+            us: 20_000,
+        };
+        let churn = Load::Churn {
+            total: 2000,
+            workers: CHURN_WORKERS,
+        };
+        assert_eq!(jobs[0].loads, [sleep, busy, churn]);
+        // The twins do no work per line: they get the churn alone.
+        assert_eq!(jobs[1].loads, [churn]);
+        assert_eq!(sleep.to_string(), "sleep_ms=50 c=20");
+        assert_eq!(
+            (sleep.work().sleep_ms, sleep.work().busy_us),
+            (50, 0),
+            "the service waits"
+        );
+        assert_eq!((busy.work().sleep_ms, busy.work().busy_us), (0, 20_000));
+        assert_eq!(churn.work(), PerLine::default());
+    }
+
+    #[test]
+    fn a_burst_with_nothing_to_run_or_no_work_is_refused() {
+        let err = planned(&["--addr", "127.0.0.1:7000", "--workloads", "sleep"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("porthost's models only"),
+            "{err:#}"
+        );
+        let err = planned(&["--workloads", "busy", "--busy-us", "0"]).unwrap_err();
+        assert!(format!("{err:#}").contains("--busy-us"), "{err:#}");
+    }
+}

@@ -101,6 +101,8 @@ impl Metric {
             | Metric::LastAnswerMs
             | Metric::PssIdleMib
             | Metric::PssMib => format!("{value:.1}"),
+            // Work per line (busy_us) makes a request cost milliseconds: no decimals there.
+            Metric::CpuUsPerReq if value >= 1000.0 => format!("{value:.0}"),
             Metric::PssPerConnKib | Metric::CpuUsPerReq => format!("{value:.2}"),
             Metric::CpuUsPerConn => format!("{value:.1}"),
             _ => format!("{value:.0}"),
