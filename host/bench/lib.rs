@@ -119,7 +119,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Draw the results as SVG: throughput, p99.9 latency and time to first reply against client
-    /// count (clients still waiting shown at the budget), churn and memory per idle client.
+    /// count (clients still waiting shown at the budget), churn, memory per idle client, CPU
+    /// per unit of work, and the last answer under sleep and busy: the panels of the workloads
+    /// run.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Run the project's target scenarios (10,000 async clients, 500 games, ...) and check them.
