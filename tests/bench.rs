@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::{porthost, text};
 
 /// Every model, each followed by its hand-written twin.
-const SUBJECTS: [&str; 12] = [
+const SUBJECTS: [&str; 14] = [
     "sequential",
     "baseline-sequential",
     "thread-per-client",
@@ -21,6 +21,8 @@ const SUBJECTS: [&str; 12] = [
     "baseline-pool",
     "event-loop",
     "baseline-loop",
+    "prefork",
+    "baseline-prefork",
 ];
 
 #[test]
@@ -51,7 +53,7 @@ fn compares_every_model_and_writes_json_csv_and_svg() {
         .filter(|l| l.contains("] run 1/1: "))
         .collect();
     assert_eq!(progress.len(), SUBJECTS.len() * 4, "{stderr}");
-    assert!(progress[0].starts_with("[1/48 "), "{stderr}");
+    assert!(progress[0].starts_with("[1/56 "), "{stderr}");
     assert!(
         progress
             .iter()
@@ -332,4 +334,51 @@ fn bots_play_games_to_the_end() {
         errors.split_whitespace().skip(1).all(|n| n == "0"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_crowd_waits_in_line_for_a_sequential_server_that_sleeps_and_every_spin_costs_its_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let out = porthost()
+        .args(["bench", "--models", "sequential,event-loop"])
+        .args(["--workloads", "sleep,busy", "--burst", "5"])
+        .args(["--sleep-ms", "40", "--busy-us", "20000", "--runs", "1"])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // The models alone: the twins do no work per line.
+    let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["WORKLOAD", "METRIC", "sequential", "event-loop"]);
+    for row in ["sleep_ms=40 c=5", "busy_us=20000 c=5", "last answer ms"] {
+        assert!(stdout.contains(row), "no {row} in\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let medians = |subject: &str, load: &str| {
+        let entries = report["entries"].as_array().unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e["subject"] == subject && e["load"] == load)
+            .unwrap();
+        assert_eq!(entry["errors"], 0, "{entry}");
+        entry["medians"].clone()
+    };
+    // Five blocking sleeps of 40 ms one after another: the last client waits for all of them.
+    let sequential = medians("sequential", "sleep_ms=40 c=5");
+    assert!(
+        sequential["last_answer_ms"].as_f64().unwrap() >= 200.0,
+        "{sequential}"
+    );
+    assert_eq!(sequential["waiting"], 0.0, "{sequential}");
+    // A spin is CPU time, whichever model runs it (/proc's ticks allow some rounding).
+    for subject in ["sequential", "event-loop"] {
+        let busy = medians(subject, "busy_us=20000 c=5");
+        assert!(
+            busy["cpu_us_per_req"].as_f64().unwrap() >= 16_000.0,
+            "{subject}: {busy}"
+        );
+    }
 }

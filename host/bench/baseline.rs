@@ -13,6 +13,7 @@
 //! | `baseline-async` | `twin-async` | `async` | a tokio task per connection |
 //! | `baseline-pool` | `twin-thread-pool` | `thread-pool` | `--workers` threads started first, each blocking in `accept` on the shared socket, then serving with blocking I/O |
 //! | `baseline-loop` | `twin-event-loop` | `event-loop` | a tokio task per connection on a current-thread runtime |
+//! | `baseline-prefork` | `twin-prefork` | `prefork` | `--workers` single-threaded processes forked at start, each blocking in `accept` on the shared socket, then serving with blocking I/O |
 //!
 //! They are binaries of the `porthost` package, so `cargo build` and `cargo install --path .`
 //! put them next to `porthost`, where [`program`] finds them. `cargo run -- bench` builds only
@@ -78,13 +79,12 @@ impl Kind {
 
     /// The twin's arguments when it serves up to `max_clients` at once: the pool's size.
     pub fn args(self, max_clients: usize) -> Vec<String> {
-        match self {
-            Kind::Pool => vec![
-                "--workers".to_owned(),
-                pool_workers(max_clients).to_string(),
-            ],
-            _ => Vec::new(),
-        }
+        let workers = match self {
+            Kind::Pool => pool_workers(max_clients),
+            Kind::Prefork => prefork_workers(max_clients),
+            _ => return Vec::new(),
+        };
+        vec!["--workers".to_owned(), workers.to_string()]
     }
 }
 
@@ -96,14 +96,23 @@ pub fn pool_workers(max_clients: usize) -> usize {
     ))
 }
 
+/// The worker processes of a prefork server the bench sizes for `max_clients` at once, host
+/// and twin alike: one per client, as for the thread pool, within the processes' bound.
+pub fn prefork_workers(max_clients: usize) -> usize {
+    (max_clients + 16).min(porthost::config::bounds::to_usize(
+        porthost::config::bounds::WORKER_PROCESSES.max,
+    ))
+}
+
 /// Every twin, for building them at once.
-const ALL: [Kind; 6] = [
+const ALL: [Kind; 7] = [
     Kind::Sequential,
     Kind::Threads,
     Kind::Fork,
     Kind::Async,
     Kind::Pool,
     Kind::Loop,
+    Kind::Prefork,
 ];
 
 /// The twin's program next to the running `porthost`, built first when `porthost` runs from a
@@ -160,4 +169,22 @@ fn build_twins(folder: &Path) -> anyhow::Result<()> {
         bail!("{command:?} failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pools_get_a_worker_per_client_within_their_bounds() {
+        assert_eq!(Kind::Pool.args(50), ["--workers", "66"]);
+        assert_eq!(Kind::Prefork.args(50), ["--workers", "66"]);
+        assert_eq!(Kind::Prefork.args(1000), ["--workers", "256"]);
+        assert!(Kind::Fork.args(50).is_empty());
+        // Every twin's program is a binary of its own, built by `build_twins`.
+        let mut binaries: Vec<&str> = ALL.iter().map(|k| k.binary()).collect();
+        binaries.sort_unstable();
+        binaries.dedup();
+        assert_eq!(binaries.len(), ALL.len());
+    }
 }

@@ -8,7 +8,12 @@
 //! - connections per second under churn, per server;
 //! - memory (PSS) per idle client, per server;
 //! - CPU time per unit of work: per request against the number of clients, and per connection
-//!   under churn, per server (the server's whole process tree, reaped children included).
+//!   under churn, per server (the server's whole process tree, reaped children included);
+//! - under `sleep` and `busy` (a crowd connected at once, one line each, with a wait or a spin
+//!   per line), when the last client got its answer, the median beside it: the lesson of how
+//!   each model bears slow answers.
+//!
+//! Only the panels of the workloads measured are drawn, two a row, the notes after them.
 //!
 //! The x-axes end at the largest client count measured. Each porthost model has a strong colour
 //! of its own; its hand-written baseline has the same colour, dashed (dotted: the model with its
@@ -28,7 +33,6 @@ use crate::report::{Entry, Report};
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 1940;
 const HEADER: u32 = 110;
 const FONT: &str = "sans-serif";
 
@@ -54,6 +58,7 @@ const PROCESSES: RGBColor = RGBColor(0, 140, 100);
 const ASYNC: RGBColor = RGBColor(120, 40, 160);
 const POOL: RGBColor = RGBColor(190, 0, 90);
 const LOOP: RGBColor = RGBColor(0, 110, 120);
+const PREFORK: RGBColor = RGBColor(150, 110, 0);
 const PYTHON: RGBColor = RGBColor(140, 80, 40);
 const TCPSERVER: RGBColor = RGBColor(70, 70, 70);
 const OTHERS: [RGBColor; 3] = [
@@ -82,6 +87,7 @@ fn looks(subjects: &[String]) -> BTreeMap<String, Look> {
                 "async" | "baseline-async" => ASYNC,
                 "thread-pool" | "baseline-pool" => POOL,
                 "event-loop" | "baseline-loop" => LOOP,
+                "prefork" | "baseline-prefork" => PREFORK,
                 crate::server::PYTHON => PYTHON,
                 crate::server::TCPSERVER => TCPSERVER,
                 _ => *others.next().expect("cycles"),
@@ -136,89 +142,207 @@ fn lines(report: &Report, looks: &BTreeMap<String, Look>, metric: Metric, scale:
         .collect()
 }
 
+/// One panel of the chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Panel {
+    Throughput,
+    Slowest,
+    FirstReply,
+    Churn,
+    Memory,
+    CpuPerRequest,
+    CpuPerConnection,
+    /// A crowd at once, one line each, with work per line (sleep or busy).
+    Burst(Workload),
+}
+
+impl Panel {
+    const ALL: [Panel; 9] = [
+        Panel::Throughput,
+        Panel::Slowest,
+        Panel::FirstReply,
+        Panel::Churn,
+        Panel::Memory,
+        Panel::CpuPerRequest,
+        Panel::CpuPerConnection,
+        Panel::Burst(Workload::Sleep),
+        Panel::Burst(Workload::Busy),
+    ];
+
+    fn workload(self) -> Workload {
+        match self {
+            Panel::Throughput | Panel::Slowest | Panel::FirstReply | Panel::CpuPerRequest => {
+                Workload::Sessions
+            }
+            Panel::Churn | Panel::CpuPerConnection => Workload::Churn,
+            Panel::Memory => Workload::Footprint,
+            Panel::Burst(workload) => workload,
+        }
+    }
+
+    /// The panels of the workloads the report measured, in order: a bench of one workload
+    /// draws only its own.
+    fn measured(report: &Report) -> Vec<Panel> {
+        Panel::ALL
+            .into_iter()
+            .filter(|p| {
+                report
+                    .entries
+                    .iter()
+                    .any(|e| e.workload == p.workload() && e.measured())
+            })
+            .collect()
+    }
+}
+
+/// The height of a row of two panels.
+const ROW: u32 = 458;
+
 pub fn svg(report: &Report) -> anyhow::Result<String> {
     let looks = looks(&report.subjects);
+    let panels = Panel::measured(report);
+    // The notes take the cell after the last panel.
+    let rows = panels.len() / 2 + 1;
+    let height = HEADER + ROW * rows as u32;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let (header, body) = root.split_vertically(HEADER);
         draw_header(&header, report, &looks)?;
-        let rows = body.split_evenly((4, 2));
-        let budget_us = report.budget_secs * 1e6;
-
-        let throughput = lines(report, &looks, Metric::ReqPerS, 1.0);
-        line_chart(
-            &rows[0],
-            "Throughput (sessions)",
-            "replies per second",
-            &throughput,
-            Scale::Linear,
-            None,
-        )?;
-        // p99.9, not p99: a queued client's first reply waits for every client ahead of it, but it
-        // is one of its `lines` replies, and p99 of 100-line sessions steps right over it.
-        let slowest = lines(report, &looks, Metric::P999Us, 1.0);
-        line_chart(
-            &rows[1],
-            "Slowest replies: p99.9 latency (sessions, log scale)",
-            "p99.9 latency",
-            &slowest,
-            Scale::Log,
-            Some(budget_us),
-        )?;
-        let first = lines(report, &looks, Metric::FirstReplyMaxMs, 1000.0);
-        line_chart(
-            &rows[2],
-            "Time to first reply of the last client (log scale)",
-            "wait for the first reply",
-            &first,
-            Scale::Log,
-            Some(budget_us),
-        )?;
-        bar_chart(
-            &rows[3],
-            "Churn: connect, one line, close",
-            "connections per second",
-            &bars(report, &looks, Workload::Churn, Metric::ConnPerS),
-            Scale::Linear,
-            |v| format!("{}/s", thousands(v)),
-        )?;
-        bar_chart(
-            &rows[4],
-            "Memory per idle client (PSS growth, log scale)",
-            "KiB per idle client",
-            &bars(report, &looks, Workload::Footprint, Metric::PssPerConnKib),
-            Scale::Log,
-            |v| format!("{v:.1} KiB"),
-        )?;
-        // A zero is a run that spent less than one of `/proc`'s 10 ms ticks, not a free
-        // request: drawn, it would say so.
-        let mut cpu = lines(report, &looks, Metric::CpuUsPerReq, 1.0);
-        for line in &mut cpu {
-            line.points.retain(|p| p.value > 0.0);
+        let cells = body.split_evenly((rows, 2));
+        for (panel, area) in panels.iter().zip(&cells) {
+            draw_panel(area, *panel, report, &looks)?;
         }
-        cpu.retain(|line| !line.points.is_empty());
-        line_chart(
-            &rows[5],
-            "CPU time per request (sessions; under one /proc tick left out)",
-            "CPU µs per request",
-            &cpu,
-            Scale::Linear,
-            None,
-        )?;
-        bar_chart(
-            &rows[6],
-            "CPU time per connection (churn), reaped children included",
-            "CPU µs per connection",
-            &bars(report, &looks, Workload::Churn, Metric::CpuUsPerConn),
-            Scale::Linear,
-            |v| format!("{v:.0} µs"),
-        )?;
-        draw_notes(&rows[7], report)?;
+        draw_notes(&cells[panels.len()], report)?;
         root.present()?;
     }
     Ok(out)
+}
+
+fn draw_panel(
+    area: &Area<'_>,
+    panel: Panel,
+    report: &Report,
+    looks: &BTreeMap<String, Look>,
+) -> anyhow::Result<()> {
+    let budget_us = report.budget_secs * 1e6;
+    match panel {
+        Panel::Throughput => line_chart(
+            area,
+            "Throughput (sessions)",
+            "replies per second",
+            &lines(report, looks, Metric::ReqPerS, 1.0),
+            Scale::Linear,
+            None,
+        ),
+        // p99.9, not p99: a queued client's first reply waits for every client ahead of it, but it
+        // is one of its `lines` replies, and p99 of 100-line sessions steps right over it.
+        Panel::Slowest => line_chart(
+            area,
+            "Slowest replies: p99.9 latency (sessions, log scale)",
+            "p99.9 latency",
+            &lines(report, looks, Metric::P999Us, 1.0),
+            Scale::Log,
+            Some(budget_us),
+        ),
+        Panel::FirstReply => line_chart(
+            area,
+            "Time to first reply of the last client (log scale)",
+            "wait for the first reply",
+            &lines(report, looks, Metric::FirstReplyMaxMs, 1000.0),
+            Scale::Log,
+            Some(budget_us),
+        ),
+        Panel::Churn => bar_chart(
+            area,
+            "Churn: connect, one line, close",
+            "connections per second",
+            &bars(report, looks, Workload::Churn, Metric::ConnPerS),
+            Scale::Linear,
+            |v| format!("{}/s", thousands(v)),
+        ),
+        Panel::Memory => bar_chart(
+            area,
+            "Memory per idle client (PSS growth, log scale)",
+            "KiB per idle client",
+            &bars(report, looks, Workload::Footprint, Metric::PssPerConnKib),
+            Scale::Log,
+            |v| format!("{v:.1} KiB"),
+        ),
+        Panel::CpuPerRequest => {
+            // A zero is a run that spent less than one of `/proc`'s 10 ms ticks, not a free
+            // request: drawn, it would say so.
+            let mut cpu = lines(report, looks, Metric::CpuUsPerReq, 1.0);
+            for line in &mut cpu {
+                line.points.retain(|p| p.value > 0.0);
+            }
+            cpu.retain(|line| !line.points.is_empty());
+            line_chart(
+                area,
+                "CPU time per request (sessions; under one /proc tick left out)",
+                "CPU µs per request",
+                &cpu,
+                Scale::Linear,
+                None,
+            )
+        }
+        Panel::CpuPerConnection => bar_chart(
+            area,
+            "CPU time per connection (churn), reaped children included",
+            "CPU µs per connection",
+            &bars(report, looks, Workload::Churn, Metric::CpuUsPerConn),
+            Scale::Linear,
+            |v| format!("{v:.0} µs"),
+        ),
+        Panel::Burst(workload) => {
+            let bars = burst_bars(report, looks, workload);
+            let load = report
+                .entries
+                .iter()
+                .find(|e| e.workload == workload && e.measured())
+                .map_or("", |e| e.load.as_str());
+            bar_chart(
+                area,
+                &format!("All at once, one line each ({load}): the last answer"),
+                "ms from all connected to the last client's answer, the queue included",
+                &bars,
+                Scale::Linear,
+                wait,
+            )
+        }
+    }
+}
+
+/// The bars of a burst: when the last client was answered, with the median answer beside it.
+fn burst_bars<'a>(
+    report: &'a Report,
+    looks: &BTreeMap<String, Look>,
+    workload: Workload,
+) -> Vec<Bar<'a>> {
+    let mut bars = bars(report, looks, workload, Metric::LastAnswerMs);
+    for bar in &mut bars {
+        let Some(entry) = report
+            .entries
+            .iter()
+            .find(|e| e.subject == bar.subject && e.workload == workload && e.measured())
+        else {
+            continue;
+        };
+        if let Some(p50) = entry.median(Metric::AnswerP50Ms) {
+            let bound = if entry.lower_bounds.contains(&Metric::AnswerP50Ms) {
+                "≥"
+            } else {
+                ""
+            };
+            let median = format!("median {bound}{}", wait(p50));
+            bar.note = Some(match bar.note.take() {
+                Some(waiting) => format!("{median}; {waiting}"),
+                None => median,
+            });
+        }
+    }
+    bars
 }
 
 /// The title and a legend of every server.
@@ -458,6 +582,8 @@ struct Bar<'a> {
     look: Look,
     /// `None` where too few clients were served to tell (a queue): only the note is shown.
     value: Option<f64>,
+    /// The value is a lower bound (clients were still waiting): shown with `≥`.
+    lower_bound: bool,
     note: Option<String>,
 }
 
@@ -484,6 +610,7 @@ fn bars<'a>(
                 subject,
                 look: looks[subject],
                 value,
+                lower_bound: entry.lower_bounds.contains(&metric),
                 note: (waiting > 0.0).then(|| format!("{waiting} of {} never served", entry.size)),
             })
         })
@@ -605,9 +732,10 @@ where
                 )))?;
             }
         }
+        let bound = if bar.lower_bound { "≥" } else { "" };
         let text = match (bar.value, &bar.note) {
-            (Some(v), Some(note)) => format!("{} ({note})", label(v)),
-            (Some(v), None) => label(v),
+            (Some(v), Some(note)) => format!("{bound}{} ({note})", label(v)),
+            (Some(v), None) => format!("{bound}{}", label(v)),
             (None, Some(note)) => note.clone(),
             (None, None) => String::new(),
         };
@@ -650,7 +778,8 @@ fn draw_notes(area: &Area<'_>, report: &Report) -> anyhow::Result<()> {
         let size = if i == 0 { 18 } else { 15 };
         area.draw(&Text::new(
             line.clone(),
-            (30, 30 + i as i32 * 22),
+            // 19 px a line: all 22 fit in a cell of the chart.
+            (30, 24 + i as i32 * 19),
             (FONT, size).into_font().color(&RGBColor(40, 40, 40)),
         ))?;
     }
@@ -693,6 +822,15 @@ fn duration(us: f64) -> String {
     }
 }
 
+/// A wait in ms as "110 ms" or "1.05 s": close enough to compare waits of one bench.
+fn wait(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
 fn trim(v: f64) -> String {
     let text = format!("{v:.1}");
     text.strip_suffix(".0").map_or(text.clone(), str::to_owned)
@@ -732,6 +870,59 @@ mod tests {
     }
 
     #[test]
+    fn a_bench_of_the_bursts_alone_draws_their_panels_with_the_queue_marked() {
+        use crate::server::Subject;
+        use crate::{Job, Load};
+        use porthost::config::Model;
+        let sleep = Load::Sleep {
+            clients: 50,
+            ms: 100,
+        };
+        let busy = Load::Busy {
+            clients: 50,
+            us: 20000,
+        };
+        let job = |model| Job {
+            subject: Subject::Model(model),
+            service: "palindrome-v3".to_owned(),
+            loads: vec![sleep, busy],
+        };
+        let jobs = [job(Model::Sequential), job(Model::EventLoop)];
+        let mut report = Report::new(&jobs, 1, 3.0);
+        let sample = |last: f64, p50: f64, waiting: f64| {
+            let mut sample = crate::metric::Sample::default();
+            sample.set_bound(Metric::LastAnswerMs, last, waiting > 0.0);
+            sample.set(Metric::AnswerP50Ms, p50);
+            sample.set(Metric::Waiting, waiting);
+            sample
+        };
+        report.add(&jobs[0], sleep, sample(3000.0, 2500.0, 20.0));
+        report.add(&jobs[1], sleep, sample(104.0, 102.0, 0.0));
+        report.add(&jobs[0], busy, sample(1010.0, 505.0, 0.0));
+        report.add(&jobs[1], busy, sample(1020.0, 512.0, 0.0));
+        assert_eq!(
+            Panel::measured(&report),
+            [Panel::Burst(Workload::Sleep), Panel::Burst(Workload::Busy)]
+        );
+        let svg = svg(&report).unwrap();
+        let text = |t: &str| svg.contains(&format!(">\n{t}\n</text>"));
+        assert!(text(
+            "All at once, one line each (sleep_ms=100 c=50): the last answer"
+        ));
+        assert!(text(
+            "All at once, one line each (busy_us=20000 c=50): the last answer"
+        ));
+        assert!(!svg.contains("Throughput"), "only what was measured");
+        // The queue cut short by the budget is a lower bound, with those never answered.
+        assert!(
+            text("≥3.00 s (median 2.50 s; 20 of 50 never served)"),
+            "{svg}"
+        );
+        assert!(text("104 ms (median 102 ms)"), "{svg}");
+        assert!(text("1.01 s (median 505 ms)"), "{svg}");
+    }
+
+    #[test]
     fn labels() {
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(999.0), "999");
@@ -757,6 +948,8 @@ mod tests {
             "baseline-pool",
             "event-loop",
             "baseline-loop",
+            "prefork",
+            "baseline-prefork",
             "python-forking",
             "tcpserver-exec",
             "mine",
@@ -772,6 +965,7 @@ mod tests {
         assert_eq!(color("async"), color("baseline-async"));
         assert_eq!(color("thread-pool"), color("baseline-pool"));
         assert_eq!(color("event-loop"), color("baseline-loop"));
+        assert_eq!(color("prefork"), color("baseline-prefork"));
         assert_eq!(looks["baseline-fork"].dash, Dash::Dashed);
         assert_eq!(looks["thread-per-client+admin"].dash, Dash::Dotted);
         for (name, look) in &looks {

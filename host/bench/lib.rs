@@ -41,7 +41,7 @@ use nix::unistd::Pid;
 use metric::{Metric, Sample};
 use porthost::config::Model;
 use report::Report;
-use server::{Server, Subject, TcpserverProgram};
+use server::{PerLine, Server, Subject, TcpserverProgram};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -89,7 +89,19 @@ pub struct BenchArgs {
     /// Two-player games played at once by the game workload (--service word-guess).
     #[arg(long, default_value_t = 100)]
     pub games: usize,
-    /// Workloads to run, comma-separated [default: sessions,churn,footprint; game for word-guess].
+    /// Clients of the sleep and busy workloads, all connected at once, each sending one line.
+    #[arg(long, default_value_t = 50)]
+    pub burst: usize,
+    /// The palindrome service's `sleep_ms` under the sleep workload: a wait per line, done the
+    /// model's way.
+    #[arg(long, default_value_t = 100)]
+    pub sleep_ms: u64,
+    /// The palindrome service's `busy_us` under the busy workload: CPU spun per line.
+    #[arg(long, default_value_t = 20_000)]
+    pub busy_us: u64,
+    /// Workloads to run, comma-separated [default: sessions,churn,footprint; game for
+    /// word-guess]. sleep and busy run the porthost models only: the other servers do no work
+    /// per line.
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<Workload>>,
     /// Time budget of every workload run, in seconds; what has not finished is reported
@@ -107,7 +119,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Draw the results as SVG: throughput, p99.9 latency and time to first reply against client
-    /// count (clients still waiting shown at the budget), churn and memory per idle client.
+    /// count (clients still waiting shown at the budget), churn, memory per idle client, CPU
+    /// per unit of work, and the last answer under sleep and busy: the panels of the workloads
+    /// run.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Run the project's target scenarios (10,000 async clients, 500 games, ...) and check them.
@@ -137,6 +151,10 @@ pub struct Sizes {
     pub churn: usize,
     pub idle: usize,
     pub games: usize,
+    /// The sleep and busy workloads: clients, and the work per line.
+    pub burst: usize,
+    pub sleep_ms: u64,
+    pub busy_us: u64,
     pub budget: Duration,
     pub runs: usize,
 }
@@ -168,6 +186,9 @@ impl Sizes {
         if runs == 0 {
             bail!("--runs must be at least 1");
         }
+        if args.burst == 0 || args.sleep_ms == 0 || args.busy_us == 0 {
+            bail!("--burst, --sleep-ms and --busy-us need at least 1");
+        }
         if args.targets && runs < TARGET_RUNS {
             bail!("the targets are judged on medians of at least {TARGET_RUNS} runs, not {runs}");
         }
@@ -177,6 +198,9 @@ impl Sizes {
             // The footprint holds as many idle clients as the largest sessions workload.
             idle: args.idle.unwrap_or(largest),
             games: args.games,
+            burst: args.burst,
+            sleep_ms: args.sleep_ms,
+            busy_us: args.busy_us,
             budget: Duration::from_secs(args.duration.unwrap_or(if quick { 3 } else { 10 }).max(1)),
             runs,
             clients,
@@ -191,6 +215,10 @@ pub enum Workload {
     Churn,
     Footprint,
     Game,
+    /// `clients` at once, one line each, the service waiting `sleep_ms` per line.
+    Sleep,
+    /// `clients` at once, one line each, the service spinning `busy_us` per line.
+    Busy,
 }
 
 /// One workload with its size.
@@ -200,6 +228,8 @@ pub enum Load {
     Churn { total: usize, workers: usize },
     Footprint { clients: usize },
     Game { games: usize },
+    Sleep { clients: usize, ms: u64 },
+    Busy { clients: usize, us: u64 },
 }
 
 impl Load {
@@ -209,13 +239,33 @@ impl Load {
             Load::Churn { .. } => Workload::Churn,
             Load::Footprint { .. } => Workload::Footprint,
             Load::Game { .. } => Workload::Game,
+            Load::Sleep { .. } => Workload::Sleep,
+            Load::Busy { .. } => Workload::Busy,
+        }
+    }
+
+    /// The work per line the service is configured with for this load.
+    pub fn work(self) -> PerLine {
+        match self {
+            Load::Sleep { ms, .. } => PerLine {
+                sleep_ms: ms,
+                ..PerLine::default()
+            },
+            Load::Busy { us, .. } => PerLine {
+                busy_us: us,
+                ..PerLine::default()
+            },
+            _ => PerLine::default(),
         }
     }
 
     /// The size the report keys on: clients, connections or games.
     pub fn size(self) -> usize {
         match self {
-            Load::Sessions { clients, .. } | Load::Footprint { clients } => clients,
+            Load::Sessions { clients, .. }
+            | Load::Footprint { clients }
+            | Load::Sleep { clients, .. }
+            | Load::Busy { clients, .. } => clients,
             Load::Churn { total, .. } => total,
             Load::Game { games } => games,
         }
@@ -224,7 +274,10 @@ impl Load {
     /// Connections the server must take at once.
     fn concurrency(self) -> usize {
         match self {
-            Load::Sessions { clients, .. } | Load::Footprint { clients } => clients,
+            Load::Sessions { clients, .. }
+            | Load::Footprint { clients }
+            | Load::Sleep { clients, .. }
+            | Load::Busy { clients, .. } => clients,
             Load::Churn { workers, .. } => workers,
             Load::Game { games } => games * 2,
         }
@@ -238,6 +291,8 @@ impl fmt::Display for Load {
             Load::Churn { total, .. } => write!(f, "churn n={total}"),
             Load::Footprint { clients } => write!(f, "footprint c={clients}"),
             Load::Game { games } => write!(f, "game g={games}"),
+            Load::Sleep { clients, ms } => write!(f, "sleep_ms={ms} c={clients}"),
+            Load::Busy { clients, us } => write!(f, "busy_us={us} c={clients}"),
         }
     }
 }
@@ -339,13 +394,30 @@ fn plan(args: &BenchArgs, sizes: &Sizes) -> anyhow::Result<Vec<Job>> {
                 }
                 Workload::Footprint => {}
                 Workload::Game => loads.push(Load::Game { games: sizes.games }),
+                // Only porthost's services take the work per line.
+                Workload::Sleep | Workload::Busy
+                    if !matches!(subject, Subject::Model(_) | Subject::Admin(_)) => {}
+                Workload::Sleep => loads.push(Load::Sleep {
+                    clients: sizes.burst,
+                    ms: sizes.sleep_ms,
+                }),
+                Workload::Busy => loads.push(Load::Busy {
+                    clients: sizes.burst,
+                    us: sizes.busy_us,
+                }),
             }
         }
-        jobs.push(Job {
-            subject,
-            service: args.service.clone(),
-            loads,
-        });
+        // A server with nothing to run (a twin under sleep alone) has no column.
+        if !loads.is_empty() {
+            jobs.push(Job {
+                subject,
+                service: args.service.clone(),
+                loads,
+            });
+        }
+    }
+    if jobs.is_empty() {
+        bail!("nothing to measure: sleep and busy run porthost's models only (--models)");
     }
     Ok(jobs)
 }
@@ -406,7 +478,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
                 // A fresh server for every measurement: what one load leaves behind (allocator
                 // caches, a grown runtime) must not flatter or burden the next.
                 let server = Cpus::for_servers(cpus.as_ref(), || {
-                    Server::start(&job.subject, &job.service, load.concurrency())
+                    Server::start(&job.subject, &job.service, load.concurrency(), load.work())
                 })
                 .with_context(|| format!("starting {}", job.subject.name()))?;
                 let sample = runtime.block_on(measure(&server, *load, budget));
@@ -582,7 +654,7 @@ async fn measure(server: &Server, load: Load, budget: Duration) -> Sample {
 /// with the first connection) is not charged to the load.
 async fn measure_load(server: &Server, load: Load, budget: Duration) -> Sample {
     let per_unit = match load {
-        Load::Sessions { .. } => Some(Metric::CpuUsPerReq),
+        Load::Sessions { .. } | Load::Sleep { .. } | Load::Busy { .. } => Some(Metric::CpuUsPerReq),
         Load::Churn { .. } => Some(Metric::CpuUsPerConn),
         Load::Footprint { .. } | Load::Game { .. } => None,
     };
@@ -629,5 +701,85 @@ async fn run_load(server: &Server, load: Load, budget: Duration) -> Sample {
             None => Sample::default(),
         },
         Load::Game { games } => load::game(server.addr, games, budget).await,
+        Load::Sleep { clients, .. } | Load::Busy { clients, .. } => {
+            load::burst(server.addr, clients, budget).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn planned(args: &[&str]) -> anyhow::Result<Vec<Job>> {
+        let args =
+            Command::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?.bench;
+        plan(&args, &Sizes::of(&args)?)
+    }
+
+    #[test]
+    fn sleep_and_busy_run_the_models_alone_with_the_work_per_line_asked_for() {
+        let jobs = planned(&[
+            "--models",
+            "sequential,event-loop",
+            "--workloads",
+            "sleep,busy,churn",
+            "--burst",
+            "20",
+            "--sleep-ms",
+            "50",
+        ])
+        .unwrap();
+        let names: Vec<String> = jobs.iter().map(|j| j.subject.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "sequential",
+                "baseline-sequential",
+                "event-loop",
+                "baseline-loop"
+            ]
+        );
+        let sleep = Load::Sleep {
+            clients: 20,
+            ms: 50,
+        };
+        let busy = Load::Busy {
+            clients: 20,
+            us: 20_000,
+        };
+        let churn = Load::Churn {
+            total: 2000,
+            workers: CHURN_WORKERS,
+        };
+        assert_eq!(jobs[0].loads, [sleep, busy, churn]);
+        // The twins do no work per line: they get the churn alone.
+        assert_eq!(jobs[1].loads, [churn]);
+        assert_eq!(sleep.to_string(), "sleep_ms=50 c=20");
+        assert_eq!(
+            (sleep.work().sleep_ms, sleep.work().busy_us),
+            (50, 0),
+            "the service waits"
+        );
+        assert_eq!((busy.work().sleep_ms, busy.work().busy_us), (0, 20_000));
+        assert_eq!(churn.work(), PerLine::default());
+    }
+
+    #[test]
+    fn a_burst_with_nothing_to_run_or_no_work_is_refused() {
+        let err = planned(&["--addr", "127.0.0.1:7000", "--workloads", "sleep"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("porthost's models only"),
+            "{err:#}"
+        );
+        let err = planned(&["--workloads", "busy", "--busy-us", "0"]).unwrap_err();
+        assert!(format!("{err:#}").contains("--busy-us"), "{err:#}");
     }
 }

@@ -129,6 +129,56 @@ impl Censored {
 /// answered counts the whole budget as its time to first reply. Figures that such waits reach
 /// are marked as lower bounds.
 pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Duration) -> Sample {
+    let (served, elapsed) = serve_sessions(addr, clients, lines, budget).await;
+    let tally = Tally::of(&served, budget);
+    let mut sample = tally.sample(clients, budget);
+    let elapsed = elapsed.min(budget + Duration::from_millis(100));
+    sample.set(Metric::ReqPerS, tally.served as f64 / elapsed.as_secs_f64());
+    for (metric, quantile) in [
+        (Metric::P50Us, 0.5),
+        (Metric::P99Us, 0.99),
+        (Metric::P999Us, 0.999),
+    ] {
+        let (value, bound) = tally.latency.at(quantile);
+        sample.set_bound(metric, value as f64, bound);
+    }
+    let (p50, bound) = tally.first.at(0.5);
+    sample.set_bound(Metric::FirstReplyP50Ms, p50 as f64 / 1000.0, bound);
+    let (max, bound) = tally.first.max();
+    sample.set_bound(Metric::FirstReplyMaxMs, max as f64 / 1000.0, bound);
+    sample
+}
+
+/// `sleep` and `busy`: `clients` connected at once, each sending one line, as a crowd arrives
+/// at a server whose every answer takes time. What users see: the time from the moment all
+/// are connected to each one's answer, the wait in the server's queue (the listen backlog, a
+/// pool's queue, a loop's turn) included, and when the last one got it.
+pub async fn burst(addr: SocketAddr, clients: usize, budget: Duration) -> Sample {
+    let (served, _) = serve_sessions(addr, clients, 1, budget).await;
+    burst_sample(&served, clients, budget)
+}
+
+/// The figures of a burst from how each client fared.
+fn burst_sample(served: &[SessionClient], clients: usize, budget: Duration) -> Sample {
+    let tally = Tally::of(served, budget);
+    let mut sample = tally.sample(clients, budget);
+    for (metric, quantile) in [(Metric::AnswerP50Ms, 0.5), (Metric::AnswerP99Ms, 0.99)] {
+        let (value, bound) = tally.first.at(quantile);
+        sample.set_bound(metric, value as f64 / 1000.0, bound);
+    }
+    let (last, bound) = tally.first.max();
+    sample.set_bound(Metric::LastAnswerMs, last as f64 / 1000.0, bound);
+    sample
+}
+
+/// Runs `clients` session clients of `lines` lines each: how each fared, and how long it took
+/// from the moment all were connected.
+async fn serve_sessions(
+    addr: SocketAddr,
+    clients: usize,
+    lines: usize,
+    budget: Duration,
+) -> (Vec<SessionClient>, Duration) {
     let connect_deadline = Instant::now() + budget;
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let start = Arc::new(std::sync::OnceLock::new());
@@ -189,61 +239,82 @@ pub async fn sessions(addr: SocketAddr, clients: usize, lines: usize, budget: Du
     start.set(Instant::now()).expect("set once");
     barrier.wait().await;
     let started = *start.get().expect("set");
-    let mut latency = Censored::new();
-    let mut first = Censored::new();
-    let (mut errors, mut served, mut waiting, mut cut) = (0u64, 0u64, 0usize, 0usize);
+    let mut served = Vec::with_capacity(clients);
     for task in tasks {
-        let client = task.await.unwrap_or_else(|_| SessionClient {
+        served.push(task.await.unwrap_or_else(|_| SessionClient {
             error: true,
             ..SessionClient::default()
-        });
-        served += client.latencies.len() as u64;
-        for l in &client.latencies {
-            latency.record(*l);
-        }
-        if let Some(pending) = client.pending {
-            latency.record_bound(pending);
-        }
-        match client.first_reply {
-            Some(f) => first.record(micros(f)),
-            None if client.cut => first.record_bound(micros(budget)),
-            None => {}
-        }
-        errors += u64::from(client.error);
-        if client.cut {
-            cut += 1;
-            waiting += usize::from(client.first_reply.is_none());
-        }
+        }));
     }
-    let elapsed = started.elapsed().min(budget + Duration::from_millis(100));
-    let mut sample = Sample {
-        errors,
-        ..Sample::default()
-    };
-    sample.set(Metric::Served, served as f64);
-    sample.set(Metric::ReqPerS, served as f64 / elapsed.as_secs_f64());
-    for (metric, quantile) in [
-        (Metric::P50Us, 0.5),
-        (Metric::P99Us, 0.99),
-        (Metric::P999Us, 0.999),
-    ] {
-        let (value, bound) = latency.at(quantile);
-        sample.set_bound(metric, value as f64, bound);
+    (served, started.elapsed())
+}
+
+/// Session clients summed up: every latency and first reply, the waits cut short by the budget
+/// as lower bounds.
+struct Tally {
+    latency: Censored,
+    first: Censored,
+    errors: u64,
+    /// Requests answered.
+    served: u64,
+    /// Clients never answered at all.
+    waiting: usize,
+    /// Clients the budget cut short, answered or not.
+    cut: usize,
+}
+
+impl Tally {
+    fn of(clients: &[SessionClient], budget: Duration) -> Tally {
+        let mut tally = Tally {
+            latency: Censored::new(),
+            first: Censored::new(),
+            errors: 0,
+            served: 0,
+            waiting: 0,
+            cut: 0,
+        };
+        for client in clients {
+            tally.served += client.latencies.len() as u64;
+            for l in &client.latencies {
+                tally.latency.record(*l);
+            }
+            if let Some(pending) = client.pending {
+                tally.latency.record_bound(pending);
+            }
+            match client.first_reply {
+                Some(f) => tally.first.record(micros(f)),
+                None if client.cut => tally.first.record_bound(micros(budget)),
+                None => {}
+            }
+            tally.errors += u64::from(client.error);
+            if client.cut {
+                tally.cut += 1;
+                tally.waiting += usize::from(client.first_reply.is_none());
+            }
+        }
+        tally
     }
-    let (p50, bound) = first.at(0.5);
-    sample.set_bound(Metric::FirstReplyP50Ms, p50 as f64 / 1000.0, bound);
-    let (max, bound) = first.max();
-    sample.set_bound(Metric::FirstReplyMaxMs, max as f64 / 1000.0, bound);
-    sample.set(Metric::Waiting, waiting as f64);
-    if cut > 0 {
-        let secs = budget.as_secs_f64();
-        sample.unfinished = Some(if waiting > 0 {
-            format!("queued: {waiting} of {clients} clients still waiting at {secs} s")
-        } else {
-            format!("cut: {cut} of {clients} clients had not finished at {secs} s")
-        });
+
+    /// What every session workload reports: errors, requests served, clients still waiting,
+    /// and what the budget cut short.
+    fn sample(&self, clients: usize, budget: Duration) -> Sample {
+        let mut sample = Sample {
+            errors: self.errors,
+            ..Sample::default()
+        };
+        sample.set(Metric::Served, self.served as f64);
+        sample.set(Metric::Waiting, self.waiting as f64);
+        if self.cut > 0 {
+            let secs = budget.as_secs_f64();
+            let (waiting, cut) = (self.waiting, self.cut);
+            sample.unfinished = Some(if waiting > 0 {
+                format!("queued: {waiting} of {clients} clients still waiting at {secs} s")
+            } else {
+                format!("cut: {cut} of {clients} clients had not finished at {secs} s")
+            });
+        }
+        sample
     }
-    sample
 }
 
 /// `churn`: `workers` clients each connect, send one line, read the answer and disconnect,
@@ -630,6 +701,57 @@ mod tests {
         assert_eq!(
             failure.as_deref(),
             Some(format!("GET /api/state from {admin} answered 404").as_str())
+        );
+    }
+
+    #[test]
+    fn a_burst_reports_the_last_answer_with_the_queue_and_the_clients_never_answered() {
+        let answered = |ms: u64| SessionClient {
+            latencies: vec![ms * 1000],
+            first_reply: Some(Duration::from_millis(ms)),
+            ..SessionClient::default()
+        };
+        // A sequential server with a 100 ms wait per line: the n-th client is answered after
+        // n × 100 ms.
+        let queue: Vec<SessionClient> = (1..=50).map(|n| answered(n * 100)).collect();
+        let sample = burst_sample(&queue, 50, Duration::from_secs(10));
+        let near = |metric: Metric, want: f64| {
+            let got = sample.get(metric).unwrap();
+            assert!(
+                (got - want).abs() <= want * 0.01,
+                "{metric:?}: {got} vs {want}"
+            );
+            assert!(!sample.lower_bounds.contains(&metric), "{metric:?}");
+        };
+        near(Metric::AnswerP50Ms, 2500.0);
+        near(Metric::AnswerP99Ms, 5000.0);
+        near(Metric::LastAnswerMs, 5000.0);
+        assert_eq!(sample.get(Metric::Served), Some(50.0));
+        assert_eq!(sample.get(Metric::Waiting), Some(0.0));
+        assert!(sample.unfinished.is_none() && sample.errors == 0);
+
+        // The budget ran out with 20 clients still queued and one broken: the queue is at
+        // least the budget long, and the broken client is an error, not an answer.
+        let mut cut: Vec<SessionClient> = (1..=29).map(|n| answered(n * 100)).collect();
+        cut.extend((0..20).map(|_| SessionClient {
+            cut: true,
+            ..SessionClient::default()
+        }));
+        cut.push(SessionClient {
+            error: true,
+            ..SessionClient::default()
+        });
+        let sample = burst_sample(&cut, 50, Duration::from_secs(3));
+        let last = sample.get(Metric::LastAnswerMs).unwrap();
+        assert!((3000.0..3004.0).contains(&last), "{last}");
+        assert!(sample.lower_bounds.contains(&Metric::LastAnswerMs));
+        assert!(sample.lower_bounds.contains(&Metric::AnswerP99Ms));
+        assert!(!sample.lower_bounds.contains(&Metric::AnswerP50Ms));
+        assert_eq!(sample.get(Metric::Waiting), Some(20.0));
+        assert_eq!(sample.errors, 1);
+        assert_eq!(
+            sample.unfinished.as_deref(),
+            Some("queued: 20 of 50 clients still waiting at 3 s")
         );
     }
 

@@ -29,6 +29,12 @@ pub enum Metric {
     FirstReplyP50Ms,
     /// The last client's first reply: how long the queue in front of a server is.
     FirstReplyMaxMs,
+    /// Sleep and busy: from the moment every client is connected to a client's answer, the
+    /// wait in the server's queue included, in ms: the median and the 99th percentile ...
+    AnswerP50Ms,
+    AnswerP99Ms,
+    /// ... and the last client's answer: when the whole crowd has been served.
+    LastAnswerMs,
     /// Clients that had no reply at all when the budget ran out (queued, or stuck).
     Waiting,
     /// Footprint: memory (PSS summed over the server's processes) before the idle clients...
@@ -69,6 +75,9 @@ impl Metric {
             Metric::MoveP99Us => "move p99 µs",
             Metric::FirstReplyP50Ms => "first reply p50 ms",
             Metric::FirstReplyMaxMs => "first reply max ms",
+            Metric::AnswerP50Ms => "answer p50 ms",
+            Metric::AnswerP99Ms => "answer p99 ms",
+            Metric::LastAnswerMs => "last answer ms",
             Metric::Waiting => "clients still waiting",
             Metric::PssIdleMib => "PSS idle MiB",
             Metric::PssMib => "PSS loaded MiB",
@@ -87,8 +96,13 @@ impl Metric {
         match self {
             Metric::FirstReplyP50Ms
             | Metric::FirstReplyMaxMs
+            | Metric::AnswerP50Ms
+            | Metric::AnswerP99Ms
+            | Metric::LastAnswerMs
             | Metric::PssIdleMib
             | Metric::PssMib => format!("{value:.1}"),
+            // Work per line (busy_us) makes a request cost milliseconds: no decimals there.
+            Metric::CpuUsPerReq if value >= 1000.0 => format!("{value:.0}"),
             Metric::PssPerConnKib | Metric::CpuUsPerReq => format!("{value:.2}"),
             Metric::CpuUsPerConn => format!("{value:.1}"),
             _ => format!("{value:.0}"),
@@ -143,6 +157,8 @@ impl Sample {
             (Metric::CpuUsPerConn, "CPU {} µs/connection"),
             (Metric::FaultsPerConn, "{} page faults/connection"),
             (Metric::FirstReplyMaxMs, "last first reply {} ms"),
+            (Metric::AnswerP50Ms, "answer p50 {} ms"),
+            (Metric::LastAnswerMs, "last answer {} ms"),
             (Metric::Waiting, "{} still waiting"),
             (Metric::PssPerConnKib, "PSS {} KiB per idle client"),
         ] {

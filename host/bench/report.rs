@@ -296,7 +296,7 @@ enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 22] = [
+    const ALL: [Row; 25] = [
         Row::Metric(Metric::ReqPerS),
         Row::Metric(Metric::ConnPerS),
         Row::Metric(Metric::CpuUsPerReq),
@@ -311,6 +311,9 @@ impl Row {
         Row::Metric(Metric::MoveP99Us),
         Row::Metric(Metric::FirstReplyP50Ms),
         Row::Metric(Metric::FirstReplyMaxMs),
+        Row::Metric(Metric::AnswerP50Ms),
+        Row::Metric(Metric::AnswerP99Ms),
+        Row::Metric(Metric::LastAnswerMs),
         Row::Metric(Metric::Waiting),
         Row::Metric(Metric::PssIdleMib),
         Row::Metric(Metric::PssMib),

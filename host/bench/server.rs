@@ -108,6 +108,28 @@ impl TcpserverProgram {
     }
 }
 
+/// The work per line a palindrome service is configured with (its `busy_us` and `sleep_ms`
+/// options), for the workloads that show how each model bears it; zero for the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerLine {
+    pub busy_us: u64,
+    pub sleep_ms: u64,
+}
+
+impl PerLine {
+    /// The service's `options` line, or `None` for no work at all.
+    fn options(self) -> Option<String> {
+        let mut keys = Vec::new();
+        if self.busy_us > 0 {
+            keys.push(format!("busy_us = {}", self.busy_us));
+        }
+        if self.sleep_ms > 0 {
+            keys.push(format!("sleep_ms = {}", self.sleep_ms));
+        }
+        (!keys.is_empty()).then(|| format!("options = {{ {} }}\n", keys.join(", ")))
+    }
+}
+
 /// A server being measured.
 #[derive(Debug)]
 pub struct Server {
@@ -126,11 +148,17 @@ pub const GAME_WORDS: [&str; 12] = [
 ];
 
 impl Server {
-    /// Starts the server for `subject`, serving `service`, sized for `max_clients` at once.
-    pub fn start(subject: &Subject, service: &str, max_clients: usize) -> anyhow::Result<Server> {
+    /// Starts the server for `subject`, serving `service`, sized for `max_clients` at once;
+    /// `work` is for porthost's services, which alone take it.
+    pub fn start(
+        subject: &Subject,
+        service: &str,
+        max_clients: usize,
+        work: PerLine,
+    ) -> anyhow::Result<Server> {
         match subject {
-            Subject::Model(model) => start_host(*model, service, max_clients, false),
-            Subject::Admin(model) => start_host(*model, service, max_clients, true),
+            Subject::Model(model) => start_host(*model, service, max_clients, work, false),
+            Subject::Admin(model) => start_host(*model, service, max_clients, work, true),
             Subject::Baseline(kind) => {
                 let mut command = Command::new(baseline::program(*kind)?);
                 command.args(kind.args(max_clients));
@@ -238,6 +266,7 @@ fn start_host(
     model: Model,
     service: &str,
     max_clients: usize,
+    work: PerLine,
     admin: bool,
 ) -> anyhow::Result<Server> {
     let mut last_error = None;
@@ -249,7 +278,7 @@ fn start_host(
         let config = dir.path().join("services.toml");
         std::fs::write(
             &config,
-            host_config(port, model, service, max_clients, admin),
+            host_config(port, model, service, max_clients, work, admin),
         )?;
         let log = std::fs::File::create(dir.path().join("host.log"))?;
         let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
@@ -314,6 +343,7 @@ fn host_config(
     model: Model,
     service: &str,
     max_clients: usize,
+    work: PerLine,
     admin: Option<u16>,
 ) -> String {
     let mut text = String::from("[host]\nshutdown_grace_secs = 1\n");
@@ -331,6 +361,10 @@ fn host_config(
             "workers = {}\n",
             baseline::pool_workers(max_clients)
         )),
+        Model::Prefork => text.push_str(&format!(
+            "workers = {}\n",
+            baseline::prefork_workers(max_clients)
+        )),
         _ => {
             let max = model
                 .default_max_connections(Model::default_workers())
@@ -344,6 +378,8 @@ fn host_config(
             "options = {{ players = 2, words = [{}] }}\n",
             words.join(", ")
         ));
+    } else if let Some(options) = work.options() {
+        text.push_str(&options);
     }
     text
 }
@@ -354,14 +390,54 @@ mod tests {
 
     #[test]
     fn the_host_config_is_valid_and_turns_the_admin_endpoint_on_when_asked() {
-        let plain = host_config(7001, Model::ThreadPerClient, "palindrome-v3", 2000, None);
+        let plain = host_config(
+            7001,
+            Model::ThreadPerClient,
+            "palindrome-v3",
+            2000,
+            PerLine::default(),
+            None,
+        );
         let config = porthost::config::Config::parse(&plain, Path::new("bench.toml")).unwrap();
         assert_eq!(config.ports.len(), 1);
         assert_eq!(config.ports[0].entry.max_connections, 2016);
         assert!(!plain.contains("admin"));
-        let admin = host_config(7001, Model::Async, "palindrome-v3", 10, Some(7000));
+        assert!(!plain.contains("options"));
+        let admin = host_config(
+            7001,
+            Model::Async,
+            "palindrome-v3",
+            10,
+            PerLine::default(),
+            Some(7000),
+        );
         let host = admin.split("\n\n").next().unwrap();
         assert!(host.starts_with("[host]\n"), "{admin}");
         assert!(host.ends_with("\nadmin = \"127.0.0.1:7000\""), "{admin}");
+    }
+
+    #[test]
+    fn the_work_per_line_reaches_the_palindrome_service() {
+        for (work, options) in [
+            (
+                PerLine {
+                    sleep_ms: 100,
+                    busy_us: 0,
+                },
+                "options = { sleep_ms = 100 }\n",
+            ),
+            (
+                PerLine {
+                    sleep_ms: 0,
+                    busy_us: 20000,
+                },
+                "options = { busy_us = 20000 }\n",
+            ),
+        ] {
+            let text = host_config(7001, Model::EventLoop, "palindrome-v3", 50, work, None);
+            assert!(text.ends_with(options), "{text}");
+            // The host takes it: the service's own option reader has checked the keys.
+            porthost::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
+        }
     }
 }

@@ -8,6 +8,11 @@
 //! of the host and of every process below it (`VmHWM`, and PSS sampled as the lines arrive):
 //! the host buffers at most `max_line_bytes` of a line, so no process may come near the line's
 //! size. This is where that promise is checked; no test asserts memory.
+//!
+//! Every model is soaked, whatever the config covers: for a model no port of the config runs,
+//! the soak adds a `palindrome-v3` port of its own on a free loopback port to its copy of the
+//! config (the thread pool's with a `workers` count that each reload changes, so a reload also
+//! replaces a pool).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -72,10 +77,18 @@ pub fn main(args: SoakArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config = Config::parse(&text, &args.config)?;
+    let variant = changed(&text, &config).context("no port to change on reload")?;
+    let added = missing_models(&config)
+        .into_iter()
+        .map(|model| Ok((model, free_port()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let text = format!("{text}{}", added_ports(&added, false));
+    let variant = format!("{variant}{}", added_ports(&added, true));
+    let config = Config::parse(&text, &args.config)
+        .with_context(|| format!("{} with the soak's own ports", args.config.display()))?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("services.toml");
     std::fs::write(&path, &text)?;
-    let variant = changed(&text, &config).context("no port to change on reload")?;
 
     let log = std::fs::File::create(dir.path().join("host.log"))?;
     let Some(mut host) = run_host(&path, config.ports.len(), log, "info")? else {
@@ -118,6 +131,7 @@ pub fn main(args: SoakArgs) -> anyhow::Result<()> {
 
     let findings = Findings {
         config: args.config,
+        added,
         minutes: args.minutes,
         reloads,
         tally,
@@ -142,6 +156,8 @@ pub fn main(args: SoakArgs) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct Findings {
     pub config: PathBuf,
+    /// The ports the soak added for the models the config has none for.
+    pub added: Vec<(Model, u16)>,
     pub minutes: f64,
     pub reloads: u32,
     pub tally: Tally,
@@ -205,6 +221,14 @@ impl fmt::Display for Findings {
             self.minutes,
             self.reloads
         )?;
+        if !self.added.is_empty() {
+            let added: Vec<String> = self
+                .added
+                .iter()
+                .map(|(model, port)| format!("{model} on {port}"))
+                .collect();
+            writeln!(f, "ports added          {}", added.join(", "))?;
+        }
         writeln!(f, "requests served      {}", t.requests)?;
         writeln!(f, "connections churned  {}", t.connections)?;
         writeln!(f, "games finished       {}", t.games)?;
@@ -435,6 +459,42 @@ fn changed(text: &str, config: &Config) -> Option<String> {
     ))
 }
 
+/// The models no port of `config` runs, in their order.
+fn missing_models(config: &Config) -> Vec<Model> {
+    Model::ALL
+        .into_iter()
+        .filter(|model| !config.ports.iter().any(|p| p.entry.model == *model))
+        .collect()
+}
+
+/// The pool the soak's own thread-pool port starts with, and has after every other reload:
+/// fewer workers than a round's 20 clients, so that clients also wait in its queue.
+const POOL_WORKERS: [u32; 2] = [4, 6];
+
+/// The TOML of the ports the soak adds, a palindrome-v3 port per model; `reloaded`: as the
+/// reload's config has them.
+fn added_ports(added: &[(Model, u16)], reloaded: bool) -> String {
+    let mut text = String::new();
+    for (model, port) in added {
+        text.push_str(&format!(
+            "\n# Added by porthost soak: {model} has no port in the config.\n\
+             [ports.{port}]\nservice = \"palindrome-v3\"\nmodel = \"{model}\"\n"
+        ));
+        if *model == Model::ThreadPool {
+            let workers = POOL_WORKERS[usize::from(reloaded)];
+            text.push_str(&format!("workers = {workers}\n"));
+        }
+    }
+    text
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// One round: every port gets its workload at once.
 async fn round(entries: &[PortEntry], tally: &mut Tally, end: Instant, warm_up: bool) {
     let deadline = (Instant::now() + ROUND).min(end);
@@ -576,6 +636,7 @@ mod tests {
         };
         Findings {
             config: "services.toml".into(),
+            added: Vec::new(),
             minutes: 1.0,
             reloads: 1,
             tally: Tally::default(),
@@ -612,5 +673,31 @@ mod tests {
         assert_eq!(failures.len(), 2, "{failures:?}");
         assert!(failures[0].starts_with("1 of 8 ports did not refuse"));
         assert!(failures[1].starts_with("a child process peaked at 102400 KiB"));
+    }
+
+    #[test]
+    fn the_models_the_config_lacks_get_ports_of_their_own_and_the_pool_is_resized_on_reload() {
+        let text = "[ports.7001]\nservice = \"palindrome-v3\"\nmodel = \"sequential\"\n\n\
+                    [ports.7002]\nservice = \"palindrome-v3\"\nmodel = \"thread-per-client\"\n";
+        let path = std::path::Path::new("services.toml");
+        let config = Config::parse(text, path).unwrap();
+        let missing = missing_models(&config);
+        assert_eq!(missing.len(), Model::ALL.len() - 2);
+        assert!(!missing.contains(&Model::Sequential) && missing.contains(&Model::ThreadPool));
+        let added: Vec<(Model, u16)> = missing.into_iter().zip(40001..).collect();
+        for reloaded in [false, true] {
+            let all = format!("{text}{}", added_ports(&added, reloaded));
+            let soaked = Config::parse(&all, path).unwrap();
+            assert!(missing_models(&soaked).is_empty(), "{all}");
+            assert_eq!(soaked.ports.len(), Model::ALL.len(), "{all}");
+            let pool = soaked
+                .ports
+                .iter()
+                .find(|p| p.entry.model == Model::ThreadPool)
+                .unwrap();
+            let workers = POOL_WORKERS[usize::from(reloaded)] as usize;
+            assert_eq!(pool.entry.workers, Some(workers), "{all}");
+        }
+        assert!(added_ports(&[], false).is_empty());
     }
 }

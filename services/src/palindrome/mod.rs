@@ -70,14 +70,29 @@ impl Work {
         }
     }
 
-    /// Spins for `busy` per line, `lines` of them: CPU work, whatever the form.
+    /// Spins until this thread has spent `busy` of CPU per line, `lines` of them: CPU work,
+    /// whatever the form. Counted on the thread's own CPU clock, not the wall clock: where more
+    /// threads spin than there are cores, each gets a share of one, and a spin that watched the
+    /// wall clock would end having done a fraction of its work (50 threads on 2 cores: a
+    /// twentieth), making the threads look as if they had a core each.
     fn spin(&self, lines: u32) {
         if self.busy.is_zero() {
             return;
         }
-        let until = Instant::now() + self.busy * lines;
-        while Instant::now() < until {
-            std::hint::spin_loop();
+        let work = self.busy * lines;
+        match thread_cpu() {
+            Some(start) => {
+                while thread_cpu().is_some_and(|now| now.saturating_sub(start) < work) {
+                    std::hint::spin_loop();
+                }
+            }
+            // No CPU clock for the thread (not Linux): the wall clock is the next best.
+            None => {
+                let until = Instant::now() + work;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
         }
     }
 
@@ -96,6 +111,12 @@ impl Work {
             tokio::time::sleep(self.sleep * lines).await;
         }
     }
+}
+
+/// The CPU time this thread has spent.
+fn thread_cpu() -> Option<Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(now))
 }
 
 /// Reads `strict`, the [`Work`] per line (and whatever `more` reads too), reporting every
@@ -273,6 +294,32 @@ mod tests {
             let back: String = half.chars().rev().collect();
             let text = format!("{half}{noise}{}{back}", middle.map(String::from).unwrap_or_default());
             proptest::prop_assert_eq!(is_palindrome(&text, false), is_palindrome_naive(&text));
+        }
+    }
+
+    #[test]
+    fn a_spin_is_cpu_time_spent_however_many_threads_share_the_cores() {
+        let work = Work {
+            busy: Duration::from_millis(15),
+            sleep: Duration::ZERO,
+        };
+        // More spinning threads than this machine has cores: each must still spend its own
+        // 2 × 15 ms of CPU, not 30 ms of the wall clock.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let spun: Vec<Duration> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..cores * 3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let start = thread_cpu().unwrap();
+                        work.blocking(2);
+                        thread_cpu().unwrap() - start
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for cpu in spun {
+            assert!(cpu >= Duration::from_millis(30), "{cpu:?}");
         }
     }
 
