@@ -468,9 +468,10 @@ impl ForkServer {
             if !program {
                 let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
             }
-            // A program's stderr goes into a pipe whose other end the host reads and logs.
+            // A program's stderr goes into a pipe whose other end the host reads and logs
+            // (blocking, as a program expects its stderr; the host makes its end non-blocking).
             let pipe = if program {
-                match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+                match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
                     Ok(pipe) => Some(pipe),
                     Err(e) => {
                         warn!(port = port.spec.port, %peer, "cannot make a pipe for the program's stderr: {e}");
