@@ -9,12 +9,12 @@
 //! and signal state as [`super::command::command`] gives a program the host spawns.
 //!
 //! Why this is sound. The child runs on the forker's memory until its `execve`, so it must not
-//! change anything the forker relies on: [`child`] neither allocates nor takes a lock nor
+//! change anything the forker relies on: `child` neither allocates nor takes a lock nor
 //! unwinds. It reads what [`spawn`] prepared before the `clone` (C strings, pointer arrays,
 //! the signals to reset) and makes system calls on it, each through a thin libc wrapper or
 //! `syscall`, and ends in `execve` or `_exit`. `CLONE_VFORK` suspends the calling thread until
 //! then, so the child's stack (an array in [`spawn`]'s frame) and everything it reads stay put,
-//! and what it writes (the step that failed, and `errno`, in [`Failure`]) is read after. All
+//! and what it writes (the step that failed, and `errno`, in `Failure`) is read after. All
 //! signals are blocked across the `clone`, so no handler of the forker runs on the shared
 //! memory; the child resets the ones with handlers to their default before it unblocks them.
 //! Credentials change by raw system call: glibc's `setuid` family would also change those of

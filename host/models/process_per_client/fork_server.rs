@@ -11,8 +11,8 @@
 //!   hands it the listening socket once, and this loop accepts, admits the client by the port's
 //!   [`Rules`] (with [`Gate`], the code the host's own accept loop decides with), forks, and
 //!   tells the host in one batch per turn. The host is not on a connection's path at all.
-//!   An `exec` port's program gets a stderr pipe made here, whose read end goes to the host
-//!   with the report.
+//!   An `exec` port's program is started without a fork ([`crate::exec::vfork`]) and gets a
+//!   stderr pipe made here, whose read end goes to the host with the report.
 //! - **The host hands each one over** (`SCM_RIGHTS` with [`ToForker::Serve`]) for what must
 //!   happen before a fork: a PROXY header read, a single-session port's one client.
 
