@@ -337,3 +337,89 @@ fn handled_signals() -> &'static [c_int] {
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::path::PathBuf;
+
+    use nix::sys::wait::{WaitStatus, waitpid};
+
+    use super::*;
+
+    fn program(path: &str, args: &[&str]) -> Program {
+        Program {
+            path: PathBuf::from(path),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec![("PATH".to_owned(), super::super::DEFAULT_PATH.to_owned())],
+            cwd: PathBuf::from("/"),
+            credentials: None,
+            limits: Vec::new(),
+        }
+    }
+
+    /// A connected pair: the server's end for the program, the client's for the test.
+    fn connection() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    #[test]
+    fn the_program_runs_on_the_socket_with_the_connections_variables() {
+        let sh = program(
+            "/bin/sh",
+            &[
+                "sh",
+                "-c",
+                "echo $PROTO $TCPREMOTEIP:$TCPREMOTEPORT $TCPLOCALPORT $(pwd)",
+            ],
+        );
+        let (server, mut client) = connection();
+        let (peer, local) = (server.peer_addr().unwrap(), server.local_addr().unwrap());
+        let prepared = Prepared::new(&sh).unwrap();
+        let started = spawn(&prepared, server.as_fd(), None, peer, local).unwrap();
+        assert!(started.failed.is_none(), "{:?}", started.failed);
+        drop(server);
+        let mut out = String::new();
+        client.read_to_string(&mut out).unwrap();
+        let want = format!("TCP 127.0.0.1:{} {} /\n", peer.port(), local.port());
+        assert_eq!(out, want);
+        assert_eq!(
+            waitpid(started.pid, None),
+            Ok(WaitStatus::Exited(started.pid, 0))
+        );
+    }
+
+    #[test]
+    fn a_program_that_cannot_start_says_why_and_exits_127() {
+        let missing = program("/nonexistent/program", &["program"]);
+        let (server, _client) = connection();
+        let (peer, local) = (server.peer_addr().unwrap(), server.local_addr().unwrap());
+        let prepared = Prepared::new(&missing).unwrap();
+        let started = spawn(&prepared, server.as_fd(), None, peer, local).unwrap();
+        let failed = started.failed.unwrap();
+        assert!(failed.starts_with("execve: No such file"), "{failed}");
+        assert_eq!(
+            waitpid(started.pid, None),
+            Ok(WaitStatus::Exited(started.pid, CANNOT_EXEC))
+        );
+        let mut cwd = program("/bin/true", &["true"]);
+        cwd.cwd = PathBuf::from("/nonexistent");
+        let started = spawn(
+            &Prepared::new(&cwd).unwrap(),
+            server.as_fd(),
+            None,
+            peer,
+            local,
+        );
+        let started = started.unwrap();
+        let failed = started.failed.unwrap();
+        assert!(failed.starts_with("chdir: No such file"), "{failed}");
+        assert_eq!(
+            waitpid(started.pid, None),
+            Ok(WaitStatus::Exited(started.pid, CANNOT_EXEC))
+        );
+    }
+}
