@@ -316,6 +316,49 @@ fn group_set(line: &str) -> Vec<u32> {
 }
 
 #[test]
+fn a_program_starts_with_blocking_descriptors_and_default_signals_under_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // The descriptors and signal state the shell got from the host, kept across its `exec`
+    // (a shell running commands blocks signals of its own around each).
+    let state = script(
+        dir.path(),
+        "state.sh",
+        "exec grep -E '^(flags|SigBlk|SigIgn)' /proc/self/fdinfo/0 /proc/self/fdinfo/1 \
+         /proc/self/fdinfo/2 /proc/self/status",
+    );
+    let options = command(&[state.to_str().unwrap()]);
+    let entries: Vec<_> = EXEC_MODELS.iter().map(|m| entry("exec", m, &options)).collect();
+    let host = TestHost::start("", &entries);
+    for (i, model) in EXEC_MODELS.iter().enumerate() {
+        let mut client = Client::connect(host.addr(i));
+        let lines: Vec<String> = std::iter::from_fn(|| client.line()).collect();
+        assert_eq!(lines.len(), 5, "{model}: {lines:?}");
+        let value = |line: &str| line.rsplit(['\t', ' ']).next().unwrap().to_owned();
+        for (fd, line) in lines[..3].iter().enumerate() {
+            let flags = u32::from_str_radix(&value(line), 8).unwrap();
+            assert_eq!(
+                flags & nix::libc::O_NONBLOCK as u32,
+                0,
+                "{model}: descriptor {fd} is non-blocking: {line}"
+            );
+        }
+        let mask = |line: &str| u64::from_str_radix(&value(line), 16);
+        assert_eq!(
+            mask(&lines[3]),
+            Ok(0),
+            "{model}: blocked signals: {lines:?}"
+        );
+        // Rust ignores SIGPIPE in the host; a program gets it back at its default.
+        let sigpipe = 1 << (nix::libc::SIGPIPE - 1);
+        assert_eq!(
+            mask(&lines[4]).unwrap() & sigpipe,
+            0,
+            "{model}: SIGPIPE ignored: {lines:?}"
+        );
+    }
+}
+
+#[test]
 fn limits_reach_the_program() {
     let dir = tempfile::tempdir().unwrap();
     let limits = script(dir.path(), "limits.sh", "ulimit -n; ulimit -t; ulimit -v");

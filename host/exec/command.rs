@@ -1,8 +1,8 @@
-//! The command line of one connection's program, and the two ways it starts: spawned by the
-//! host ([`spawn`], under `sequential`, `thread-per-client` and `async`), or executed in place
-//! by a process-per-client child the fork server has just forked ([`exec`]: no relay, no copy,
-//! `tcpserver`'s shape). Both go through [`command`], so a program sees the same descriptors,
-//! environment, user and limits under every model.
+//! The command line of one connection's program as the host spawns it ([`spawn`], under
+//! `sequential`, `thread-per-client` and `async`). The process-per-client fork server starts
+//! the same command line its own way ([`super::vfork`]), step for step as [`command`] does, so
+//! a program sees the same descriptors, environment, user, limits and signals under every
+//! model (tests/exec.rs compares them).
 //!
 //! This module opts in to `unsafe` for one call, `CommandExt::pre_exec`: resource limits, the
 //! parent-death signal and closing inherited descriptors must happen in the new process after
@@ -113,34 +113,4 @@ pub fn spawn(
     // not leave the program behind.
     command.kill_on_drop(true);
     command.spawn()
-}
-
-/// Becomes the program, in a process-per-client child; returns only if that failed. `stderr`
-/// is the write end of a pipe the host reads, or the fork server's own stderr when `None`;
-/// `local` is the address a PROXY header said the client connected to, or `None` for the
-/// socket's own.
-pub fn exec(
-    program: &Program,
-    socket: OwnedFd,
-    stderr: Option<OwnedFd>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) -> std::io::Error {
-    let local = match local {
-        Some(local) => local,
-        None => match socket2::SockRef::from(&socket)
-            .local_addr()
-            .map(|a| a.as_socket())
-        {
-            Ok(Some(local)) => local,
-            Ok(None) => return std::io::Error::other("the socket has no IP address"),
-            Err(e) => return e,
-        },
-    };
-    let mut command = command(program, peer, local);
-    let stderr = stderr.map_or_else(Stdio::inherit, Stdio::from);
-    if let Err(e) = wire(&mut command, socket, stderr) {
-        return e;
-    }
-    command.exec()
 }

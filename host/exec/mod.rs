@@ -5,8 +5,10 @@
 //! - [`Program`] (this file): the port's options, checked once (`porthost check` reports a
 //!   missing program, an unknown user, a limit out of range, with the options' line).
 //! - [`command`]: the command line of one connection (a clean environment with the UCSPI-TCP
-//!   variables, the working directory, the user, the limits), spawned by the host or executed
-//!   in place by a process-per-client child. It moves with the fork server if that changes.
+//!   variables, the working directory, the user, the limits), spawned by the host.
+//! - [`vfork`]: the same command line, started by the process-per-client fork server without
+//!   copying it (`CLONE_VM | CLONE_VFORK`, as `posix_spawn`): no relay, no copy of the socket's
+//!   bytes and none of the forker's memory.
 //! - [`run`]: the host's side of one program under `sequential`, `thread-per-client` and
 //!   `async`: start it, log its stderr, signal its process group when the port drains, wait
 //!   for it, end the connection.
@@ -15,6 +17,7 @@
 pub mod command;
 pub mod run;
 pub mod stderr;
+pub mod vfork;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -397,6 +400,8 @@ fn limits(raw: &RawOptions, errors: &mut Vec<String>) -> Vec<(Resource, u64)> {
 #[derive(Debug)]
 pub struct Exec {
     pub program: Arc<Program>,
+    /// The command line as the fork server starts it ([`vfork`]), made once.
+    pub prepared: vfork::Prepared,
 }
 
 /// The `exec` service behind `service`, if that is what it is.
@@ -415,8 +420,10 @@ impl Service for Exec {
 }
 
 fn build(options: &Options) -> Result<Arc<dyn Service>, String> {
+    let program = Program::from_options(options)?;
     Ok(Arc::new(Exec {
-        program: Arc::new(Program::from_options(options)?),
+        prepared: vfork::Prepared::new(&program)?,
+        program: Arc::new(program),
     }))
 }
 

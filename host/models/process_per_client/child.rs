@@ -1,6 +1,7 @@
-//! A fork server's child, from `fork()` to `_exit`: it serves its one connection (or becomes
-//! an `exec` port's program) and touches as few pages as it can on the way, since after the
-//! fork every page it writes is first copied and every code page it runs is faulted in again:
+//! A fork server's child, from `fork()` to `_exit`: it serves its one connection (an `exec`
+//! port's program starts without a fork: [`crate::exec::vfork`]) and touches as few pages as
+//! it can on the way, since after the fork every page it writes is first copied and every code
+//! page it runs is faulted in again:
 //! no tracing span unless debug logging is on or something must be logged, and nothing freed.
 //! A prefork worker ([`crate::models::prefork`]) serves each of its connections with the same
 //! [`serve_connection`].
@@ -25,17 +26,13 @@ use crate::lock::lock;
 pub(super) fn run(
     port: &Port,
     fd: OwnedFd,
-    stderr: Option<OwnedFd>,
     client: Client,
     conn: u64,
     chan: std::os::fd::BorrowedFd<'_>,
     debug_logging: bool,
 ) -> i32 {
     set_context(port, client.peer, Model::ProcessPerClient);
-    match crate::exec::of(&*port.service) {
-        Some(exec) => exec_child(exec, fd, stderr, client),
-        None => serve_child(port, fd, client.peer, conn, chan, debug_logging),
-    }
+    serve_child(port, fd, client.peer, conn, chan, debug_logging)
 }
 
 /// What a child's span says about its connection, set in each child after the fork and in a
@@ -133,25 +130,6 @@ impl Reporter {
             }),
         )
     }
-}
-
-/// The exit code of a child whose program could not be executed, as a shell says it.
-const CANNOT_EXEC: i32 = 127;
-
-/// An `exec` port's child: becomes the program, with the socket as its descriptors 0 and 1
-/// (`tcpserver`'s shape: no relay, no copy); returns only when that failed.
-fn exec_child(
-    exec: &crate::exec::Exec,
-    fd: OwnedFd,
-    stderr: Option<OwnedFd>,
-    client: Client,
-) -> i32 {
-    let mut unblock = SigSet::empty();
-    unblock.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    let error = crate::exec::command::exec(&exec.program, fd, stderr, client.peer, client.local);
-    in_child_span(|| warn!("cannot start {}: {error}", exec.program.path.display()));
-    CANNOT_EXEC
 }
 
 /// The child's whole life: serve the one connection with blocking I/O (or, for a service with

@@ -11,8 +11,8 @@
 //!   hands it the listening socket once, and this loop accepts, admits the client by the port's
 //!   [`Rules`] (with [`Gate`], the code the host's own accept loop decides with), forks, and
 //!   tells the host in one batch per turn. The host is not on a connection's path at all.
-//!   An `exec` port's program gets a stderr pipe made here, whose read end goes to the host
-//!   with the report.
+//!   An `exec` port's program is started without a fork ([`crate::exec::vfork`]) and gets a
+//!   stderr pipe made here, whose read end goes to the host with the report.
 //! - **The host hands each one over** (`SCM_RIGHTS` with [`ToForker::Serve`]) for what must
 //!   happen before a fork: a PROXY header read, a single-session port's one client.
 //!
@@ -550,9 +550,10 @@ impl ForkServer {
             if !program {
                 let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
             }
-            // A program's stderr goes into a pipe whose other end the host reads and logs.
+            // A program's stderr goes into a pipe whose other end the host reads and logs
+            // (blocking, as a program expects its stderr; the host makes its end non-blocking).
             let pipe = if program {
-                match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+                match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
                     Ok(pipe) => Some(pipe),
                     Err(e) => {
                         warn!(port = port.spec.port, %peer, "cannot make a pipe for the program's stderr: {e}");
@@ -634,8 +635,8 @@ impl ForkServer {
         }
     }
 
-    /// Forks a child to serve `fd` (and, for an `exec` port, give its program `stderr`); the
-    /// parent's descriptors stay the caller's.
+    /// Forks a child to serve `fd` (for an `exec` port, starts its program on `fd` with
+    /// `stderr`); the parent's descriptors stay the caller's.
     #[allow(unsafe_code)]
     fn fork_child(
         &self,
@@ -645,30 +646,23 @@ impl ForkServer {
         fd: BorrowedFd<'_>,
         stderr: Option<BorrowedFd<'_>>,
     ) -> nix::Result<Pid> {
+        if let Some(exec) = crate::exec::of(&*port.service) {
+            return start_program(exec, port, client, fd, stderr);
+        }
         // SAFETY: the forker never starts a second thread (no runtime, no pool), so the child
         // gets a consistent copy of the only thread's memory and may run any code.
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
                 // The channel stays open: the child reports what it served over it.
-                let keep = [
-                    Some(fd.as_raw_fd()),
-                    stderr.map(|e| e.as_raw_fd()),
-                    Some(self.chan.as_raw_fd()),
-                ];
+                let keep = [Some(fd.as_raw_fd()), Some(self.chan.as_raw_fd())];
                 close_all_but(&keep);
-                // SAFETY: the child never returns to the parent's owners of these numbers
-                // (it ends in `_exit`), so each has one owner from here on.
-                let (fd, stderr) = unsafe {
-                    (
-                        OwnedFd::from_raw_fd(fd.as_raw_fd()),
-                        stderr.map(|e| OwnedFd::from_raw_fd(e.as_raw_fd())),
-                    )
-                };
+                // SAFETY: the child never returns to the parent's owner of this number (it
+                // ends in `_exit`), so it has one owner from here on.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) };
                 let code = child::run(
                     port,
                     fd,
-                    stderr,
                     client,
                     conn,
                     self.chan.as_fd(),
@@ -758,6 +752,45 @@ impl ForkServer {
             let _ = waitpid(pid, None);
         }
     }
+}
+
+/// Starts an `exec` port's program on the connection `fd` (its descriptors 0 and 1) and
+/// `stderr` without forking ([`crate::exec::vfork`]). A program that could not be started
+/// (removed since `check`, say) is logged here; its process has exited with code 127 and is
+/// reaped and reported like any other.
+fn start_program(
+    exec: &crate::exec::Exec,
+    port: &Port,
+    client: Client,
+    fd: BorrowedFd<'_>,
+    stderr: Option<BorrowedFd<'_>>,
+) -> nix::Result<Pid> {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32));
+    // Behind a proxy, the program's "local" is where its client connected: the proxy's.
+    let local = match client.local {
+        Some(local) => local,
+        None => match socket2::SockRef::from(&fd)
+            .local_addr()
+            .map_err(errno)?
+            .as_socket()
+        {
+            Some(local) => local,
+            None => return Err(Errno::EAFNOSUPPORT),
+        },
+    };
+    let started =
+        crate::exec::vfork::spawn(&exec.prepared, fd, stderr, client.peer, local).map_err(errno)?;
+    if let Some(why) = started.failed {
+        warn!(
+            port = port.spec.port,
+            service = %port.spec.service,
+            peer = %client.peer,
+            pid = started.pid.as_raw(),
+            "cannot start {}: {why}",
+            exec.program.path.display()
+        );
+    }
+    Ok(started.pid)
 }
 
 /// Closes, in a child just forked, every descriptor above stderr but those in `keep`: the

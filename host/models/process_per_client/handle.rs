@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use porthost_services::meter::{Totals, Traffic};
@@ -799,8 +800,15 @@ impl ConnChild {
         port.tracker.clone().spawn(
             async move {
                 let log = async {
+                    // The read end of a pipe, made blocking for the program's sake: the
+                    // host's end becomes non-blocking here (its only flag), which is all
+                    // tokio's unchecked constructor asks, without its checks' system calls.
                     let pipe = stderr.and_then(|fd| {
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                        nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                            .map_err(std::io::Error::from)
+                            .and_then(|_| {
+                                tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
+                            })
                             .map_err(|e| warn!("cannot read the program's stderr: {e}"))
                             .ok()
                     });

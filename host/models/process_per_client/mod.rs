@@ -148,10 +148,12 @@ impl Runner for ProcessPerClient {
                 return;
             }
         };
-        // An `exec` port's program writes its stderr into a pipe the host reads and logs.
+        // An `exec` port's program writes its stderr into a pipe the host reads and logs
+        // (blocking, as a program expects its stderr; `ConnChild::watch` makes the host's end
+        // non-blocking).
         let program = crate::exec::of(&*admission.port().plan.service).is_some();
         let (stderr, stderr_end) = if program {
-            match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
                 Ok((read, write)) => (Some(read), Some(write)),
                 Err(e) => {
                     warn!(parent: &span, "cannot make a pipe for the program's stderr: {e}");
