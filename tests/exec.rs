@@ -327,7 +327,10 @@ fn a_program_starts_with_blocking_descriptors_and_default_signals_under_every_mo
          /proc/self/fdinfo/2 /proc/self/status",
     );
     let options = command(&[state.to_str().unwrap()]);
-    let entries: Vec<_> = EXEC_MODELS.iter().map(|m| entry("exec", m, &options)).collect();
+    let entries: Vec<_> = EXEC_MODELS
+        .iter()
+        .map(|m| entry("exec", m, &options))
+        .collect();
     let host = TestHost::start("", &entries);
     for (i, model) in EXEC_MODELS.iter().enumerate() {
         let mut client = Client::connect(host.addr(i));

@@ -118,6 +118,8 @@ struct ForkServer {
     out: Vec<FromForker>,
     next_conn: u64,
     next_tidy: Instant,
+    /// When to look for ended children next without a SIGCHLD.
+    next_reap: Instant,
     /// The connections prefork workers serve.
     pool_conns: HashMap<u64, PoolConn>,
     /// Workers of forgotten prefork ports, still to be reaped.
@@ -155,6 +157,7 @@ pub fn main() -> anyhow::Result<()> {
         out: Vec::new(),
         next_conn: FIRST_OWN_CONN,
         next_tidy: Instant::now() + TIDY_EVERY,
+        next_reap: Instant::now(),
         pool_conns: HashMap::new(),
         leaving: HashSet::new(),
     };
@@ -220,7 +223,11 @@ pub fn main() -> anyhow::Result<()> {
             while forker.sigchld.read_signal()?.is_some() {}
         }
         // An orphan reparented here (the fork server is a subreaper) ends with a SIGCHLD too.
-        if child_ended || forker.has_children() {
+        // Without one, a look every REAP_TICK, not every turn: a busy turn is a few system
+        // calls, and a `wait4` that finds nothing would be one more.
+        let now = Instant::now();
+        if child_ended || (forker.has_children() && now >= forker.next_reap) {
+            forker.next_reap = now + Duration::from_millis(REAP_TICK.into());
             forker.reap();
         }
         if host_ready {
