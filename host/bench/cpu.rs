@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use nix::unistd::{SysconfVar, sysconf};
 use porthost::procfs;
 
-/// CPU time of a process tree, in clock ticks (`/proc`'s unit).
+/// CPU time of a process tree, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
-    pub ticks: u64,
+    pub nanos: u64,
     /// Minor page faults, the reaped children's included.
     pub faults: u64,
     /// Processes in the tree, the server included.
@@ -36,8 +36,7 @@ pub struct Reading {
 impl Reading {
     /// The CPU time between `earlier` and this reading.
     pub fn since(self, earlier: Reading) -> Duration {
-        let ticks = self.ticks.saturating_sub(earlier.ticks);
-        Duration::from_secs_f64(ticks as f64 / ticks_per_second())
+        Duration::from_nanos(self.nanos.saturating_sub(earlier.nanos))
     }
 
     /// The minor page faults between `earlier` and this reading.
@@ -49,14 +48,20 @@ impl Reading {
 /// What [`tree`] sums for one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Times {
-    /// `utime + stime + cutime + cstime`.
-    pub ticks: u64,
+    /// Its own CPU time and its reaped children's (`cutime + cstime`), in nanoseconds.
+    pub nanos: u64,
     /// `minflt + cminflt`.
     pub faults: u64,
 }
 
 /// The times and faults of one process, its reaped children's included; `None` when it is
 /// gone.
+///
+/// `/proc/<pid>/stat` rounds each process's own time down to a whole tick (10 ms): a pool of
+/// 256 prefork workers, each a few ticks' worth of work, would lose up to 2.5 s of CPU that
+/// way. So a single-threaded process's own time comes from its `schedstat` (nanoseconds); a
+/// multi-threaded one's from `stat` (which also holds its ended threads' time, and is one
+/// process, so one tick at most is lost), as do the reaped children's (summed before rounding).
 pub fn process_times(pid: u32) -> Option<Times> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold anything: fields after the last ')'
@@ -71,23 +76,42 @@ pub fn process_times(pid: u32) -> Option<Times> {
             .map(|f| f.parse::<u64>().ok())
             .sum()
     };
+    let tick = 1e9 / ticks_per_second();
+    let ticks_nanos = |ticks: u64| (ticks as f64 * tick) as u64;
+    // num_threads is field 20.
+    let single = fields.get(17).is_some_and(|n| *n == "1");
+    let own = single
+        .then(|| schedstat_nanos(pid))
+        .flatten()
+        .unwrap_or_else(|| sum(11..13).map_or(0, ticks_nanos));
     Some(Times {
-        ticks: sum(11..15)?,
+        nanos: own + ticks_nanos(sum(13..15)?),
         faults: sum(7..8)? + sum(8..9)?,
     })
+}
+
+/// The time a process's (main) thread has run, in nanoseconds: `/proc/<pid>/schedstat`'s first
+/// field.
+fn schedstat_nanos(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The CPU time of `pid` and every process below it.
 pub fn tree(pid: u32) -> Reading {
     let below = procfs::descendants(pid);
-    let (ticks, faults) = std::iter::once(pid)
+    let (nanos, faults) = std::iter::once(pid)
         .chain(below.iter().map(|p| p.pid))
         .filter_map(process_times)
-        .fold((0, 0), |(ticks, faults), t| {
-            (ticks + t.ticks, faults + t.faults)
+        .fold((0, 0), |(nanos, faults), t| {
+            (nanos + t.nanos, faults + t.faults)
         });
     Reading {
-        ticks,
+        nanos,
         faults,
         processes: below.len() + 1,
         zombies: below.iter().filter(|p| p.state == 'Z').count(),
@@ -146,6 +170,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_single_threaded_process_is_measured_finer_than_a_tick() {
+        // A shell that counts for a few milliseconds, then waits for its `sleep`.
+        let mut shell = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = shell.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while procfs::descendants(pid).is_empty() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let times = process_times(pid).unwrap();
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert!(times.nanos > 0, "{times:?}");
+        // `stat` would have said a whole number of 10 ms ticks.
+        assert_ne!(times.nanos % 10_000_000, 0, "{times:?}");
+    }
+
+    #[test]
     fn a_reaped_child_counts_in_its_parent() {
         // A shell whose child burns CPU, ends and is reaped, then sleeps: its own time is next
         // to nothing, so the tree's time is the reaped child's, through `cutime`/`cstime`.
@@ -174,7 +222,7 @@ mod tests {
         let _ = shell.wait();
         assert!(reading.processes == 2, "{reading:?}");
         let idle = Reading {
-            ticks: 0,
+            nanos: 0,
             faults: 0,
             processes: 1,
             zombies: 0,

@@ -16,9 +16,11 @@ pub const MEMORY: &str = "PSS (proportional set size, from /proc/<pid>/smaps_rol
 
 /// How the bench measures CPU time, for the table.
 pub const CPU: &str = "user + system time of the server's processes and threads, and of every \
-     child they reaped (/proc/<pid>/stat: utime, stime, cutime, cstime), per request answered \
-     (sessions) or connection served (churn); /proc counts in 10 ms ticks per process, so a \
-     measurement of less than a second of CPU is coarse";
+     child they reaped (/proc/<pid>/stat: utime, stime, cutime, cstime; a single-threaded \
+     process's own time from /proc/<pid>/schedstat, in nanoseconds, since stat rounds each \
+     process down to a 10 ms tick), per request answered (sessions) or connection served \
+     (churn); a multi-threaded process's time is still in ticks, so a measurement of less than \
+     a second of CPU is coarse";
 
 /// One workload against one server, over every run.
 #[derive(Debug, Serialize)]
