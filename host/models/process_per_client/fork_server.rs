@@ -165,12 +165,7 @@ pub fn main() -> anyhow::Result<()> {
     loop {
         let now = Instant::now();
         let polled = forker.polled_ports(now);
-        let workers: Vec<(u64, Pid)> = forker
-            .ports
-            .iter()
-            .filter_map(|(id, p)| Some((*id, p.pool.as_ref()?)))
-            .flat_map(|(id, pool)| pool.pids().map(move |pid| (id, pid)))
-            .collect();
+        let mut workers: Vec<(u64, Pid)> = Vec::new();
         let (host_ready, child_ended, ready, said) = {
             let mut fds = vec![
                 PollFd::new(forker.chan.as_fd(), PollFlags::POLLIN),
@@ -183,12 +178,10 @@ pub fn main() -> anyhow::Result<()> {
                     fds.push(PollFd::new(listening.socket.as_fd(), PollFlags::POLLIN));
                 }
             }
-            for (port_id, pid) in &workers {
-                if let Some((_, control)) = forker.ports[port_id]
-                    .pool
-                    .as_ref()
-                    .and_then(|pool| pool.controls().find(|(p, _)| p == pid))
-                {
+            // Each prefork worker's control socket, in the order of `workers`.
+            for (port_id, port) in &forker.ports {
+                for (pid, control) in port.pool.iter().flat_map(Pool::controls) {
+                    workers.push((*port_id, pid));
                     fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
                 }
             }
