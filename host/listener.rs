@@ -16,6 +16,7 @@ use crate::connection::{self, Accepted};
 use crate::models::Runner;
 use crate::port::{Port, Refusal};
 use crate::proxy_protocol;
+use crate::sockets::is_per_connection;
 
 /// The longest pause between accept attempts after errors such as running out of descriptors.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -219,10 +220,4 @@ async fn back_off(port: &Port, backoff: &mut Duration, what: &str, e: &std::io::
         () = tokio::time::sleep(*backoff) => true,
         () = port.shutdown.done_accepting() => false,
     }
-}
-
-/// Errors that concern one connection that died in the backlog, not the listener.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }

@@ -12,6 +12,14 @@ use crate::config::PortPlan;
 /// Pending connections the kernel queues per port; above `max_connections` clients wait here.
 pub const BACKLOG: u32 = 4096;
 
+/// Whether an `accept(2)` error concerns one connection that died in the backlog, not the
+/// listening socket: the accepting goes on at once. Every accept loop (the host's, the fork
+/// server's, a prefork worker's) asks this.
+pub fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
 /// A listening socket, bound or passed in, before it is served.
 #[derive(Debug)]
 pub struct Listening {

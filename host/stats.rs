@@ -73,8 +73,9 @@ impl PortStats {
 
     /// A prefork worker was forked.
     pub fn worker_started(&self, pid: u32) {
-        lock(&self.workers).insert(pid, 0);
-        self.children.fetch_add(1, Ordering::Relaxed);
+        if lock(&self.workers).insert(pid, 0).is_none() {
+            self.children.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A prefork worker took a connection.

@@ -111,6 +111,24 @@ fn with_allow_everything_unmatched_is_denied_and_with_only_deny_it_is_allowed() 
 }
 
 #[test]
+fn a_refused_client_leaves_a_prefork_worker_free_for_the_next() {
+    // One worker: if turning a client away cost it its place at the socket, nobody would
+    // accept again.
+    let host = TestHost::start(
+        "",
+        &[entry(
+            "palindrome-v3",
+            "prefork",
+            "workers = 1\ndeny = [\"127.0.0.2\"]",
+        )],
+    );
+    for _ in 0..3 {
+        assert!(!served_from([127, 0, 0, 2], host.addr(0)));
+        assert!(served_from([127, 0, 0, 1], host.addr(0)));
+    }
+}
+
+#[test]
 fn ipv6_rules_and_ipv4_clients_of_a_dual_stack_port() {
     let host = TestHost::start(
         "",
@@ -278,6 +296,34 @@ fn a_trusted_proxys_header_names_the_client_for_limits_rules_logs_and_the_servic
             ),
             format!("{DENIED}\n")
         );
+    }
+}
+
+#[test]
+fn a_client_handed_to_a_prefork_port_waits_for_the_worker_that_replaces_a_recycled_one() {
+    // One worker, replaced after each client: the second client, handed over while the first
+    // is served, must go to the new worker, not to the one that is exiting.
+    let host = TestHost::start(
+        "",
+        &[entry(
+            "palindrome-v3",
+            "prefork",
+            &format!("{PROXIED}workers = 1\nmax_connections_per_worker = 1"),
+        )],
+    );
+    let addr = host.addr(0);
+    for round in 0..3 {
+        let mut first = Client::connect_from([127, 0, 0, 1].into(), addr);
+        first.send(&v1(SocketAddr::from(([10, 0, 0, 1], 1000 + round)), addr));
+        assert_eq!(first.ask("abba"), "1");
+        let mut second = Client::connect_from([127, 0, 0, 1].into(), addr);
+        second.send(&v1(SocketAddr::from(([10, 0, 0, 2], 1000 + round)), addr));
+        second.send(b"abba\n");
+        first.send(b"\n");
+        assert!(first.is_closed());
+        assert_eq!(second.line().as_deref(), Some("1"), "round {round}");
+        second.send(b"\n");
+        assert!(second.is_closed());
     }
 }
 

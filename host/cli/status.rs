@@ -199,11 +199,7 @@ fn render(s: &Snapshot) -> String {
         })
         .collect();
     if !workers.is_empty() {
-        out.push_str(
-            "
-prefork workers:
-",
-        );
+        out.push_str("\nprefork workers:\n");
         let mut rows = vec![
             ["PORT", "PID", "CLIENTS", "NOW"]
                 .map(str::to_owned)

@@ -22,8 +22,10 @@
 //!
 //! Where the host must see a client first (a PROXY header, a `once = true` port), the host
 //! accepts it and the fork server passes it to an idle worker (UNP 30.9's descriptor passing).
-//! A drain tells every worker to stop accepting: each serves what the backlog still holds, says
-//! so and waits for its last connection; the fork server then closes its socket.
+//! A worker holds the listening socket only while idle (it cannot hear a drain while it blocks
+//! in a client's read). A drain tells the idle workers to close it; once none holds it the
+//! fork server closes its copy too, and the host's accept loop takes what the backlog still
+//! holds and hands each client over, as above.
 //!
 //! - here: what the fork server and a worker say to each other;
 //! - [`worker`]: a worker's life;
@@ -40,7 +42,8 @@ use super::process_per_client::wire::Client;
 pub(crate) enum ToWorker {
     /// Accept on the listening socket that comes with this message.
     Listen,
-    /// Stop accepting: serve what is queued, then say [`FromWorker::Unlistened`].
+    /// Stop accepting: close the listening socket and say [`FromWorker::Unlistened`] (the host
+    /// accepts what is queued and hands it over).
     Unlisten,
     /// Serve the connection that comes with this message (the host accepted it).
     Serve { conn: u64, client: Client },
@@ -54,8 +57,13 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     /// May the client whose socket comes with this message be served?
     Admit { peer: std::net::SocketAddr },
-    /// The connection is over; `panicked` when its service panicked (the worker then exits).
-    Done { conn: u64, panicked: bool },
+    /// The connection is over; `panicked` when its service panicked. `last` when the worker
+    /// exits now (after a panic, or at `max_connections_per_worker`): it takes no other client.
+    Done {
+        conn: u64,
+        panicked: bool,
+        last: bool,
+    },
     /// No longer accepting; the worker serves only what it is handed from now on.
     Unlistened,
 }

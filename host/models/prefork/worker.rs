@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use tracing::warn;
@@ -16,11 +16,9 @@ use super::{FromWorker, ToWorker};
 use crate::config::Model;
 use crate::connection::End;
 use crate::models::process_per_client::child::{self, Exiting, Reporter};
-use crate::models::process_per_client::fork_server::Port;
+use crate::models::process_per_client::fork_server::{ACCEPT_PAUSE, Port};
 use crate::models::process_per_client::wire;
-
-/// How long a worker waits after an accept error that freed descriptors may cure (EMFILE).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+use crate::sockets::is_per_connection;
 
 /// The `epoll` keys of a worker's two descriptors.
 const CONTROL: u64 = 0;
@@ -54,7 +52,7 @@ pub(crate) fn run(
     port: &Port,
     control: OwnedFd,
     listener: Option<OwnedFd>,
-    chan: BorrowedFd<'_>,
+    chan: OwnedFd,
     debug_logging: bool,
 ) -> i32 {
     let mut unblock = SigSet::empty();
@@ -70,7 +68,7 @@ pub(crate) fn run(
             control,
             listener: None,
             epoll,
-            chan: Arc::new(chan.try_clone_to_owned()?),
+            chan: Arc::new(chan),
             debug_logging,
             recycle_after: port.spec.pool.and_then(|p| p.recycle_after),
             served: 0,
@@ -113,6 +111,8 @@ impl Worker<'_> {
             };
             for event in &events[..n] {
                 let flow = match event.data() {
+                    // What woke the worker may have been read already, waiting for a verdict.
+                    CONTROL if !self.control_readable() => Flow::Next,
                     CONTROL => match self.receive() {
                         Some((message, fd)) => self.told(message, fd),
                         // The fork server is gone, or has forgotten the port.
@@ -125,6 +125,12 @@ impl Worker<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a message (or the end) waits on the control socket now.
+    fn control_readable(&self) -> bool {
+        let mut fds = [PollFd::new(self.control.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
     }
 
     /// The fork server's next message; `None` when it has closed the control socket.
@@ -162,10 +168,14 @@ impl Worker<'_> {
                 }
                 Flow::Next
             }
-            (ToWorker::Unlisten, _) => self.unlisten(),
+            // It holds one already.
+            (ToWorker::Listen, Some(_)) => Flow::Next,
+            // None came: the fork server learns that this worker does not accept.
+            (ToWorker::Listen, None) | (ToWorker::Unlisten, _) => self.unlisten(),
             (ToWorker::Serve { conn, client }, Some(fd)) => self.serve(conn, fd, client.peer),
+            (ToWorker::Serve { conn, .. }, None) => self.done(conn, false),
             // A verdict comes only to a worker that asked and waits for it (see `admit`).
-            (ToWorker::Verdict { .. } | ToWorker::Listen | ToWorker::Serve { .. }, _) => Flow::Next,
+            (ToWorker::Verdict { .. }, _) => Flow::Next,
         }
     }
 
@@ -232,7 +242,8 @@ impl Worker<'_> {
             Err(e) => {
                 warn!(
                     port = self.port.spec.port,
-                    "a prefork worker lost the fork server: {e}"
+                    %peer,
+                    "a prefork worker lost the fork server, and with it the client: {e}"
                 );
                 Flow::Exit(0)
             }
@@ -264,27 +275,29 @@ impl Worker<'_> {
             self.debug_logging,
             Exiting::No,
         );
-        let panicked = matches!(end, End::Panicked);
         self.served += 1;
-        if self
-            .send(&FromWorker::Done { conn, panicked }, &[])
-            .is_err()
-        {
-            return Flow::Exit(0);
-        }
-        if panicked {
+        self.done(conn, matches!(end, End::Panicked))
+    }
+
+    /// Tells the fork server a connection is over, and whether this worker ends after it (so
+    /// that it is given no other client): after a panic, or at `max_connections_per_worker`.
+    fn done(&mut self, conn: u64, panicked: bool) -> Flow {
+        let recycled = self.recycle_after.is_some_and(|n| self.served >= n);
+        let last = panicked || recycled;
+        let said = self.send(
+            &FromWorker::Done {
+                conn,
+                panicked,
+                last,
+            },
+            &[],
+        );
+        match (said, panicked, last) {
+            (Err(_), _, _) => Flow::Exit(0),
             // What the panic left half-done stays in this process: a fresh one takes over.
-            return Flow::Exit(child::PANICKED);
-        }
-        match self.recycle_after {
-            Some(n) if self.served >= n => Flow::Exit(0),
-            _ => Flow::Next,
+            (Ok(()), true, _) => Flow::Exit(child::PANICKED),
+            (Ok(()), false, true) => Flow::Exit(0),
+            (Ok(()), false, false) => Flow::Next,
         }
     }
-}
-
-/// Errors that concern one connection that died in the backlog, not the listening socket.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }

@@ -42,6 +42,7 @@ use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
 use crate::gate::{Gate, Pass, Refusal, Rules};
+use crate::sockets::is_per_connection;
 use pool::{Pool, PoolConn};
 
 /// How long the forker waits for children to end after SIGTERM when the host goes away.
@@ -57,7 +58,7 @@ const REAP_TICK: u16 = 100;
 const ACCEPT_BATCH: usize = 64;
 
 /// How long a port pauses accepting after an error that freed descriptors may cure (EMFILE).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// How often the rate buckets of listening ports are tidied, when nothing else wakes the loop.
 const TIDY_EVERY: Duration = Duration::from_secs(1);
@@ -338,7 +339,7 @@ impl ForkServer {
                         self.out.push(FromForker::Unlistened { port_id });
                     }
                     if let Some(pool) = port.pool {
-                        self.forget_pool(pool);
+                        self.forget_pool(port_id, pool);
                     }
                 }
             }
@@ -451,15 +452,18 @@ impl ForkServer {
         if self.has_children() {
             at_most(Duration::from_millis(REAP_TICK.into()));
         }
+        // Only pauses still to come: one that is over would make every later turn a busy one.
+        let ahead = |until: &Instant| *until > now;
         for until in self
             .ports
             .values()
             .filter_map(|p| p.pool.as_ref()?.paused_until())
+            .filter(ahead)
         {
             at_most(until.saturating_duration_since(now));
         }
         for listening in self.ports.values().filter_map(|p| p.listening.as_ref()) {
-            if let Some(until) = listening.paused_until {
+            if let Some(until) = listening.paused_until.filter(ahead) {
                 at_most(until.saturating_duration_since(now));
             }
             if listening.gate.idle_after().is_some() {
@@ -826,12 +830,6 @@ fn refuse(socket: &socket2::Socket, refusal: Refusal) {
         let _ = socket.send_with_flags(refusal.reply(), nix::libc::MSG_DONTWAIT);
     }
     let _ = socket.shutdown(std::net::Shutdown::Write);
-}
-
-/// Errors that concern one connection that died in the backlog, not the listening socket.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
 /// Runs, once in the fork server, the logging every child does, so that what `tracing` sets

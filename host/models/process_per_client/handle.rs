@@ -556,14 +556,15 @@ impl ForkerProcess {
             }
         }
         lock(&self.early).clear();
+        // Its workers died with it; the next fork server forks the pools again. Before that one
+        // can start (below), so that its workers' reports come after.
+        for port in lock(&self.pools).values() {
+            port.stats.workers_gone();
+        }
         // First, so that the next connection starts a new forker instead of writing to this one.
         self.gone.cancel();
         for (_, watch) in lock(&self.waiting).drain() {
             watch.lost();
-        }
-        // Its workers died with it; the next fork server forks the pools again.
-        for port in lock(&self.pools).values() {
-            port.stats.workers_gone();
         }
         if !self.ending.load(Ordering::Relaxed) {
             warn!("the process-per-client fork server went away; a new one takes over");
@@ -755,7 +756,8 @@ impl ForkerProcess {
         }
     }
 
-    /// Has the fork server tell a client it accepted why it is cut off, then SIGTERM its child.
+    /// Has the fork server tell a client it accepted why it is cut off, then SIGTERM its child
+    /// (a prefork worker gets no SIGTERM: its client's socket shut down ends the connection).
     async fn close(&self, conn: u64, reply: &[u8]) {
         let reply = reply.to_vec();
         let _ = self.send(&ToForker::Close { conn, reply }, &[]).await;

@@ -199,6 +199,13 @@ pub fn recv<T: DeserializeOwned>(
             "message larger than the packet buffer",
         ));
     }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        // Descriptors the kernel could not install here (this process is at its limit) are
+        // gone: the message without them would be taken for something else.
+        return Err(std::io::Error::other(
+            "descriptors passed with the message were dropped (too many open files?)",
+        ));
+    }
     let message = postcard::from_bytes(&buf[..bytes]).map_err(std::io::Error::other)?;
     Ok(Some((message, passed)))
 }

@@ -3,7 +3,7 @@
 //! the host accepted, and reports every connection and every worker to the host.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -36,12 +36,21 @@ pub(super) struct Pool {
 struct Worker {
     /// The fork server's end of the worker's control socket (non-blocking).
     control: OwnedFd,
+    /// When it was forked: a worker that fails young pauses the pool.
     started: Instant,
-    /// The connections it serves now: one, or two when the host handed it one just as it
-    /// accepted another (it serves them one after the other).
+    /// The connections it serves now. Two only when it accepted a client just as the fork
+    /// server handed it one (it serves them one after the other); the host hands clients over
+    /// only on ports it accepts for, so on a port the workers accept for it is one at most.
     serving: Vec<u64>,
+    /// The connections it has served, for its report when it ends.
     served: u64,
+    /// Whether it holds the listening socket now (it is idle, and the port accepts).
     accepting: bool,
+    /// It said its last connection was its last (recycled, or its service panicked): it is
+    /// exiting, and is given nothing more.
+    retiring: bool,
+    /// Its control socket has reached its end: not polled again until it is reaped.
+    closed: bool,
 }
 
 struct Handed {
@@ -70,11 +79,15 @@ impl Pool {
         }
     }
 
-    /// The workers' control sockets, for `poll`.
+    /// The workers' control sockets still open, for `poll`.
     pub(super) fn controls(&self) -> impl Iterator<Item = (Pid, &OwnedFd)> {
-        self.workers.iter().map(|(pid, w)| (*pid, &w.control))
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.closed)
+            .map(|(pid, w)| (*pid, &w.control))
     }
 
+    /// When the pool may fork again, if it is paused.
     pub(super) fn paused_until(&self) -> Option<Instant> {
         self.paused_until
     }
@@ -86,7 +99,7 @@ impl Pool {
     fn idle(&self) -> Option<Pid> {
         self.workers
             .iter()
-            .find(|(_, w)| w.serving.is_empty())
+            .find(|(_, w)| w.serving.is_empty() && !w.retiring && !w.closed)
             .map(|(pid, _)| *pid)
     }
 }
@@ -102,6 +115,9 @@ impl ForkServer {
                 || pool.paused_until.is_some_and(|until| now < until)
             {
                 return;
+            }
+            if let Some(pool) = self.pool_mut(port_id) {
+                pool.paused_until = None;
             }
             if let Err(e) = self.fork_worker(port_id) {
                 let port = &self.ports[&port_id];
@@ -142,6 +158,11 @@ impl ForkServer {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
+        // Before the fork: a worker must not start unless the fork server can track it.
+        nix::fcntl::fcntl(
+            &ours,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
         let port = &self.ports[&port_id];
         // A worker forked while the port accepts accepts too; one forked after `Unlisten` not.
         let listener = port
@@ -154,10 +175,6 @@ impl ForkServer {
         match unsafe { fork() }? {
             ForkResult::Parent { child } => {
                 drop(theirs);
-                nix::fcntl::fcntl(
-                    &ours,
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                )?;
                 let accepting = listener.is_some();
                 let pool = self.pool_mut(port_id).expect("the port was just read");
                 pool.workers.insert(
@@ -168,6 +185,8 @@ impl ForkServer {
                         serving: Vec::new(),
                         served: 0,
                         accepting,
+                        retiring: false,
+                        closed: false,
                     },
                 );
                 self.out.push(FromForker::Worker {
@@ -185,18 +204,17 @@ impl ForkServer {
                     listener.map(|l| l.as_raw_fd()),
                 ];
                 close_all_but(&keep);
-                // SAFETY: the worker never returns to the parent's owner of the listening
-                // socket's number (it ends in `_exit`), so from here on it has one owner: the
-                // worker, which closes it when told to stop accepting. A copy instead would keep
-                // the socket open (and queueing clients) in every worker after a drain.
-                let listener = listener.map(|l| unsafe { OwnedFd::from_raw_fd(l.as_raw_fd()) });
-                let code = worker::run(
-                    port,
-                    theirs,
-                    listener,
-                    self.chan.as_fd(),
-                    self.debug_logging,
-                );
+                // SAFETY: the worker never returns to the parent's owners of these numbers (it
+                // ends in `_exit`), so from here on each has one owner: the worker. It closes the
+                // listening socket when told to stop accepting; a copy instead would keep the
+                // socket open (and queueing clients) in every worker after a drain.
+                let (listener, chan) = unsafe {
+                    (
+                        listener.map(|l| OwnedFd::from_raw_fd(l.as_raw_fd())),
+                        OwnedFd::from_raw_fd(self.chan.as_raw_fd()),
+                    )
+                };
+                let code = worker::run(port, theirs, listener, chan, self.debug_logging);
                 // SAFETY: `_exit` ends the process at once; the forker's exit handlers are not
                 // the worker's to run.
                 unsafe { nix::libc::_exit(code) }
@@ -221,10 +239,18 @@ impl ForkServer {
             else {
                 return;
             };
+            let port = self.ports[&port_id].spec.port;
             let (message, mut fds) = match wire::recv::<FromWorker>(control.as_fd(), &mut buf) {
                 Ok(Some(received)) => received,
-                // Ended: the reaping tells.
-                Ok(None) => return,
+                // Ended: the reaping tells; until then its socket is not polled.
+                Ok(None) => {
+                    if let Some(worker) =
+                        self.pool_mut(port_id).and_then(|p| p.workers.get_mut(&pid))
+                    {
+                        worker.closed = true;
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 // A worker that ended with messages unread resets its socket; what it sent
                 // before (its last `Done`) is still to be read, and then the end.
@@ -237,7 +263,10 @@ impl ForkServer {
                     continue;
                 }
                 Err(e) => {
-                    warn!("a prefork worker ({pid}) said something unreadable: {e}; ending it");
+                    warn!(
+                        port,
+                        "a prefork worker ({pid}) said something unreadable: {e}; ending it"
+                    );
                     let _ = kill(pid, Signal::SIGKILL);
                     return;
                 }
@@ -245,33 +274,47 @@ impl ForkServer {
             match message {
                 FromWorker::Admit { peer } => match fds.pop() {
                     Some(fd) => self.admit_for_worker(port_id, pid, peer, fd),
-                    None => self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None),
+                    None => {
+                        self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None);
+                        self.worker_unlistened(port_id, pid);
+                        self.relisten(port_id, pid);
+                    }
                 },
-                FromWorker::Done { conn, panicked } => self.worker_done(conn, pid, panicked),
+                FromWorker::Done {
+                    conn,
+                    panicked,
+                    last,
+                } => self.worker_done(conn, pid, panicked, last),
                 FromWorker::Unlistened => self.worker_unlistened(port_id, pid),
             }
         }
     }
 
-    /// Sends a worker a message; a worker that cannot take it is ended (and replaced).
+    /// Sends a worker a message, and says whether it went; a worker that cannot take it is
+    /// ended (and replaced).
     fn tell_worker(
         &self,
         port_id: u64,
         pid: Pid,
         message: &ToWorker,
-        fd: Option<std::os::fd::BorrowedFd<'_>>,
-    ) {
-        let Some(worker) = self
-            .ports
-            .get(&port_id)
-            .and_then(|p| p.pool.as_ref())
-            .and_then(|pool| pool.workers.get(&pid))
-        else {
-            return;
+        fd: Option<BorrowedFd<'_>>,
+    ) -> bool {
+        let Some((port, worker)) = self.ports.get(&port_id).and_then(|p| {
+            let worker = p.pool.as_ref()?.workers.get(&pid)?;
+            Some((p.spec.port, worker))
+        }) else {
+            return false;
         };
-        if let Err(e) = wire::send(worker.control.as_fd(), message, fd.as_slice()) {
-            warn!("cannot reach a prefork worker ({pid}): {e}; ending it");
-            let _ = kill(pid, Signal::SIGKILL);
+        match wire::send(worker.control.as_fd(), message, fd.as_slice()) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    port,
+                    "cannot reach a prefork worker ({pid}): {e}; ending it"
+                );
+                let _ = kill(pid, Signal::SIGKILL);
+                false
+            }
         }
     }
 
@@ -284,26 +327,34 @@ impl ForkServer {
         peer: std::net::SocketAddr,
         fd: OwnedFd,
     ) {
-        self.decide_for_worker(port_id, pid, peer, fd);
+        let serves = self.decide_for_worker(port_id, pid, peer, fd);
         self.worker_unlistened(port_id, pid);
+        if !serves {
+            // Nothing to serve: it takes the next client.
+            self.relisten(port_id, pid);
+        }
     }
 
-    /// Admits a worker's client with the port's gate, or turns it away with its line.
+    /// Admits a worker's client with the port's gate, or turns it away with its line; says
+    /// whether the worker serves it.
     fn decide_for_worker(
         &mut self,
         port_id: u64,
         pid: Pid,
         peer: std::net::SocketAddr,
         fd: OwnedFd,
-    ) {
+    ) -> bool {
         let Some(listening) = self
             .ports
             .get_mut(&port_id)
             .and_then(|p| p.listening.as_mut())
         else {
-            // Not listening (any more): the worker cannot have accepted there; refuse nothing,
-            // serve nothing.
-            return self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None);
+            // The port is gone, or no longer accepts: nobody can serve the client.
+            if let Some(port) = self.ports.get(&port_id) {
+                warn!(port = port.spec.port, %peer, "a prefork worker accepted a client after its port stopped; closing it");
+            }
+            self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None);
+            return false;
         };
         let pass = match listening.gate.admit(peer.ip(), Instant::now()) {
             Ok(pass) => pass,
@@ -314,7 +365,8 @@ impl ForkServer {
                     peer,
                     refusal,
                 });
-                return self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None);
+                self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: None }, None);
+                return false;
             }
         };
         let conn = self.next_conn;
@@ -339,14 +391,17 @@ impl ForkServer {
             pid: pid.as_raw(),
             peer,
         });
+        // A worker that cannot hear it is ended, and its connection with it (see the reaping).
         self.tell_worker(port_id, pid, &ToWorker::Verdict { conn: Some(conn) }, None);
+        true
     }
 
     /// A connection the host accepted, for a worker of the port: the first idle one now, or
     /// the next that is done.
     pub(super) fn hand_to_worker(&mut self, port_id: u64, conn: u64, client: Client, fd: OwnedFd) {
         let Some(pool) = self.pool_mut(port_id) else {
-            return;
+            let reason = format!("no prefork port {port_id} in the forker");
+            return self.out.push(FromForker::Failed { conn, reason });
         };
         pool.queue.push_back(Handed { conn, client, fd });
         self.dispatch(port_id);
@@ -379,15 +434,27 @@ impl ForkServer {
                 conn: handed.conn,
                 client: handed.client,
             };
-            self.tell_worker(port_id, pid, &message, Some(handed.fd.as_fd()));
-            self.out.push(FromForker::Forked {
-                conn: handed.conn,
-                pid: pid.as_raw(),
-            });
+            if self.tell_worker(port_id, pid, &message, Some(handed.fd.as_fd())) {
+                self.out.push(FromForker::Forked {
+                    conn: handed.conn,
+                    pid: pid.as_raw(),
+                });
+                continue;
+            }
+            // The worker is gone (and being ended): the client waits for the next one.
+            self.pool_conns.remove(&handed.conn);
+            let Some(pool) = self.pool_mut(port_id) else {
+                return;
+            };
+            if let Some(worker) = pool.workers.get_mut(&pid) {
+                worker.serving.retain(|c| *c != handed.conn);
+                worker.closed = true;
+            }
+            pool.queue.push_front(handed);
         }
     }
 
-    fn worker_done(&mut self, conn: u64, pid: Pid, panicked: bool) {
+    fn worker_done(&mut self, conn: u64, pid: Pid, panicked: bool, last: bool) {
         let status = if panicked {
             "its service panicked"
         } else {
@@ -397,6 +464,7 @@ impl ForkServer {
         if let Some(port_id) = self.port_of_worker(pid) {
             if let Some(worker) = self.pool_mut(port_id).and_then(|p| p.workers.get_mut(&pid)) {
                 worker.served += 1;
+                worker.retiring |= last;
             }
             self.relisten(port_id, pid);
             self.dispatch(port_id);
@@ -445,7 +513,9 @@ impl ForkServer {
         let (Some(pool), Some(listening)) = (&port.pool, &port.listening) else {
             return;
         };
-        if listening.closing || pool.workers.get(&pid).is_none_or(|w| w.accepting) {
+        let busy_or_going =
+            |w: &Worker| w.accepting || w.retiring || w.closed || !w.serving.is_empty();
+        if listening.closing || pool.workers.get(&pid).is_none_or(busy_or_going) {
             return;
         }
         self.tell_worker(
@@ -571,8 +641,31 @@ impl ForkServer {
 
     /// The port is forgotten: its workers, told by their control sockets closing, end after
     /// their connection and are reaped quietly.
-    pub(super) fn forget_pool(&mut self, pool: Pool) {
+    pub(super) fn forget_pool(&mut self, port_id: u64, pool: Pool) {
         self.leaving.extend(pool.pids());
+        // What it still had is answered, so that nothing waits for it at the host.
+        for handed in pool.queue {
+            let reason = "the port is gone".to_owned();
+            self.out.push(FromForker::Failed {
+                conn: handed.conn,
+                reason,
+            });
+        }
+        let conns: Vec<(u64, Pid)> = self
+            .pool_conns
+            .iter()
+            .filter(|(_, c)| c.port_id == port_id)
+            .map(|(conn, c)| (*conn, c.pid))
+            .collect();
+        for (conn, pid) in conns {
+            self.pool_conns.remove(&conn);
+            self.out.push(FromForker::Finished {
+                conn,
+                pid: pid.as_raw(),
+                status: "its port is gone".to_owned(),
+                clean: false,
+            });
+        }
     }
 
     /// Tells a worker's client why it is cut off and shuts its socket down, which ends the
