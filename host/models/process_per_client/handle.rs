@@ -736,20 +736,22 @@ impl ForkerProcess {
             } => {
                 stats.worker_ended(pid as u32);
                 stats.exited(if how == "signal" { "signal" } else { "code" }, value);
+                let s = if served == 1 { "" } else { "s" };
                 port.events.push(Some(port.port()), Kind::Child, || {
-                    format!("worker {pid} {status} after {served} clients; a new one replaces it")
+                    format!("worker {pid} {status} after {served} client{s}; a new one replaces it")
                 });
                 if clean {
                     info!(
                         port = port.port(),
                         pid,
-                        "prefork worker {status} after {served} connections (max_connections_per_worker); a new one replaces it"
+                        "prefork worker {status} after {served} connection{s} \
+                         (max_connections_per_worker); a new one replaces it"
                     );
                 } else {
                     warn!(
                         port = port.port(),
                         pid,
-                        "prefork worker {status} after {served} connections; a new one replaces it"
+                        "prefork worker {status} after {served} connection{s}; a new one replaces it"
                     );
                 }
             }
