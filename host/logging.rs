@@ -138,7 +138,7 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
 
 /// Where a panic outside any span finds the span it belongs in: a process-per-client child
 /// builds its connection's span only when it has something to log (see
-/// [`crate::models::process_per_client`]), and a panic is such a thing.
+/// [`crate::models::fork_server`]), and a panic is such a thing.
 static PANIC_SPAN: std::sync::OnceLock<fn() -> tracing::Span> = std::sync::OnceLock::new();
 
 /// Sets, once per process, where [`PANIC_SPAN`] comes from.

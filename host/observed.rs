@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::events::Events;
 use crate::metrics::HostStats;
-use crate::models::process_per_client::ForkerHandle;
+use crate::models::fork_server::ForkerHandle;
 use crate::port::Port;
 
 /// What the admin endpoint reads of a running host: every port that has connections (served,

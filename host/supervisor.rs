@@ -20,7 +20,7 @@ use crate::admin::drive::LoadCommand;
 use crate::config::{AdminPlan, Config, PortEntry, PortPlan};
 use crate::events::Kind;
 use crate::listener::accept_loop;
-use crate::models::process_per_client::{ForkerCommand, ForkerHandle};
+use crate::models::fork_server::{ForkerCommand, ForkerHandle};
 use crate::models::{self, Runner};
 use crate::observed::Observed;
 use crate::port::Port;

@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 use crate::admin::drive::LoadCommand;
 use crate::config::Config;
 use crate::lock::lock;
-use crate::models::process_per_client::{ForkerCommand, fork_server};
+use crate::models::fork_server::{self, ForkerCommand};
 use crate::sockets::Sockets;
 use crate::supervisor::{Programs, Supervisor};
 

@@ -59,9 +59,10 @@ pub struct Times {
 ///
 /// `/proc/<pid>/stat` rounds each process's own time down to a whole tick (10 ms): a pool of
 /// 256 prefork workers, each a few ticks' worth of work, would lose up to 2.5 s of CPU that
-/// way. So a single-threaded process's own time comes from its `schedstat` (nanoseconds); a
-/// multi-threaded one's from `stat` (which also holds its ended threads' time, and is one
-/// process, so one tick at most is lost), as do the reaped children's (summed before rounding).
+/// way. So a single-threaded process's own time comes from its `schedstat` (nanoseconds),
+/// unless `stat` says more (it also holds the time of threads that have ended); a
+/// multi-threaded one's from `stat` (one process: one tick at most is lost), as do the reaped
+/// children's (summed before rounding).
 pub fn process_times(pid: u32) -> Option<Times> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold anything: fields after the last ')'
@@ -80,10 +81,13 @@ pub fn process_times(pid: u32) -> Option<Times> {
     let ticks_nanos = |ticks: u64| (ticks as f64 * tick) as u64;
     // num_threads is field 20.
     let single = fields.get(17).is_some_and(|n| *n == "1");
-    let own = single
-        .then(|| schedstat_nanos(pid))
-        .flatten()
-        .unwrap_or_else(|| sum(11..13).map_or(0, ticks_nanos));
+    let stat = sum(11..13).map_or(0, ticks_nanos);
+    // `schedstat` is the one thread's own: a process that had other threads (a thread per
+    // client that has ended) holds their time only in `stat`, which then says more.
+    let own = match single.then(|| schedstat_nanos(pid)).flatten() {
+        Some(nanos) => nanos.max(stat),
+        None => stat,
+    };
     Some(Times {
         nanos: own + ticks_nanos(sum(13..15)?),
         faults: sum(7..8)? + sum(8..9)?,
@@ -168,6 +172,32 @@ fn ticks_per_second() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_left_single_threaded_keeps_the_time_of_its_ended_threads() {
+        // A program whose second thread burns CPU and ends, then waits alone: its one thread's
+        // `schedstat` holds almost nothing, `stat` the burnt time.
+        let script = "import threading, time, sys\n\
+                      def burn():\n    t = time.process_time()\n    while time.process_time() - t < 0.3: pass\n\
+                      w = threading.Thread(target=burn); w.start(); w.join()\n\
+                      print('done', flush=True); time.sleep(5)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let times = process_times(child.id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line, "done\n");
+        assert!(times.nanos >= 290_000_000, "{times:?}");
+    }
 
     #[test]
     fn a_single_threaded_process_is_measured_finer_than_a_tick() {

@@ -20,7 +20,7 @@ use tracing::info;
 
 use porthost::config::{Config, LoadError};
 use porthost::logging;
-use porthost::models::process_per_client::fork_server;
+use porthost::models::fork_server;
 use porthost::sockets::Sockets;
 use porthost::supervisor::{Programs, Supervisor};
 use porthost::systemd;

@@ -18,9 +18,13 @@
 //! the lecture's `socketserver` servers do; `async` serves it on the host's runtime, and
 //! `event-loop` on a runtime of the port's own. `sequential` and `thread-pool` are one thread
 //! and `workers` threads fed by the same queue (`port_threads.rs`).
+//! `process-per-client` and `prefork` both run in the single-threaded fork server
+//! ([`fork_server`]), which the host starts once: it forks a child per connection for the one
+//! and keeps a pool of workers for the other.
 
 pub mod async_tasks;
 pub mod event_loop;
+pub mod fork_server;
 mod port_threads;
 pub mod prefork;
 pub mod process_per_client;
@@ -35,7 +39,7 @@ use async_trait::async_trait;
 use crate::config::Model;
 use crate::connection::Accepted;
 use crate::port::Port;
-use process_per_client::ForkerHandle;
+use fork_server::ForkerHandle;
 
 /// How one port's connections are served.
 #[async_trait]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use porthost::config::{Config, ConfigErrors};
-use porthost::models::process_per_client::ForkerCommand;
+use porthost::models::fork_server::ForkerCommand;
 use porthost::sockets::Sockets;
 use porthost::supervisor::{Programs, Supervisor};
 

@@ -11,10 +11,10 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::{ForkResult, Pid, fork};
 use tracing::warn;
 
+use super::wire::{self, Client, FromForker, PoolSpec, WorkerChange};
+use super::worker::{self, FromWorker, ToWorker};
 use super::{ForkServer, close_all_but, refuse};
 use crate::gate::Pass;
-use crate::models::prefork::{FromWorker, ToWorker, worker};
-use crate::models::process_per_client::wire::{self, Client, FromForker, PoolSpec, WorkerChange};
 
 /// A worker that fails within this long of its start is replaced only after as long again:
 /// a service that crashes at once must not turn the fork server into a fork loop.

@@ -1,7 +1,7 @@
 //! `process-per-client`: a new OS process per connection, running the same service code, like
 //! the lecture's `ForkingTCPServer`.
 //!
-//! The host never forks itself (it is multi-threaded; see [`fork_server`]). It starts one
+//! The host never forks itself (it is multi-threaded; see [`super::fork_server`]). It starts one
 //! helper, the fork server (`porthost forker`), and hands it the port's listening socket: the
 //! helper accepts, admits, forks a child that serves the connection and exits, and reports,
 //! as `ForkingTCPServer` does. Where something must happen before the fork (a PROXY header
@@ -10,19 +10,8 @@
 //! children under the fork server. A child that crashes, panics or is killed ends only its own
 //! connection: the fork server reaps it and reports how it ended, and the host logs that.
 //!
-//! - [`ProcessPerClient`] (here): the port's runner.
-//! - [`handle`]: the host's side of the fork server ([`ForkerHandle`]): starts it, sends it
-//!   connections, routes each child's end back to its connection.
-//! - [`fork_server`]: the helper program itself; [`child`]: a child's life, from the fork to
-//!   `_exit`. [`wire`]: what the host and the helper say to each other.
-
-pub(crate) mod child;
-pub mod fork_server;
-mod handle;
-pub mod wire;
-
-use handle::Child;
-pub use handle::{ForkerCommand, ForkerHandle};
+//! Here: [`ProcessPerClient`], the port's runner (a `prefork` port's too). The fork server, its
+//! children and workers, and the host's side of it are in [`super::fork_server`].
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -31,11 +20,13 @@ use async_trait::async_trait;
 use tracing::{Instrument, info, warn};
 
 use super::Runner;
+use super::fork_server::ForkerHandle;
+use super::fork_server::handle::Child;
+use super::fork_server::wire::{ChildSpec, PoolSpec};
 use crate::config::Model;
 use crate::connection::Accepted;
 use crate::gate::Rules;
 use crate::port::Port;
-use wire::{ChildSpec, PoolSpec};
 
 /// The runner of a process-per-client port: its id at the fork server, where its service was
 /// built once and every child inherits it. A `prefork` port's runner too: the same fork

@@ -17,9 +17,24 @@
 //!   happen before a fork: a PROXY header read, a single-session port's one client.
 //!
 //! A `prefork` port's clients are served by workers this process forks once and keeps
-//! ([`pool`]): they accept, this loop admits.
+//! ([`pool`], [`worker`]): they accept, this loop admits.
+//!
+//! Both forking models build on this module, and it on neither:
+//! - here: the fork server's loop;
+//! - [`handle`]: the host's side of it ([`ForkerHandle`]): starts it, sends it ports, sockets
+//!   and connections, and routes each child's (or worker's) reports to its connection;
+//! - [`child`]: a child's life, from the fork to `_exit`; [`wire`]: what the host and the
+//!   fork server say to each other;
+//! - [`pool`] and [`worker`]: a prefork port's workers, on the fork server's side and on
+//!   their own.
 
+pub(crate) mod child;
+pub(crate) mod handle;
 mod pool;
+pub mod wire;
+pub(crate) mod worker;
+
+pub use handle::{ForkerCommand, ForkerHandle};
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -37,13 +52,12 @@ use nix::unistd::{ForkResult, Pid, fork};
 use porthost_services::{Options, Service};
 use tracing::{info_span, warn};
 
-use super::child;
-use super::wire::{self, ChildSpec, Client, FromForker, ToForker};
 use crate::config::Model;
 use crate::connection::{self, End};
 use crate::gate::{Gate, Pass, Refusal, Rules};
 use crate::sockets::is_per_connection;
 use pool::{Pool, PoolConn};
+use wire::{ChildSpec, Client, FromForker, ToForker};
 
 /// How long the forker waits for children to end after SIGTERM when the host goes away.
 const TERM_GRACE: Duration = Duration::from_millis(500);

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
-use super::fork_server::FIRST_OWN_CONN;
+use super::FIRST_OWN_CONN;
 use super::wire::{self, ChildSpec, Client, FromForker, ToForker, WorkerChange};
 use crate::config::Model;
 use crate::events::Kind;
@@ -219,7 +219,7 @@ impl Watch {
 
 /// A connection being served by a child.
 #[derive(Debug)]
-pub(super) struct ConnChild {
+pub(crate) struct ConnChild {
     conn: u64,
     forker: Arc<ForkerProcess>,
     exit: oneshot::Receiver<Exit>,
@@ -242,7 +242,7 @@ impl ForkerHandle {
     /// Hands the fork server a port's listening socket: from now on it accepts the port's
     /// clients, admits them by `rules`, forks and reports. The receiver is told when it no
     /// longer accepts there: after [`Self::unlisten`], or at once if it cannot.
-    pub(super) async fn listen(
+    pub(crate) async fn listen(
         self: &Arc<Self>,
         port_id: u64,
         port: Arc<Port>,
@@ -280,7 +280,7 @@ impl ForkerHandle {
 
     /// Tells the fork server to stop accepting a port's clients, once it has served those
     /// already queued; the receiver [`Self::listen`] gave is told when it has.
-    pub(super) async fn unlisten(&self, port_id: u64) {
+    pub(crate) async fn unlisten(&self, port_id: u64) {
         let state = self.state.lock().await;
         if let Some(listener) = lock(&self.listeners).get_mut(&port_id) {
             listener.closing = true;
@@ -344,7 +344,7 @@ impl ForkerHandle {
         }
     }
 
-    pub(super) async fn start(
+    pub(crate) async fn start(
         &self,
         port_id: u64,
         fd: OwnedFd,
@@ -780,7 +780,7 @@ impl ForkerProcess {
 
 /// What a connection's child is, for how the host ends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Child {
+pub(crate) enum Child {
     /// It serves a connection the host accepted and handed over (the host holds a handle on
     /// the socket, to tell the client why it is cut off).
     Handed,
@@ -793,7 +793,7 @@ pub(super) enum Child {
 impl ConnChild {
     /// Tracks the child, in a task of its port, until it has been reaped and the connection
     /// has ended; an `exec` program's `stderr` is logged meanwhile.
-    pub(super) fn watch(
+    pub(crate) fn watch(
         self,
         admission: Admission,
         kind: Child,
@@ -847,7 +847,7 @@ impl ConnChild {
     /// told why there, as the host tells those it holds); an `exec` port's program gets
     /// SIGTERM (to its process group) as soon as the port starts draining, and SIGKILL when it
     /// closes.
-    pub(super) async fn wait(mut self, port: &Port, child: Child) {
+    async fn wait(mut self, port: &Port, child: Child) {
         let mut signalled = false;
         if child == Child::Program {
             tokio::select! {

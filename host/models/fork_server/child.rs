@@ -16,7 +16,7 @@ use porthost_services::meter::{Totals, Traffic};
 use porthost_services::{BlockingConn, Meter};
 use tracing::{Span, info_span, warn};
 
-use super::fork_server::Port;
+use super::Port;
 use super::wire::{self, Client, FromForker};
 use crate::config::Model;
 use crate::connection::{self, End};

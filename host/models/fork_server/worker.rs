@@ -1,6 +1,8 @@
 //! A prefork worker's life, from its fork to its `_exit`: accept (or be handed) a client, have
 //! the fork server admit it, serve it with blocking I/O, and go on, until the fork server says
-//! otherwise, the port's `max_connections_per_worker` is reached, or a service panics.
+//! otherwise, the port's `max_connections_per_worker` is reached, or a service panics. The
+//! model is described in [`crate::models::prefork`]; here are also the messages a worker and
+//! the fork server exchange over the worker's control socket.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -10,15 +12,46 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{FromWorker, ToWorker};
+use super::child::{self, Exiting, Reporter};
+use super::wire::{self, Client};
+use super::{ACCEPT_PAUSE, Port};
 use crate::config::Model;
 use crate::connection::End;
-use crate::models::process_per_client::child::{self, Exiting, Reporter};
-use crate::models::process_per_client::fork_server::{ACCEPT_PAUSE, Port};
-use crate::models::process_per_client::wire;
 use crate::sockets::is_per_connection;
+
+/// What the fork server tells a worker, over its control socket (a `SOCK_SEQPACKET` pair).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Accept on the listening socket that comes with this message.
+    Listen,
+    /// Stop accepting: close the listening socket and say [`FromWorker::Unlistened`] (the host
+    /// accepts what is queued and hands it over).
+    Unlisten,
+    /// Serve the connection that comes with this message (the host accepted it).
+    Serve { conn: u64, client: Client },
+    /// The answer to [`FromWorker::Admit`]: serve the client as `conn`, or (`None`) drop it: it
+    /// was refused, and told why.
+    Verdict { conn: Option<u64> },
+}
+
+/// What a worker tells the fork server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// May the client whose socket comes with this message be served?
+    Admit { peer: std::net::SocketAddr },
+    /// The connection is over; `panicked` when its service panicked. `last` when the worker
+    /// exits now (after a panic, or at `max_connections_per_worker`): it takes no other client.
+    Done {
+        conn: u64,
+        panicked: bool,
+        last: bool,
+    },
+    /// No longer accepting; the worker serves only what it is handed from now on.
+    Unlistened,
+}
 
 /// The `epoll` keys of a worker's two descriptors.
 const CONTROL: u64 = 0;
