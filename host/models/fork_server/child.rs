@@ -132,6 +132,16 @@ impl Reporter {
     }
 }
 
+/// What a process forked from the fork server does first, a child or a prefork worker: it
+/// takes SIGCHLD as any program does (the fork server blocks it for its signalfd), and it
+/// dies with the fork server, since nobody else could drain its connections.
+pub(crate) fn after_fork() {
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+}
+
 /// The child's whole life: serve the one connection with blocking I/O (or, for a service with
 /// only an async form, on a runtime of its own), report what it served over `chan`, return
 /// the exit code.
@@ -143,11 +153,7 @@ fn serve_child(
     chan: std::os::fd::BorrowedFd<'_>,
     debug_logging: bool,
 ) -> i32 {
-    let mut unblock = SigSet::empty();
-    unblock.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    // A child must not outlive the fork server: that would be a connection nobody can drain.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    after_fork();
     let reporter = match chan.try_clone_to_owned() {
         Ok(chan) => Reporter::new(conn, Arc::new(chan)),
         Err(e) => {

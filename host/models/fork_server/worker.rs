@@ -11,7 +11,6 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -88,11 +87,7 @@ pub(crate) fn run(
     chan: OwnedFd,
     debug_logging: bool,
 ) -> i32 {
-    let mut unblock = SigSet::empty();
-    unblock.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    // A worker must not outlive the fork server: its clients could not be drained.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    child::after_fork();
     let started = (|| -> std::io::Result<Worker<'_>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&control, EpollEvent::new(EpollFlags::EPOLLIN, CONTROL))?;
